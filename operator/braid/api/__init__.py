@@ -1,0 +1,81 @@
+"""The contract: pydantic models of Workflow and WorkflowRun, and their CRD rendering.
+
+Purely declarative: no I/O, no clock, no Kubernetes client. Field descriptions are the
+``kubectl explain`` texts, so they are written for users.
+"""
+
+from braid.api.common import GROUP, VERSION, Condition, ConditionStatus
+from braid.api.errors import FieldError, InvalidSpecError
+from braid.api.run import (
+    ApprovalRecord,
+    ItemStatus,
+    IterationStatus,
+    RunPhase,
+    StepPhase,
+    StepStatus,
+    TaskStatus,
+    WorkflowRun,
+    WorkflowRunSpec,
+    WorkflowRunStatus,
+)
+from braid.api.workflow import (
+    ApprovalSpec,
+    Approvers,
+    Backoff,
+    CompensationPolicy,
+    ContainerSpec,
+    EnvVar,
+    FanOutSpec,
+    FinallyStep,
+    LoopSpec,
+    LoopStep,
+    ParamSpec,
+    RetryOn,
+    RetryPolicy,
+    SLASpec,
+    Step,
+    StepAction,
+    SuccessThreshold,
+    WebhookSpec,
+    Workflow,
+    WorkflowSpec,
+)
+
+__all__ = [
+    "GROUP",
+    "VERSION",
+    "ApprovalRecord",
+    "ApprovalSpec",
+    "Approvers",
+    "Backoff",
+    "CompensationPolicy",
+    "Condition",
+    "ConditionStatus",
+    "ContainerSpec",
+    "EnvVar",
+    "FanOutSpec",
+    "FieldError",
+    "FinallyStep",
+    "InvalidSpecError",
+    "ItemStatus",
+    "IterationStatus",
+    "LoopSpec",
+    "LoopStep",
+    "ParamSpec",
+    "RetryOn",
+    "RetryPolicy",
+    "RunPhase",
+    "SLASpec",
+    "Step",
+    "StepAction",
+    "StepPhase",
+    "StepStatus",
+    "SuccessThreshold",
+    "TaskStatus",
+    "WebhookSpec",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowRunSpec",
+    "WorkflowRunStatus",
+    "WorkflowSpec",
+]

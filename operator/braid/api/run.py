@@ -1,0 +1,236 @@
+"""The WorkflowRun kind: one execution of a workflow, and everything observed about it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from braid.api.common import API_VERSION, Condition, ConditionStatus, Model, ObjectMeta
+from braid.api.workflow import JSON, WorkflowSpec
+
+
+CONDITION_SUCCEEDED = "Succeeded"
+CONDITION_APPROVAL_PENDING = "ApprovalPending"
+CONDITION_SLA_BREACHED = "SLABreached"
+
+
+class WorkflowRef(Model):
+    """Reference to a Workflow in the run's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Workflow.")
+
+
+class WorkflowRunSpec(Model):
+    """What to run: a workflow (by reference or inline) and its params."""
+
+    workflow_ref: WorkflowRef | None = Field(
+        default=None, description="The Workflow to run; its spec is snapshotted at start."
+    )
+    workflow: WorkflowSpec | None = Field(default=None, description="An inline workflow spec.")
+    params: dict[str, JSON] | None = Field(
+        default=None, description="Param values by name, validated against their schemas."
+    )
+    cancelled: bool | None = Field(
+        default=None,
+        description="Set to true to cancel: running steps stop, compensation and finally run.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkflowRunSpec:
+        if (self.workflow_ref is None) == (self.workflow is None):
+            raise ValueError("set exactly one of workflowRef or workflow")
+        return self
+
+
+class StepPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    WAITING = "Waiting"  # approval gates
+    RETRYING = "Retrying"  # between attempts, in backoff
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    CANCELLED = "Cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
+
+
+class RunPhase(StrEnum):
+    """Where the run is; the Succeeded condition is the summary users and tools read."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPENSATING = "Compensating"
+    FINALIZING = "Finalizing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class TaskStatus(Model):
+    """Status of one unit of execution: a step, a fan-out item or a loop body step."""
+
+    phase: StepPhase = Field(default=StepPhase.PENDING, description="Current phase.")
+    reason: str | None = Field(default=None, description="CamelCase reason of the phase.")
+    message: str | None = Field(default=None, description="Human-readable detail.")
+    attempts: int = Field(default=0, description="Attempts started so far.")
+    attempt_name: str | None = Field(
+        default=None, description="Deterministic name of the current or last attempt."
+    )
+    start_time: datetime | None = Field(default=None, description="When the first attempt began.")
+    attempt_start_time: datetime | None = Field(
+        default=None, description="When the current attempt began."
+    )
+    completion_time: datetime | None = Field(default=None, description="When it finished.")
+    retry_time: datetime | None = Field(
+        default=None, description="When the next attempt starts (phase Retrying)."
+    )
+    exit_code: int | None = Field(default=None, description="Exit code of the last attempt.")
+    outputs: dict[str, JSON] | None = Field(default=None, description="Outputs (JSON object).")
+
+
+class ItemStatus(TaskStatus):
+    """Status of one fan-out item."""
+
+    index: int = Field(description="Position of the item in the item list.")
+
+
+class ApprovalRecord(Model):
+    """One decision on an approval gate: the audit trail."""
+
+    user: str = Field(description="Who decided.")
+    decision: Literal["Approved", "Rejected", "Refused"] = Field(
+        description="Approved, Rejected, or Refused: the person is not an allowed approver and "
+        "the decision was not counted (kept for the audit trail)."
+    )
+    time: datetime | None = Field(default=None, description="When the operator recorded it.")
+    reason: str | None = Field(default=None, description="Reason given (rejections).")
+
+
+class IterationStatus(Model):
+    """One iteration of a loop."""
+
+    iteration: int = Field(description="Index of the iteration, from 0.")
+    steps: list[LoopTaskStatus] = Field(default_factory=list, description="Body steps.")
+
+
+class LoopTaskStatus(TaskStatus):
+    """Status of one body step within one loop iteration."""
+
+    name: str = Field(description="Body step name.")
+    approvals: list[ApprovalRecord] | None = Field(default=None, description="Decisions.")
+    approval_deadline: datetime | None = Field(default=None, description="Approval deadline.")
+
+
+class StepStatus(TaskStatus):
+    """Status of one step of the workflow."""
+
+    name: str = Field(description="Step name.")
+    kind: str = Field(description="container, webhook, approval, fanOut, loop or finally.")
+    items: list[ItemStatus] | None = Field(default=None, description="Fan-out items.")
+    item_count: int | None = Field(default=None, description="Number of fan-out items.")
+    iterations: list[IterationStatus] | None = Field(default=None, description="Loop iterations.")
+    approvals: list[ApprovalRecord] | None = Field(
+        default=None, description="Decisions recorded on this approval gate."
+    )
+    approval_deadline: datetime | None = Field(
+        default=None, description="When an approval gate times out."
+    )
+    compensation: TaskStatus | None = Field(
+        default=None, description="Status of this step's compensation, once it ran."
+    )
+    sla_breached: bool | None = Field(default=None, description="The step exceeded its SLA.")
+
+
+class WorkflowRunStatus(Model):
+    """Everything observed about the run. Written by the operator (or the local runner)."""
+
+    observed_generation: int | None = Field(default=None, description="Last reconciled generation.")
+    phase: RunPhase = Field(default=RunPhase.PENDING, description="Coarse phase of the run.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Succeeded, ApprovalPending, SLABreached, ..."
+    )
+    start_time: datetime | None = Field(default=None, description="When the run started.")
+    completion_time: datetime | None = Field(default=None, description="When the run finished.")
+    progress: str | None = Field(default=None, description="Finished steps / all steps.")
+    duration: str | None = Field(default=None, description="Duration at the last status write.")
+    params: dict[str, JSON] | None = Field(default=None, description="Resolved params.")
+    workflow_spec: WorkflowSpec | None = Field(
+        default=None, description="The workflow spec snapshotted when the run started."
+    )
+    steps: list[StepStatus] = Field(default_factory=list, description="Per-step status.")
+    finally_: list[StepStatus] | None = Field(
+        default=None, alias="finally", description="Status of the finally steps."
+    )
+    outputs: dict[str, JSON] | None = Field(default=None, description="Run outputs.")
+    sla_breached: bool | None = Field(
+        default=None, description="The run exceeded spec.sla.maxDurationSeconds."
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def set_condition(
+        self,
+        type_: str,
+        status: ConditionStatus,
+        reason: str,
+        message: str,
+        now: datetime,
+        generation: int | None = None,
+    ) -> bool:
+        """Set a condition; the transition time moves only when the status changes.
+
+        Returns whether anything changed, so callers can skip a no-op status write.
+        """
+        current = self.condition(type_)
+        if current is None:
+            self.conditions.append(
+                Condition(
+                    type=type_,
+                    status=status,
+                    reason=reason,
+                    message=message,
+                    last_transition_time=now,
+                    observed_generation=generation,
+                )
+            )
+            return True
+        changed = (current.status, current.reason, current.message) != (status, reason, message)
+        if current.status != status:
+            current.last_transition_time = now
+        current.status, current.reason, current.message = status, reason, message
+        if generation is not None and current.observed_generation != generation:
+            current.observed_generation = generation
+            changed = True
+        return changed
+
+    @property
+    def succeeded(self) -> bool | None:
+        """True or False once finished, None while the run goes on."""
+        cond = self.condition(CONDITION_SUCCEEDED)
+        if cond is None or cond.status == ConditionStatus.UNKNOWN:
+            return None
+        return cond.status == ConditionStatus.TRUE
+
+
+class WorkflowRun(Model):
+    """One execution of a workflow."""
+
+    api_version: Literal["braid.dev/v1alpha1"] = Field(default=API_VERSION)
+    kind: Literal["WorkflowRun"] = "WorkflowRun"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: WorkflowRunSpec
+    status: WorkflowRunStatus | None = None
+
+
+IterationStatus.model_rebuild()
+

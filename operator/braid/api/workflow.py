@@ -1,0 +1,424 @@
+"""The Workflow kind: what to run, in which order, under which rules."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from braid.api.common import API_VERSION, NAME_MAX, NAME_PATTERN, Model, ObjectMeta
+
+Expression = str
+"""A CEL expression (https://cel.dev); see the README for the names in scope."""
+
+JSON = Any
+
+
+class ParamSpec(Model):
+    """A declared input of the workflow."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=63,
+        description="Name of the param, available to expressions as params.<name>.",
+    )
+    description: str | None = Field(default=None, description="What the param is for.")
+    default: JSON = Field(
+        default=None,
+        description="Value used when a run does not set the param. Without a default the param "
+        "is required.",
+    )
+    schema_: dict[str, JSON] | None = Field(
+        default=None,
+        alias="schema",
+        description="JSON Schema (draft 2020-12) every value of this param must satisfy, "
+        'e.g. {type: integer, minimum: 1}.',
+    )
+
+
+class EnvVar(Model):
+    """An environment variable of a container step."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
+    value: str = Field(
+        default="", description="Value; may contain ${{ <CEL> }} interpolations."
+    )
+
+
+class ResourceRequirements(Model):
+    """Compute resources of a container step, as in a Pod's container."""
+
+    requests: dict[str, str] | None = Field(default=None, description="Minimum resources.")
+    limits: dict[str, str] | None = Field(default=None, description="Maximum resources.")
+
+
+class ContainerSpec(Model):
+    """Run a container. Locally the command runs as a process and the image is ignored."""
+
+    image: str = Field(min_length=1, description="Container image used in a cluster.")
+    command: list[str] | None = Field(
+        default=None,
+        description="Entrypoint; each item may contain ${{ <CEL> }} interpolations.",
+    )
+    args: list[str] | None = Field(
+        default=None, description="Arguments; each may contain ${{ <CEL> }} interpolations."
+    )
+    env: list[EnvVar] | None = Field(default=None, description="Environment variables.")
+    working_dir: str | None = Field(default=None, description="Working directory.")
+    resources: ResourceRequirements | None = Field(default=None, description="Resources.")
+    pod_template: dict[str, JSON] | None = Field(
+        default=None,
+        description="Extra PodSpec fields merged into the step's Pod in a cluster (e.g. "
+        "nodeSelector, tolerations, securityContext, serviceAccountName).",
+    )
+
+
+class Approvers(Model):
+    """Who may decide an approval gate. Empty means anyone allowed to annotate the run."""
+
+    users: list[str] | None = Field(default=None, description="User names that may decide.")
+    groups: list[str] | None = Field(
+        default=None, description="Groups whose members may decide."
+    )
+
+
+class ApprovalTimeoutAction(StrEnum):
+    REJECT = "Reject"
+    APPROVE = "Approve"
+
+
+class ApprovalSpec(Model):
+    """Wait for people to approve before the workflow goes on."""
+
+    message: str | None = Field(
+        default=None,
+        description="What the approvers are asked; may contain ${{ <CEL> }} interpolations.",
+    )
+    approvers: Approvers | None = Field(default=None, description="Who may decide.")
+    required: int = Field(
+        default=1, ge=1, le=20, description="Number of distinct approvals needed (quorum)."
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="How long to wait for a decision."
+    )
+    on_timeout: ApprovalTimeoutAction = Field(
+        default=ApprovalTimeoutAction.REJECT,
+        description="What a timeout means: Reject (the step fails) or Approve.",
+    )
+
+
+class WebhookSpec(Model):
+    """Make one HTTP call; the response becomes the step's outputs."""
+
+    url: str = Field(
+        min_length=1, description="URL to call; may contain ${{ <CEL> }} interpolations."
+    )
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
+        default="POST", description="HTTP method."
+    )
+    headers: dict[str, str] | None = Field(
+        default=None, description="Request headers; values may contain interpolations."
+    )
+    body: JSON = Field(
+        default=None,
+        description="Request body: a string, or any JSON value sent as JSON. String leaves may "
+        "contain interpolations; a leaf that is exactly ${{ <CEL> }} takes the value's type.",
+    )
+    success_condition: Expression | None = Field(
+        default=None,
+        description="CEL over `response` (status, headers, body) that must be true for success. "
+        "Default: response.status >= 200 && response.status < 300.",
+    )
+    output: Expression | None = Field(
+        default=None,
+        description="CEL over `response` giving the step's outputs (a map). Default: "
+        "{'status': response.status, 'body': response.body}.",
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Timeout of the HTTP call."
+    )
+
+
+class Backoff(Model):
+    """Exponential backoff between attempts: min(initial * factor^(n-1), max) ± jitter."""
+
+    initial_delay_seconds: float = Field(default=1.0, ge=0, description="First delay.")
+    factor: float = Field(default=2.0, ge=1, description="Multiplier per attempt.")
+    max_delay_seconds: float = Field(default=300.0, ge=0, description="Cap on the delay.")
+    jitter: float = Field(
+        default=0.1, ge=0, le=1, description="Fraction of the delay randomised (0 to 1)."
+    )
+
+
+class FailureReason(StrEnum):
+    """Why one attempt failed; used to classify failures as retryable."""
+
+    ERROR = "Error"
+    TIMED_OUT = "TimedOut"
+    OUTPUT_INVALID = "OutputInvalid"
+    OUTPUT_TOO_LARGE = "OutputTooLarge"
+    WEBHOOK_FAILED = "WebhookFailed"
+    EXPRESSION_ERROR = "ExpressionError"
+    START_FAILED = "StartFailed"
+
+
+class RetryOn(Model):
+    """Which failures are retried. Unset lists mean every failure is retried."""
+
+    reasons: list[FailureReason] | None = Field(
+        default=None,
+        description="Failure reasons to retry: Error, TimedOut, OutputInvalid, OutputTooLarge, "
+        "WebhookFailed, StartFailed.",
+    )
+    exit_codes: list[int] | None = Field(
+        default=None, description="For reason Error: only these exit codes are retried."
+    )
+
+
+class RetryPolicy(Model):
+    """Retry failed attempts of a step."""
+
+    limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt.")
+    backoff: Backoff | None = Field(default=None, description="Delay between attempts.")
+    retry_on: RetryOn | None = Field(default=None, description="Which failures are retried.")
+
+
+class StepAction(Model):
+    """A container or webhook action: the body of compensation and finally steps."""
+
+    container: ContainerSpec | None = Field(default=None, description="Run a container.")
+    webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
+    retry: RetryPolicy | None = Field(default=None, description="Retry policy.")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Per-attempt timeout.")
+
+    @model_validator(mode="after")
+    def _exactly_one_action(self) -> StepAction:
+        if (self.container is None) == (self.webhook is None):
+            raise ValueError("set exactly one of container or webhook")
+        return self
+
+
+class StepSLA(Model):
+    """Service-level target of one step."""
+
+    max_duration_seconds: int = Field(
+        ge=1, description="The step is late once it has run (including retries) this long."
+    )
+
+
+class _StepBase(Model):
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX,
+        description="Unique step name (DNS label). Expressions refer to it as steps.<name> or "
+        'steps["<name>"].',
+    )
+    description: str | None = Field(default=None, description="What the step does.")
+    when: Expression | None = Field(
+        default=None, description="CEL; the step runs only when true, else it is Skipped."
+    )
+    container: ContainerSpec | None = Field(default=None, description="Run a container.")
+    webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
+    approval: ApprovalSpec | None = Field(default=None, description="Wait for approval.")
+    retry: RetryPolicy | None = Field(
+        default=None, description="Retry policy; defaults to spec.defaults.retry."
+    )
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Timeout of each attempt; defaults to spec.defaults.timeoutSeconds.",
+    )
+    sla: StepSLA | None = Field(default=None, description="Service-level target of the step.")
+
+
+class LoopStep(_StepBase):
+    """A step inside a loop body: container, webhook or approval."""
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> LoopStep:
+        kinds = [self.container, self.webhook, self.approval]
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("set exactly one of container, webhook or approval")
+        return self
+
+
+class SuccessThreshold(Model):
+    """How many items must succeed; set count or fraction, not both."""
+
+    count: int | None = Field(default=None, ge=0, description="Number of items.")
+    fraction: float | None = Field(
+        default=None, ge=0, le=1, description="Fraction of the items, rounded up."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SuccessThreshold:
+        if (self.count is None) == (self.fraction is None):
+            raise ValueError("set exactly one of count or fraction")
+        return self
+
+
+class ThresholdAction(StrEnum):
+    CANCEL_REMAINING = "CancelRemaining"
+    WAIT_FOR_ALL = "WaitForAll"
+
+
+class FanOutSpec(Model):
+    """Run one action per item (orchestrator-worker); outputs are gathered in item order."""
+
+    items: list[JSON] | None = Field(
+        default=None, description="Literal list of items; each is `item` in expressions."
+    )
+    items_expression: Expression | None = Field(
+        default=None,
+        description="CEL yielding the list of items, e.g. steps.plan.outputs.topics.",
+    )
+    parallelism: int | None = Field(
+        default=None, ge=1, description="Items running at once (also bounded by maxParallel)."
+    )
+    success_threshold: SuccessThreshold | None = Field(
+        default=None, description="Items that must succeed; default all."
+    )
+    on_threshold_reached: ThresholdAction = Field(
+        default=ThresholdAction.CANCEL_REMAINING,
+        description="CancelRemaining: finish the step as soon as the threshold is met and "
+        "cancel the rest; WaitForAll: let every item finish.",
+    )
+    max_items: int = Field(
+        default=10000, ge=1, le=100000, description="Refuse to fan out over more items."
+    )
+    container: ContainerSpec | None = Field(default=None, description="Per-item container.")
+    webhook: WebhookSpec | None = Field(default=None, description="Per-item HTTP call.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FanOutSpec:
+        if (self.items is None) == (self.items_expression is None):
+            raise ValueError("set exactly one of items or itemsExpression")
+        if (self.container is None) == (self.webhook is None):
+            raise ValueError("set exactly one of container or webhook")
+        return self
+
+
+class MaxIterationsAction(StrEnum):
+    FAIL = "Fail"
+    SUCCEED = "Succeed"
+
+
+class LoopSpec(Model):
+    """Repeat a sequence of steps until a condition holds (ReAct, maker-checker)."""
+
+    steps: list[LoopStep] = Field(
+        min_length=1, max_length=20, description="The body, run in order each iteration."
+    )
+    until: Expression = Field(
+        description="CEL checked after each iteration; true ends the loop. steps.<body-step> "
+        "are that iteration's, `iteration` is its index (from 0)."
+    )
+    max_iterations: int = Field(ge=1, le=1000, description="Upper bound on iterations.")
+    on_max_iterations: MaxIterationsAction = Field(
+        default=MaxIterationsAction.FAIL,
+        description="Fail (reason MaxIterationsReached) or Succeed when the bound is hit.",
+    )
+
+
+class Step(_StepBase):
+    """One node of the workflow graph. Set exactly one of container, webhook, approval,
+    fanOut or loop."""
+
+    depends_on: list[str] | None = Field(
+        default=None,
+        description="Steps that must finish first. Without it the step depends on the previous "
+        "step in the list (sequential); use [] to start at once.",
+    )
+    fan_out: FanOutSpec | None = Field(default=None, description="Run an action per item.")
+    loop: LoopSpec | None = Field(default=None, description="Repeat a body of steps.")
+    compensation: StepAction | None = Field(
+        default=None,
+        description="Undo action, run if the run fails or is cancelled after this step "
+        "succeeded (in reverse completion order).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        kinds = [self.container, self.webhook, self.approval, self.fan_out, self.loop]
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("set exactly one of container, webhook, approval, fanOut or loop")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for kind in ("container", "webhook", "approval", "fan_out", "loop"):
+            if getattr(self, kind) is not None:
+                return "fanOut" if kind == "fan_out" else kind
+        raise AssertionError("validated step has a kind")
+
+
+class FinallyStep(StepAction):
+    """A step run after everything else, whatever the outcome. `run.succeeded` tells which."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="Unique step name.")
+
+
+class SLASpec(Model):
+    """Service-level targets; breaches set the SLABreached condition while the run goes on."""
+
+    max_duration_seconds: int | None = Field(
+        default=None, ge=1, description="The run is late once it has run this long."
+    )
+    step_max_duration_seconds: int | None = Field(
+        default=None, ge=1, description="Default target for every step without its own sla."
+    )
+
+
+class CompensationPolicy(Model):
+    """How compensation runs after a failure."""
+
+    enabled: bool = Field(default=True, description="Run compensation steps at all.")
+    on_cancel: bool = Field(default=True, description="Also compensate when cancelled.")
+
+
+class Defaults(Model):
+    """Defaults applied to every step that does not set its own."""
+
+    retry: RetryPolicy | None = Field(default=None, description="Default retry policy.")
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Default timeout.")
+
+
+class WorkflowSpec(Model):
+    """The desired shape of every run of this workflow."""
+
+    description: str | None = Field(default=None, description="What the workflow does.")
+    params: list[ParamSpec] | None = Field(default=None, description="Declared inputs.")
+    steps: list[Step] = Field(min_length=1, max_length=500, description="The steps.")
+    finally_: list[FinallyStep] | None = Field(
+        default=None,
+        alias="finally",
+        max_length=20,
+        description="Steps run at the end whatever the outcome (after compensation).",
+    )
+    outputs: dict[str, Expression] | None = Field(
+        default=None, description="Run outputs: name -> CEL evaluated when the run succeeds."
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Deadline of the whole run; then it fails TimedOut."
+    )
+    max_parallel: int | None = Field(
+        default=None, ge=1, description="Most step attempts running at once in one run."
+    )
+    sla: SLASpec | None = Field(default=None, description="Service-level targets.")
+    compensation: CompensationPolicy | None = Field(
+        default=None, description="Compensation behaviour."
+    )
+    defaults: Defaults | None = Field(default=None, description="Step defaults.")
+
+    def param_specs(self) -> list[ParamSpec]:
+        return self.params or []
+
+
+class Workflow(Model):
+    """A reusable workflow definition."""
+
+    api_version: Literal["braid.dev/v1alpha1"] = Field(default=API_VERSION)
+    kind: Literal["Workflow"] = "Workflow"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: WorkflowSpec

@@ -1,0 +1,124 @@
+"""What the engine is told (observations) and what it asks for (actions).
+
+The operator turns actions into API calls (a Pod per container attempt, Events); the local
+runner turns them into processes and terminal lines. Neither decides anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class AttemptLabels:
+    """Where an attempt sits in the run; becomes Pod labels in a cluster."""
+
+    step: str
+    attempt: int
+    item: int | None = None
+    iteration: int | None = None
+    body_step: str | None = None
+    role: Literal["step", "compensation", "finally"] = "step"
+
+
+@dataclass(frozen=True)
+class ContainerRequest:
+    image: str
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    working_dir: str | None
+    resources: dict[str, Any] | None
+    pod_template: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    """Start one attempt. ``name`` is deterministic: starting it twice must be a no-op/409."""
+
+    name: str
+    labels: AttemptLabels
+    timeout_seconds: int | None
+    container: ContainerRequest | None = None
+    webhook: WebhookRequest | None = None
+
+
+@dataclass(frozen=True)
+class CancelAttempt:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    """A Kubernetes-style Event on the run: type, CamelCase reason, message."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    step: str | None = None
+
+
+Action = StartAttempt | CancelAttempt | RecordEvent
+
+
+@dataclass(frozen=True)
+class HTTPResponse:
+    status: int
+    headers: dict[str, str]
+    body: Any  # parsed JSON when the response was JSON, else text
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """An attempt that ended, as observed (pod terminated, process exited, HTTP call done).
+
+    Reporting the same result again is harmless: the engine only acts on attempts it is
+    waiting for.
+    """
+
+    name: str
+    exit_code: int | None = None
+    output: str | None = None  # raw text of $BRAID_OUTPUT / the termination message
+    response: HTTPResponse | None = None
+    error: str | None = None  # could not run at all (image pull, connection refused, ...)
+    message: str | None = None  # e.g. the tail of stderr
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """A person's decision on an approval gate (from an annotation, the CLI or a prompt)."""
+
+    step: str
+    user: str
+    approve: bool
+    groups: tuple[str, ...] = ()
+    reason: str | None = None
+    iteration: int | None = None  # for gates inside loops; None matches any iteration
+    trusted: bool = False  # the local runner's own user: counts as the whole quorum
+
+
+@dataclass
+class Observations:
+    results: list[AttemptResult] = field(default_factory=list)
+    decisions: list[ApprovalDecision] = field(default_factory=list)
+    cancel: bool = False
+
+
+@dataclass
+class Decision:
+    actions: list[Action]
+    wake_at: datetime | None
+    changed: bool
+    finished: bool

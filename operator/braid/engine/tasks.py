@@ -1,0 +1,169 @@
+"""One unit of execution (a step, a fan-out item, a loop body step, a compensation or finally
+step): rendering its request from the plan and judging the result of an attempt."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from braid.api.run import TaskStatus
+from braid.api.workflow import FailureReason
+from braid.engine.actions import (
+    AttemptLabels,
+    AttemptResult,
+    ContainerRequest,
+    StartAttempt,
+    WebhookRequest,
+)
+from braid.engine.outputs import MAX_OUTPUT_BYTES, parse_outputs
+from braid.engine.plan import ActionPlan
+from braid.expressions import ExpressionError, type_name
+
+Role = Literal["step", "item", "body", "compensation", "finally"]
+
+
+@dataclass(eq=False)
+class Task:
+    """A live handle on one TaskStatus inside the run status, with what it needs to run."""
+
+    status: TaskStatus
+    action: ActionPlan
+    role: Role
+    step: str  # owning step (or finally step) name
+    prefix: str  # attempt names are f"{prefix}-{attempt}"
+    item: int | None = None
+    iteration: int | None = None
+    body: str | None = None
+    scope: dict[str, Any] = field(default_factory=dict)  # item/index/iteration/previous
+
+    @property
+    def display(self) -> str:
+        if self.role == "item":
+            return f"{self.step}[{self.item}]"
+        if self.role == "body":
+            return f"{self.step}#{self.iteration}/{self.body}"
+        if self.role == "compensation":
+            return f"{self.step} (compensation)"
+        return self.step
+
+    def attempt_name(self) -> str:
+        return f"{self.prefix}-{self.status.attempts}"
+
+    def labels(self) -> AttemptLabels:
+        role: Literal["step", "compensation", "finally"] = (
+            self.role if self.role in ("compensation", "finally") else "step"  # type: ignore[assignment]
+        )
+        return AttemptLabels(
+            step=self.step,
+            attempt=self.status.attempts,
+            item=self.item,
+            iteration=self.iteration,
+            body_step=self.body,
+            role=role,
+        )
+
+
+def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
+    """The attempt's request with every ${{ }} resolved; raises ExpressionError."""
+    action = task.action
+    container = webhook = None
+    if action.container is not None:
+        c = action.container
+        container = ContainerRequest(
+            image=c.spec.image,
+            command=[t.render(context) for t in c.command],
+            args=[t.render(context) for t in c.args],
+            env={name: t.render(context) for name, t in c.env},
+            working_dir=c.spec.working_dir,
+            resources=c.spec.resources.wire() if c.spec.resources else None,
+            pod_template=c.spec.pod_template,
+        )
+    elif action.webhook is not None:
+        w = action.webhook
+        webhook = WebhookRequest(
+            method=w.spec.method,
+            url=w.url.render(context),
+            headers={k: t.render(context) for k, t in w.headers},
+            body=w.body.render(context),
+        )
+    return StartAttempt(
+        name=task.attempt_name(),
+        labels=task.labels(),
+        timeout_seconds=action.timeout_seconds,
+        container=container,
+        webhook=webhook,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How an attempt ended, judged by the contract: outputs on success, a reason otherwise."""
+
+    outputs: dict[str, Any] | None
+    failure: FailureReason | None = None
+    message: str | None = None
+    exit_code: int | None = None
+
+
+def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict:
+    if result.timed_out:
+        return Verdict(
+            None,
+            FailureReason.TIMED_OUT,
+            f"attempt exceeded timeoutSeconds={task.action.timeout_seconds}",
+            result.exit_code,
+        )
+    if result.error is not None:
+        reason = (
+            FailureReason.WEBHOOK_FAILED if task.action.webhook else FailureReason.START_FAILED
+        )
+        return Verdict(None, reason, result.error, result.exit_code)
+    if task.action.webhook is not None:
+        return _judge_webhook(task, result, context)
+    if result.exit_code not in (0, None):
+        detail = f": {result.message.strip()}" if result.message and result.message.strip() else ""
+        return Verdict(
+            None, FailureReason.ERROR, f"exited with code {result.exit_code}{detail}", result.exit_code
+        )
+    parsed = parse_outputs(result.output)
+    return Verdict(parsed.outputs, parsed.failure, parsed.message, result.exit_code)
+
+
+def _judge_webhook(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict:
+    webhook = task.action.webhook
+    assert webhook is not None
+    response = result.response
+    if response is None:
+        return Verdict(None, FailureReason.WEBHOOK_FAILED, "no response was recorded")
+    ctx = {
+        **context,
+        "response": {"status": response.status, "headers": response.headers, "body": response.body},
+    }
+    try:
+        if not webhook.success.evaluate_bool(ctx):
+            body = json.dumps(response.body) if not isinstance(response.body, str) else response.body
+            return Verdict(
+                None,
+                FailureReason.WEBHOOK_FAILED,
+                f"HTTP {response.status}: success condition {webhook.success.source!r} is false"
+                f" (body: {body[:200]})",
+            )
+        outputs = webhook.output.evaluate(ctx)
+    except ExpressionError as exc:
+        return Verdict(None, FailureReason.EXPRESSION_ERROR, str(exc))
+    if not isinstance(outputs, dict):
+        return Verdict(
+            None,
+            FailureReason.OUTPUT_INVALID,
+            f"{webhook.output.path}: must evaluate to a map, got {type_name(outputs)}",
+        )
+    size = len(json.dumps(outputs).encode())
+    if size > MAX_OUTPUT_BYTES:
+        return Verdict(
+            None,
+            FailureReason.OUTPUT_TOO_LARGE,
+            f"outputs are {size} bytes; the limit is {MAX_OUTPUT_BYTES} bytes; select what to "
+            f"keep with {webhook.output.path}",
+        )
+    return Verdict(outputs)

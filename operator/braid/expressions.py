@@ -1,0 +1,242 @@
+"""CEL expressions and ``${{ <CEL> }}`` templates, compiled once, evaluated many times.
+
+Pure: compiling and evaluating touch no I/O and no clock. Every error carries the field path
+of the expression and the expression's text, so a user can find and fix it.
+
+Names in scope (a name is only bound where it makes sense; lint reports the others):
+
+``params``     the run's resolved params                                  everywhere
+``steps``      ``steps.<name>.outputs`` / ``.phase`` of upstream steps       everywhere
+``item``       the current fan-out item, ``index`` its position          fan-out actions
+``iteration``  the loop iteration (from 0); ``previous`` the previous
+               iteration's body outputs by step name                     loop bodies, until
+``response``   ``status``, ``headers``, ``body`` of an HTTP response      webhook success/output
+``run``        ``name``, ``succeeded``, ``reason``                       everywhere
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import cel
+
+from braid.api.errors import FieldError
+
+CONTEXT_NAMES = frozenset(
+    {"params", "steps", "item", "index", "iteration", "previous", "response", "run"}
+)
+
+_TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+_STRING_LITERAL = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
+_STEP_DOT = re.compile(r"\bsteps\s*\.\s*([A-Za-z_]\w*)(?!\w)(?!\s*\()")
+_STEP_INDEX = re.compile(r"\bsteps\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
+_MACRO_VAR = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+
+class ExpressionError(Exception):
+    """An expression failed to compile or evaluate."""
+
+    def __init__(self, path: str, source: str, message: str) -> None:
+        self.path = path
+        self.source = source
+        self.message = message
+        super().__init__(f"{path}: {message} (in expression {source!r})")
+
+    def field_error(self) -> FieldError:
+        return FieldError(self.path, f"{self.message} (in expression {self.source!r})")
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> Any:
+    return cel.compile(source)
+
+
+def _short(message: str) -> str:
+    lines = message.strip().splitlines()
+    # The parser's first line repeats the expression; its ERROR line says where and what.
+    line = next((ln for ln in lines if "ERROR:" in ln), lines[0] if lines else "invalid")
+    line = line.split("ERROR: <input>:", 1)[-1]
+    return line.split(" expecting {", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class StepRefs:
+    """Which steps an expression reads. ``all_steps`` when it reads ``steps`` as a whole."""
+
+    names: frozenset[str] = frozenset()
+    all_steps: bool = False
+
+
+def _step_refs(source: str, variables: frozenset[str]) -> StepRefs:
+    if "steps" not in variables:
+        return StepRefs()
+    # Names inside string literals are data, except as a subscript key, which is matched first.
+    indexed = {m.group(2) for m in _STEP_INDEX.finditer(source)}
+    stripped = _STRING_LITERAL.sub('""', source)
+    dotted = {m.group(1) for m in _STEP_DOT.finditer(stripped)}
+    uses = len(re.findall(r"\bsteps\b", stripped))
+    named_uses = len(_STEP_DOT.findall(stripped)) + len(_STEP_INDEX.findall(source))
+    return StepRefs(frozenset(dotted | indexed), all_steps=uses > named_uses)
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled CEL expression bound to the field it came from."""
+
+    source: str
+    path: str
+    variables: frozenset[str]
+    steps: StepRefs
+    _program: Any = field(repr=False, compare=False)
+
+    def evaluate(self, context: dict[str, Any]) -> Any:
+        try:
+            return to_json(self._program.execute(context))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ExpressionError(self.path, self.source, _runtime_message(exc)) from None
+
+    def evaluate_bool(self, context: dict[str, Any]) -> bool:
+        value = self.evaluate(context)
+        if not isinstance(value, bool):
+            raise ExpressionError(
+                self.path, self.source, f"must evaluate to a bool, got {type_name(value)}"
+            )
+        return value
+
+    def unknown_names(self) -> set[str]:
+        """Top-level names that are neither context names nor bound by a macro."""
+        bound = set(_MACRO_VAR.findall(self.source))
+        return {v for v in self.variables if v not in CONTEXT_NAMES and v not in bound}
+
+
+def _runtime_message(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no such key: {exc.args[0]!r} (use has() to test optional fields)"
+    return _short(str(exc))
+
+
+def compile_expression(source: str, path: str) -> Expression:
+    """Compile once; raises ExpressionError naming ``path`` on a syntax error."""
+    try:
+        program = _compile(source)
+    except (ValueError, RuntimeError) as exc:
+        raise ExpressionError(path, source, f"invalid CEL: {_short(str(exc))}") from None
+    variables = frozenset(program.variables())
+    return Expression(source, path, variables, _step_refs(source, variables), program)
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "bool", int: "int", float: "double", str: "string", list: "list", dict: "map"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def to_json(value: Any) -> Any:
+    """CEL results as JSON values (timestamps as RFC 3339, durations as seconds)."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def render_scalar(value: Any) -> str:
+    """How an interpolated value appears inside a string: strings as is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A string with ``${{ <CEL> }}`` parts. Literal-only templates cost nothing to render."""
+
+    source: str
+    path: str
+    parts: tuple[str | Expression, ...]
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Expression))
+
+    def render(self, context: dict[str, Any]) -> str:
+        return "".join(
+            p if isinstance(p, str) else render_scalar(p.evaluate(context)) for p in self.parts
+        )
+
+    def render_value(self, context: dict[str, Any]) -> Any:
+        """A template that is exactly one expression keeps the value's own type."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], Expression):
+            return self.parts[0].evaluate(context)
+        return self.render(context)
+
+
+def compile_template(source: str, path: str) -> Template:
+    parts: list[str | Expression] = []
+    pos = 0
+    for match in _TEMPLATE.finditer(source):
+        if match.start() > pos:
+            parts.append(source[pos : match.start()])
+        inner = match.group(1).strip()
+        if not inner:
+            raise ExpressionError(path, source, "empty ${{ }} interpolation")
+        parts.append(compile_expression(inner, path))
+        pos = match.end()
+    if pos < len(source):
+        parts.append(source[pos:])
+    if "${{" in "".join(p for p in parts if isinstance(p, str)):
+        raise ExpressionError(path, source, "unterminated ${{ interpolation; close it with }}")
+    return Template(source, path, tuple(parts))
+
+
+@dataclass(frozen=True)
+class ValueTemplate:
+    """A JSON value whose string leaves are templates (webhook bodies)."""
+
+    value: Any
+    templates: dict[tuple[str | int, ...], Template]
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        return tuple(e for t in self.templates.values() for e in t.expressions)
+
+    def render(self, context: dict[str, Any]) -> Any:
+        return self._render(self.value, (), context)
+
+    def _render(self, value: Any, at: tuple[str | int, ...], context: dict[str, Any]) -> Any:
+        if isinstance(value, dict):
+            return {k: self._render(v, (*at, k), context) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._render(v, (*at, i), context) for i, v in enumerate(value)]
+        template = self.templates.get(at)
+        return template.render_value(context) if template else value
+
+
+def compile_value_template(value: Any, path: str) -> ValueTemplate:
+    templates: dict[tuple[str | int, ...], Template] = {}
+
+    def walk(node: Any, at: tuple[str | int, ...], where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*at, k), f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*at, i), f"{where}[{i}]")
+        elif isinstance(node, str) and "${{" in node:
+            templates[at] = compile_template(node, where)
+
+    walk(value, (), path)
+    return ValueTemplate(value, templates)
