@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from braid.api.common import API_VERSION, Condition, ConditionStatus, Model, ObjectMeta
 from braid.api.workflow import JSON, WorkflowSpec
@@ -25,6 +25,21 @@ class WorkflowRef(Model):
 
 class WorkflowRunSpec(Model):
     """What to run: a workflow (by reference or inline) and its params."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.workflowRef) != has(self.workflow)",
+                    "message": "set exactly one of workflowRef or workflow",
+                },
+                {
+                    "rule": "!has(oldSelf.params) || (has(self.params) && self.params == oldSelf.params)",
+                    "message": "params cannot change once the run exists; create a new run",
+                },
+            ]
+        }
+    )
 
     workflow_ref: WorkflowRef | None = Field(
         default=None, description="The Workflow to run; its spec is snapshotted at start."
@@ -166,7 +181,11 @@ class WorkflowRunStatus(Model):
     workflow_spec: WorkflowSpec | None = Field(
         default=None, description="The workflow spec snapshotted when the run started."
     )
-    steps: list[StepStatus] = Field(default_factory=list, description="Per-step status.")
+    steps: list[StepStatus] = Field(
+        default_factory=list,
+        description="Per-step status.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     finally_: list[StepStatus] | None = Field(
         default=None, alias="finally", description="Status of the finally steps."
     )

@@ -5,9 +5,28 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from braid.api.common import API_VERSION, NAME_MAX, NAME_PATTERN, Model, ObjectMeta
+
+# Invariants the API server checks at apply time (x-kubernetes-validations), next to the
+# pydantic validators that check the same thing locally.
+
+
+def _cel_rules(*rules: tuple[str, str]) -> ConfigDict:
+    return ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]
+        }
+    )
+
+
+def _exactly_one(*fields: str) -> tuple[str, str]:
+    checks = ", ".join(f"has(self.{f})" for f in fields)
+    return f"[{checks}].filter(x, x).size() == 1", f"set exactly one of {', '.join(fields)}"
+
+
+_MAP_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 Expression = str
 """A CEL expression (https://cel.dev); see the README for the names in scope."""
@@ -91,6 +110,14 @@ class ApprovalTimeoutAction(StrEnum):
 class ApprovalSpec(Model):
     """Wait for people to approve before the workflow goes on."""
 
+    model_config = _cel_rules(
+        (
+            "!has(self.approvers) || has(self.approvers.groups) || !has(self.approvers.users)"
+            " || self.required <= size(self.approvers.users)",
+            "required is larger than the number of approvers listed, so it can never be met",
+        )
+    )
+
     message: str | None = Field(
         default=None,
         description="What the approvers are asked; may contain ${{ <CEL> }} interpolations.",
@@ -106,6 +133,16 @@ class ApprovalSpec(Model):
         default=ApprovalTimeoutAction.REJECT,
         description="What a timeout means: Reject (the step fails) or Approve.",
     )
+
+    @model_validator(mode="after")
+    def _quorum_reachable(self) -> ApprovalSpec:
+        a = self.approvers
+        if a is not None and a.users and not a.groups and self.required > len(a.users):
+            raise ValueError(
+                f"required={self.required} but only {len(a.users)} approver(s) are listed, so "
+                "the gate could never open; lower required or add approvers"
+            )
+        return self
 
 
 class WebhookSpec(Model):
@@ -187,6 +224,8 @@ class RetryPolicy(Model):
 class StepAction(Model):
     """A container or webhook action: the body of compensation and finally steps."""
 
+    model_config = _cel_rules(_exactly_one("container", "webhook"))
+
     container: ContainerSpec | None = Field(default=None, description="Run a container.")
     webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
     retry: RetryPolicy | None = Field(default=None, description="Retry policy.")
@@ -235,6 +274,8 @@ class _StepBase(Model):
 class LoopStep(_StepBase):
     """A step inside a loop body: container, webhook or approval."""
 
+    model_config = _cel_rules(_exactly_one("container", "webhook", "approval"))
+
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> LoopStep:
         kinds = [self.container, self.webhook, self.approval]
@@ -245,6 +286,8 @@ class LoopStep(_StepBase):
 
 class SuccessThreshold(Model):
     """How many items must succeed; set count or fraction, not both."""
+
+    model_config = _cel_rules(_exactly_one("count", "fraction"))
 
     count: int | None = Field(default=None, ge=0, description="Number of items.")
     fraction: float | None = Field(
@@ -264,7 +307,14 @@ class ThresholdAction(StrEnum):
 
 
 class FanOutSpec(Model):
-    """Run one action per item (orchestrator-worker); outputs are gathered in item order."""
+    """Run one action per item (orchestrator-worker); outputs are gathered in item order.
+
+    Downstream steps read steps.<name>.outputs.items (each item's outputs, null where it did
+    not succeed), .succeeded, .failed and .total."""
+
+    model_config = _cel_rules(
+        _exactly_one("items", "itemsExpression"), _exactly_one("container", "webhook")
+    )
 
     items: list[JSON] | None = Field(
         default=None, description="Literal list of items; each is `item` in expressions."
@@ -305,10 +355,16 @@ class MaxIterationsAction(StrEnum):
 
 
 class LoopSpec(Model):
-    """Repeat a sequence of steps until a condition holds (ReAct, maker-checker)."""
+    """Repeat a sequence of steps until a condition holds (ReAct, maker-checker).
+
+    Downstream steps read steps.<name>.outputs.iterations (per iteration, body step name ->
+    outputs), .last, .count and .converged."""
 
     steps: list[LoopStep] = Field(
-        min_length=1, max_length=20, description="The body, run in order each iteration."
+        min_length=1,
+        max_length=20,
+        description="The body, run in order each iteration.",
+        json_schema_extra=_MAP_LIST,
     )
     until: Expression = Field(
         description="CEL checked after each iteration; true ends the loop. steps.<body-step> "
@@ -325,8 +381,14 @@ class Step(_StepBase):
     """One node of the workflow graph. Set exactly one of container, webhook, approval,
     fanOut or loop."""
 
+    model_config = _cel_rules(
+        _exactly_one("container", "webhook", "approval", "fanOut", "loop"),
+        ("!has(self.dependsOn) || !(self.name in self.dependsOn)", "a step cannot depend on itself"),
+    )
+
     depends_on: list[str] | None = Field(
         default=None,
+        max_length=100,
         description="Steps that must finish first. Without it the step depends on the previous "
         "step in the list (sequential); use [] to start at once.",
     )
@@ -357,6 +419,8 @@ class FinallyStep(StepAction):
     """A step run after everything else, whatever the outcome. `run.succeeded` tells which."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="Unique step name.")
+
+    model_config = _cel_rules(_exactly_one("container", "webhook"))
 
 
 class SLASpec(Model):
@@ -389,11 +453,14 @@ class WorkflowSpec(Model):
 
     description: str | None = Field(default=None, description="What the workflow does.")
     params: list[ParamSpec] | None = Field(default=None, description="Declared inputs.")
-    steps: list[Step] = Field(min_length=1, max_length=500, description="The steps.")
+    steps: list[Step] = Field(
+        min_length=1, max_length=500, description="The steps.", json_schema_extra=_MAP_LIST
+    )
     finally_: list[FinallyStep] | None = Field(
         default=None,
         alias="finally",
         max_length=20,
+        json_schema_extra=_MAP_LIST,
         description="Steps run at the end whatever the outcome (after compensation).",
     )
     outputs: dict[str, Expression] | None = Field(

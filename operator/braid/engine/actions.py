@@ -67,6 +67,8 @@ class RecordEvent:
     reason: str
     message: str
     step: str | None = None
+    gate: str | None = None  # ApprovalRequested: the name decisions must use
+    iteration: int | None = None  # ApprovalRequested inside a loop: which iteration
 
 
 Action = StartAttempt | CancelAttempt | RecordEvent

@@ -543,7 +543,16 @@ class RunState:
         self.approvals.append(task)
         self.dirty = True
         ask = f": {text}" if text else ""
-        self._event("Normal", "ApprovalRequested", f"Step {task.display} awaits {spec.required} approval(s) from {who}{ask}", task.step)
+        self.actions.append(
+            RecordEvent(
+                "Normal",
+                "ApprovalRequested",
+                f"Step {task.display} awaits {spec.required} approval(s) from {who}{ask}",
+                task.step,
+                gate=task.body or task.step,
+                iteration=task.iteration,
+            )
+        )
 
     def _on_decision(self, decision: ApprovalDecision, now: datetime) -> None:
         for task in list(self.approvals):

@@ -1,0 +1,221 @@
+"""CustomResourceDefinitions rendered from the models, so the API server and ``kubectl explain``
+say exactly what the models say.
+
+The pydantic JSON Schema is turned into a structural OpenAPI v3 schema: references inlined,
+nullable unions collapsed, free-form JSON marked ``x-kubernetes-preserve-unknown-fields``, and
+the models' ``x-kubernetes-validations`` (CEL) carried over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from braid.api.common import GROUP, VERSION
+from braid.api.run import WorkflowRunSpec, WorkflowRunStatus
+from braid.api.workflow import WorkflowSpec
+
+_DROP = {"title", "default", "examples"}
+
+
+def _inline(node: Any, defs: dict[str, Any], stack: tuple[str, ...] = ()) -> Any:
+    if isinstance(node, list):
+        return [_inline(n, defs, stack) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        if name in stack:
+            raise ValueError(f"recursive schema through {name}: structural schemas cannot recurse")
+        target = _inline(defs[name], defs, (*stack, name))
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return {**target, **extra}
+    return {k: _inline(v, defs, stack) for k, v in node.items() if k != "$defs"}
+
+
+def _structural(node: Any) -> Any:
+    """Rewrite one inlined JSON Schema node into the Kubernetes structural dialect."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: v for k, v in node.items() if k not in _DROP}
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) == 1:
+            merged = {**options[0], **node}
+            if "description" in node:
+                merged["description"] = node["description"]
+            return _structural(merged)
+        return _structural({**node, "x-kubernetes-preserve-unknown-fields": True})
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {k: _structural(v) for k, v in value.items()}
+        elif key == "items":
+            out[key] = _structural(value)
+        elif key == "additionalProperties":
+            if value is True or value == {}:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+            elif value is not False:
+                out[key] = _structural(value)
+        elif key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "const":
+            out["enum"] = [value]
+        else:
+            out[key] = value
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if "type" not in out and "x-kubernetes-preserve-unknown-fields" not in out:
+        # A field typed Any: any JSON value, kept as written.
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def schema_of(model: type[Any]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.get("$defs", {})
+    result: dict[str, Any] = _structural(_inline(raw, defs))
+    return result
+
+
+def _free_form(description: str) -> dict[str, Any]:
+    return {"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "braid"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["braid"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "braid.dev/v1alpha1"},
+                                "kind": {"type": "string", "description": kind},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def workflow_crd() -> dict[str, Any]:
+    return _crd(
+        "Workflow",
+        "workflows",
+        ["bwf", "braidwf"],
+        "A reusable agentic workflow: steps, their order and the rules they run under. "
+        "Start it by creating a WorkflowRun.",
+        schema_of(WorkflowSpec),
+        _free_form("Observed state of the workflow (reserved for analysis results)."),
+        [
+            {"name": "Description", "type": "string", "jsonPath": ".spec.description", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
+def workflow_run_crd() -> dict[str, Any]:
+    status = schema_of(WorkflowRunStatus)
+    # The snapshot is a copy of a spec the API server already validated; keeping it free-form
+    # halves the CRD's size (kubectl apply stores the CRD in an annotation of at most 256 KiB).
+    status["properties"]["workflowSpec"] = _free_form(
+        "The workflow spec snapshotted when the run started; later edits of the Workflow do not "
+        "change a running run."
+    )
+    return _crd(
+        "WorkflowRun",
+        "workflowruns",
+        ["bwr", "braidrun"],
+        "One execution of a workflow. Its status says what happened: conditions (Succeeded, "
+        "ApprovalPending, SLABreached), per-step status and outputs.",
+        schema_of(WorkflowRunSpec),
+        status,
+        [
+            {"name": "Workflow", "type": "string", "jsonPath": ".spec.workflowRef.name"},
+            {
+                "name": "Succeeded",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Succeeded")].status',
+            },
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Succeeded")].reason',
+            },
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+            {"name": "Start", "type": "date", "jsonPath": ".status.startTime"},
+            {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+            {
+                "name": "Approval",
+                "type": "string",
+                "priority": 1,
+                "jsonPath": '.status.conditions[?(@.type=="ApprovalPending")].message',
+            },
+        ],
+    )
+
+
+def render_crds() -> dict[str, str]:
+    """File name -> YAML text of every CRD."""
+    out = {}
+    for crd in (workflow_crd(), workflow_run_crd()):
+        text = yaml.safe_dump(crd, sort_keys=False, width=100, allow_unicode=True)
+        out[f"{crd['metadata']['name']}.yaml"] = "# Generated by `braid crds`; do not edit.\n" + text
+    return out
+
+
+def iter_validations(schema: Any, path: str = "") -> list[tuple[str, dict[str, str]]]:
+    """Every x-kubernetes-validations rule in a schema, with where it sits (for tests)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    if isinstance(schema, dict):
+        found.extend((path, rule) for rule in schema.get("x-kubernetes-validations", []))
+        for key, value in schema.items():
+            if key in ("properties",):
+                for name, sub in value.items():
+                    found.extend(iter_validations(sub, f"{path}.{name}"))
+            elif key in ("items", "additionalProperties"):
+                found.extend(iter_validations(value, f"{path}[]"))
+    return found

@@ -1,0 +1,1 @@
+"""Command-line front ends. Thin: parse arguments, call the library, print."""

@@ -1,0 +1,240 @@
+"""The ``braid`` command: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import re
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from braid import __version__
+from braid.api.crd import render_crds
+from braid.api.errors import FieldError, InvalidSpecError
+from braid.api.manifests import Manifest, parse_documents
+from braid.api.run import RunPhase, WorkflowRun
+from braid.api.workflow import Workflow
+from braid.cli.report import ProgressPrinter, run_document, summary_table
+from braid.engine import ApprovalDecision, RecordEvent, resolve_params
+from braid.engine.validate import resolve_run_spec, validate_manifests
+from braid.local.runner import LocalRun, stdin_is_terminal
+
+app = typer.Typer(
+    name="braid",
+    help="Agentic workflows as Kubernetes resources; `braid run` runs them locally.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+
+EXIT_INVALID = 2
+EXIT_CANCELLED = 130
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def _load(paths: list[Path]) -> list[tuple[Path, list[Manifest]]]:
+    loaded = []
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            err.print(f"[red]error[/]: {path}: {exc.strerror}")
+            raise typer.Exit(EXIT_INVALID) from None
+        try:
+            loaded.append((path, parse_documents(text)))
+        except InvalidSpecError as exc:
+            _print_errors(path, exc.errors)
+            raise typer.Exit(1) from None
+    return loaded
+
+
+def _print_errors(path: Path, errors: list[FieldError]) -> None:
+    for e in errors:
+        err.print(f"[red]error[/]: {path}: {e}", markup=True, soft_wrap=True)
+
+
+@app.command()
+def lint(files: list[Path] = typer.Argument(..., help="Manifest files to check.")) -> None:
+    """Check Workflow and WorkflowRun manifests; exit 1 when any is invalid."""
+    failed = False
+    all_manifests = _load(files)
+    every = [m for _, ms in all_manifests for m in ms]
+    for path, manifests in all_manifests:
+        # Runs may reference Workflows defined in any of the files given together.
+        others = [m for m in every if isinstance(m, Workflow) and m not in manifests]
+        errors = validate_manifests([*manifests, *others])
+        errors = [e for e in errors if not _about_other(e, len(manifests))]
+        if errors:
+            failed = True
+            _print_errors(path, errors)
+        else:
+            err.print(f"[green]ok[/]: {path}: {len(manifests)} manifest(s) valid")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _about_other(error: FieldError, own: int) -> bool:
+    match = re.match(r"document\[(\d+)\]", error.path)
+    return bool(match) and int(match.group(1)) >= own
+
+
+@app.command()
+def crds(
+    directory: Path = typer.Option(Path("crds"), "--dir", help="Where the CRD files live."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the files are stale."),
+) -> None:
+    """Write the CustomResourceDefinitions rendered from the API models."""
+    stale = []
+    for name, text in render_crds().items():
+        target = directory / name
+        current = target.read_text() if target.exists() else None
+        if current == text:
+            continue
+        stale.append(target)
+        if not check:
+            directory.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            err.print(f"wrote {target}")
+    if check and stale:
+        for target in stale:
+            err.print(f"[red]stale[/]: {target} differs from the API models; run `braid crds`")
+        raise typer.Exit(1)
+    if check:
+        err.print(f"[green]ok[/]: {directory} matches the API models")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def _parse_params(values: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error[/]: -p {raw!r}: expected KEY=VALUE, e.g. -p topic=cats")
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            params[key] = json.loads(value)  # numbers, booleans, lists, objects
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _decisions(approve: list[str], reject: list[str]) -> list[ApprovalDecision]:
+    user = _local_user()
+    out = []
+    for raw in approve:
+        step, _, who = raw.partition("=")
+        out.append(ApprovalDecision(step, who or user, approve=True, trusted=True))
+    for raw in reject:
+        step, _, reason = raw.partition("=")
+        out.append(
+            ApprovalDecision(step, user, approve=False, reason=reason or "rejected", trusted=True)
+        )
+    return out
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local-user"
+
+
+def _prompt(event: RecordEvent, gate: str) -> ApprovalDecision:
+    err.print(f"\n[bold yellow]? approval[/] {event.message}")
+    answer = input(f"  Approve {gate}? [y/N, or a reason to reject] ").strip()
+    if answer.lower() in ("y", "yes"):
+        return ApprovalDecision(gate, _local_user(), True, iteration=event.iteration, trusted=True)
+    reason = answer if answer.lower() not in ("", "n", "no") else "rejected at the prompt"
+    return ApprovalDecision(
+        gate, _local_user(), False, reason=reason, iteration=event.iteration, trusted=True
+    )
+
+
+def _select(manifests: list[Manifest]) -> tuple[str, Any, dict[str, Any]]:
+    """The workflow to run, its name, and the params a WorkflowRun (if given) sets."""
+    workflows = [m for m in manifests if isinstance(m, Workflow)]
+    runs = [m for m in manifests if isinstance(m, WorkflowRun)]
+    if runs:
+        run = runs[0]
+        spec = resolve_run_spec(run, workflows)
+        name = run.metadata.name or (run.spec.workflow_ref.name if run.spec.workflow_ref else "run")
+        return name, spec, dict(run.spec.params or {})
+    if len(workflows) != 1:
+        raise InvalidSpecError(
+            [FieldError("", f"expected one Workflow (or a WorkflowRun), found {len(workflows)}")]
+        )
+    return workflows[0].metadata.name or "workflow", workflows[0].spec, {}
+
+
+@app.command()
+def run(
+    files: list[Path] = typer.Argument(..., help="Workflow and/or WorkflowRun manifests."),
+    param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE (JSON or text)."),
+    approve: list[str] = typer.Option([], "--approve", help="Approve gate STEP (or STEP=USER)."),
+    reject: list[str] = typer.Option([], "--reject", help="Reject gate STEP (or STEP=REASON)."),
+    output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json"),
+    workdir: Path | None = typer.Option(None, help="Where attempt logs and outputs are kept."),
+) -> None:
+    """Run a workflow locally: container steps as processes, webhooks as HTTP calls."""
+    manifests = [m for _, ms in _load(files) for m in ms]
+    errors = validate_manifests(manifests)
+    if errors:
+        _print_errors(files[0], errors)
+        raise typer.Exit(1)
+    try:
+        name, spec, run_params = _select(manifests)
+        params = resolve_params(spec, {**run_params, **_parse_params(param)}, "params")
+    except InvalidSpecError as exc:
+        _print_errors(files[0], exc.errors)
+        raise typer.Exit(1) from None
+    run_name = f"{name}-{datetime.now().strftime('%H%M%S')}"  # noqa: DTZ005 - display only
+    printer = ProgressPrinter(err)
+    local = LocalRun(
+        run_name=run_name,
+        spec=spec,
+        params=params,
+        decisions=_decisions(approve, reject),
+        prompt=_prompt if stdin_is_terminal() else None,
+        on_event=printer.event,
+        on_start=printer.start,
+        workdir=workdir,
+    )
+    if any(s.container for s in spec.steps) or any(s.fan_out and s.fan_out.container for s in spec.steps):
+        err.print("[dim]note: container images are ignored locally; commands run as processes[/]")
+    err.print(f"[bold]run[/] {run_name} ({len(spec.steps)} steps)")
+    try:
+        status = asyncio.run(local.execute())
+    except KeyboardInterrupt:
+        err.print("[red]interrupted twice: stopped without finishing compensation[/]")
+        raise typer.Exit(EXIT_CANCELLED) from None
+    document = run_document(run_name, status, local.workdir)
+    if output == OutputFormat.JSON:
+        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    else:
+        err.print(summary_table(status))
+        if status.outputs:
+            err.print(f"[bold]outputs[/] {json.dumps(status.outputs)}")
+        err.print(f"[dim]logs: {local.workdir}[/]")
+    if status.phase == RunPhase.SUCCEEDED:
+        return
+    raise typer.Exit(EXIT_CANCELLED if status.phase == RunPhase.CANCELLED else 1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

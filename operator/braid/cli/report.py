@@ -1,0 +1,120 @@
+"""How a local run looks on a terminal and as JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from braid.api.run import StepPhase, StepStatus, TaskStatus, WorkflowRunStatus
+from braid.engine import RecordEvent, StartAttempt
+
+_ICONS = {
+    "StepSucceeded": "[green]✓[/]",
+    "StepFailed": "[red]✗[/]",
+    "StepRetrying": "[yellow]↻[/]",
+    "StepSkipped": "[dim]-[/]",
+    "ApprovalRequested": "[yellow]?[/]",
+    "Approved": "[green]✓[/]",
+    "ApprovalRejected": "[red]✗[/]",
+    "ApprovalRefused": "[red]![/]",
+    "RunSucceeded": "[bold green]✓[/]",
+    "RunFailed": "[bold red]✗[/]",
+    "RunCancelled": "[bold red]✗[/]",
+    "SLABreached": "[red]⏰[/]",
+}
+_PHASE_STYLE = {
+    StepPhase.SUCCEEDED: "green",
+    StepPhase.FAILED: "red",
+    StepPhase.CANCELLED: "red",
+    StepPhase.SKIPPED: "dim",
+}
+
+
+class ProgressPrinter:
+    """Prints each event as one line, with the seconds since the run began."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.began = time.monotonic()
+
+    def _prefix(self) -> str:
+        return f"[dim]{time.monotonic() - self.began:7.1f}s[/]"
+
+    def event(self, event: RecordEvent, _now: datetime) -> None:
+        icon = _ICONS.get(event.reason, "[blue]•[/]" if event.type == "Normal" else "[red]![/]")
+        self.console.print(f"{self._prefix()} {icon} {event.message}", soft_wrap=True, markup=True, highlight=False)
+
+    def start(self, action: StartAttempt) -> None:
+        what = action.labels.step
+        if action.labels.item is not None:
+            what += f"[{action.labels.item}]"
+        if action.labels.body_step is not None:
+            what += f"#{action.labels.iteration}/{action.labels.body_step}"
+        if action.labels.role != "step":
+            what += f" ({action.labels.role})"
+        attempt = f" attempt {action.labels.attempt}" if action.labels.attempt > 1 else ""
+        self.console.print(f"{self._prefix()} [blue]▶[/] {what}{attempt}", markup=True, highlight=False)
+
+
+def _duration(task: TaskStatus) -> str:
+    if task.start_time and task.completion_time:
+        return f"{(task.completion_time - task.start_time).total_seconds():.1f}s"
+    return ""
+
+
+def summary_table(status: WorkflowRunStatus) -> Table:
+    table = Table(title=f"{status.phase.value}", title_justify="left")
+    for col in ("step", "phase", "attempts", "duration"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=60)
+    for st in [*status.steps, *(status.finally_ or [])]:
+        style = _PHASE_STYLE.get(st.phase, "")
+        detail = st.message or (json.dumps(st.outputs)[:80] if st.outputs else "")
+        table.add_row(st.name, f"[{style}]{st.phase.value}[/]" if style else st.phase.value, str(st.attempts), _duration(st), detail)
+        if st.compensation is not None:
+            c = st.compensation
+            table.add_row(f"  ↳ compensation", c.phase.value, str(c.attempts), _duration(c), c.message or "")
+    return table
+
+
+def _step_document(st: StepStatus) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": st.name,
+        "kind": st.kind,
+        "phase": st.phase.value,
+        "reason": st.reason,
+        "attempts": st.attempts,
+        "outputs": st.outputs,
+        "message": st.message,
+    }
+    if st.approvals:
+        doc["approvals"] = [a.wire() for a in st.approvals]
+    if st.compensation is not None:
+        doc["compensation"] = {"phase": st.compensation.phase.value, "attempts": st.compensation.attempts}
+    if st.iterations is not None:
+        doc["iterations"] = len(st.iterations)
+    if st.item_count is not None:
+        doc["items"] = st.item_count
+    return doc
+
+
+def run_document(name: str, status: WorkflowRunStatus, workdir: Path | None) -> dict[str, Any]:
+    cond = status.condition("Succeeded")
+    return {
+        "run": name,
+        "succeeded": status.succeeded is True,
+        "phase": status.phase.value,
+        "reason": cond.reason if cond else None,
+        "message": cond.message if cond else None,
+        "outputs": status.outputs or {},
+        "steps": [_step_document(s) for s in status.steps],
+        "finally": [_step_document(s) for s in status.finally_ or []],
+        "conditions": [c.wire() for c in status.conditions],
+        "logs": str(workdir) if workdir else None,
+    }

@@ -1,0 +1,167 @@
+"""The local runner: the engine's decisions carried out as processes and HTTP calls.
+
+One loop: ask the engine, carry out its actions, wait for the first thing that happens (an
+attempt ends, a timer the engine asked for, an approval, Ctrl-C), tell the engine, repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from braid.api.run import WorkflowRunStatus
+from braid.api.workflow import WorkflowSpec
+from braid.engine import (
+    ApprovalDecision,
+    AttemptResult,
+    CancelAttempt,
+    Observations,
+    RecordEvent,
+    RunState,
+    StartAttempt,
+)
+from braid.local.executors import HTTPExecutor, ProcessExecutor
+
+Clock = Callable[[], datetime]
+Prompt = Callable[[RecordEvent, str], ApprovalDecision]
+"""Asks a person about an ApprovalRequested event; returns their decision on the gate."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class LocalRun:
+    """Everything a local run needs; ``execute`` drives it to the end."""
+
+    run_name: str
+    spec: WorkflowSpec
+    params: dict[str, Any]
+    decisions: list[ApprovalDecision] = field(default_factory=list)
+    prompt: Prompt | None = None  # asks a person on a terminal; None: no one to ask
+    on_event: Callable[[RecordEvent, datetime], None] = lambda _e, _t: None
+    on_start: Callable[[StartAttempt], None] = lambda _a: None
+    workdir: Path | None = None
+    clock: Clock = _utcnow
+    cancel_requested: bool = False
+
+    async def execute(self) -> WorkflowRunStatus:
+        workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        state = RunState.load(self.run_name, self.spec, WorkflowRunStatus(), self.params)
+        processes = ProcessExecutor(workdir)
+        loop = asyncio.get_running_loop()
+        interrupted = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._on_interrupt, interrupted, processes)
+            loop.add_signal_handler(signal.SIGTERM, self._on_interrupt, interrupted, processes)
+        try:
+            async with httpx.AsyncClient(follow_redirects=False) as client:
+                http = HTTPExecutor(client)
+                await self._loop(state, processes, http, interrupted)
+        finally:
+            processes.cancel_all()
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+        return state.status
+
+    def _on_interrupt(self, interrupted: asyncio.Event, processes: ProcessExecutor) -> None:
+        if self.cancel_requested:
+            processes.cancel_all()  # second Ctrl-C: stop compensation too
+            raise KeyboardInterrupt
+        self.cancel_requested = True
+        interrupted.set()
+
+    async def _loop(
+        self,
+        state: RunState,
+        processes: ProcessExecutor,
+        http: HTTPExecutor,
+        interrupted: asyncio.Event,
+    ) -> None:
+        running: dict[asyncio.Task[AttemptResult], str] = {}
+        prompts: set[asyncio.Task[ApprovalDecision]] = set()
+        observations = Observations(decisions=list(self.decisions))
+        while True:
+            now = self.clock()
+            decision = state.decide(observations, now)
+            for action in decision.actions:
+                if isinstance(action, StartAttempt):
+                    self.on_start(action)
+                    executor = processes.run if action.container else http.run
+                    running[asyncio.ensure_future(executor(action))] = action.name
+                elif isinstance(action, CancelAttempt):
+                    if action.name in processes.processes:
+                        processes.cancel(action.name)  # its result arrives and is ignored
+                    else:
+                        for task, name in list(running.items()):
+                            if name == action.name:
+                                task.cancel()
+                else:
+                    self.on_event(action, now)
+                    if action.reason == "ApprovalRequested" and action.step:
+                        prompts.add(self._ask(action))
+            if decision.finished:
+                for task in running:
+                    task.cancel()
+                return
+            waiters: set[asyncio.Future[Any]] = {*running, *prompts}
+            interrupt_wait = asyncio.ensure_future(interrupted.wait())
+            waiters.add(interrupt_wait)
+            timeout = None
+            if decision.wake_at is not None:
+                timeout = max(0.0, (decision.wake_at - self.clock()).total_seconds())
+            if len(waiters) == 1 and timeout is None:
+                interrupt_wait.cancel()
+                raise RuntimeError("the run is stuck: nothing is running and nothing is scheduled")
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            interrupt_wait.cancel()
+            observations = Observations(decisions=list(self.decisions), cancel=self.cancel_requested)
+            for task in done:
+                if task in running:
+                    running.pop(task)
+                    if not task.cancelled():
+                        observations.results.append(task.result())
+                elif task in prompts:
+                    prompts.discard(task)
+                    self.decisions.append(task.result())
+                    observations.decisions.append(task.result())
+
+    def _ask(self, event: RecordEvent) -> asyncio.Task[ApprovalDecision]:
+        gate = event.gate or event.step or ""
+        given = next((d for d in self.decisions if d.step == gate and d.iteration is None), None)
+        if given is not None:
+            return asyncio.ensure_future(_ready(given))
+        if self.prompt is None:
+            refusal = ApprovalDecision(
+                gate,
+                "braid-local",
+                approve=False,
+                reason=f"no one to ask: not a terminal and no --approve/--reject {gate} given",
+                iteration=event.iteration,
+                trusted=True,
+            )
+            return asyncio.ensure_future(_ready(refusal))
+        prompt = self.prompt
+        return asyncio.ensure_future(asyncio.to_thread(prompt, event, gate))
+
+
+async def _ready(decision: ApprovalDecision) -> ApprovalDecision:
+    return decision
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
