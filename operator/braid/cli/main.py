@@ -34,6 +34,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, highlight=False)
+if not err.is_terminal:
+    err.width = max(err.width, 120)  # logs and CI: do not squeeze the summary table
 
 EXIT_INVALID = 2
 EXIT_CANCELLED = 130

@@ -113,7 +113,9 @@ def simulate(
             result.end = now
             return result
         # Advance the clock to the next thing that happens.
-        candidates = [t for t in (decision.wake_at, cancel_time) if t is not None]
+        candidates = [t for t in (decision.wake_at, cancel_time) if t is not None and t > now]
+        if decision.wake_at is not None and decision.wake_at <= now:
+            candidates.append(now)
         while pending and pending[0][2] not in running:
             heapq.heappop(pending)  # cancelled before it ended
         if pending:

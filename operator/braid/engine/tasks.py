@@ -64,6 +64,16 @@ class Task:
         )
 
 
+def _attempt_env(task: Task) -> dict[str, str]:
+    """Where the attempt sits, for idempotency keys and logs; same locally and in a cluster."""
+    env = {"BRAID_STEP": task.step, "BRAID_ATTEMPT": str(task.status.attempts)}
+    if task.item is not None:
+        env["BRAID_ITEM_INDEX"] = str(task.item)
+    if task.iteration is not None:
+        env["BRAID_ITERATION"] = str(task.iteration)
+    return env
+
+
 def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
     """The attempt's request with every ${{ }} resolved; raises ExpressionError."""
     action = task.action
@@ -74,7 +84,7 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
             image=c.spec.image,
             command=[t.render(context) for t in c.command],
             args=[t.render(context) for t in c.args],
-            env={name: t.render(context) for name, t in c.env},
+            env={**_attempt_env(task), **{name: t.render(context) for name, t in c.env}},
             working_dir=c.spec.working_dir,
             resources=c.spec.resources.wire() if c.spec.resources else None,
             pod_template=c.spec.pod_template,
