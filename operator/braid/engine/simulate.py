@@ -48,6 +48,7 @@ class SimulationResult:
     started: list[StartAttempt] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     events: list[RecordEvent] = field(default_factory=list)
+    start_times: dict[str, datetime] = field(default_factory=dict)
     max_running: int = 0
     decisions: int = 0
     end: datetime = EPOCH
@@ -82,9 +83,10 @@ def simulate(
         result.decisions += 1
         for action in decision.actions:
             if isinstance(action, StartAttempt):
-                if action.name in running or any(a.name == action.name for a in result.started[-1:]):
+                if action.name in result.start_times:
                     raise AssertionError(f"attempt {action.name} started twice")
                 result.started.append(action)
+                result.start_times[action.name] = now
                 running.add(action.name)
                 outcome = script(action)
                 done = now + timedelta(seconds=outcome.seconds)

@@ -1,0 +1,3 @@
+from braid.cli.main import app
+
+app()

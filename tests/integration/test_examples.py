@@ -1,0 +1,214 @@
+"""Every example runs through `braid run` and produces its documented outputs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def braid(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "braid.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def run_json(*args: str) -> tuple[int, dict]:
+    result = braid("run", *args, "-o", "json")
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def steps(doc: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in doc["steps"]}
+
+
+def test_every_example_has_a_readme_workflow_and_run():
+    folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
+    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 10)]
+    for folder in folders:
+        assert (folder / "README.md").exists(), folder
+        assert (folder / "workflow.yaml").exists(), folder
+        assert (folder / "run.yaml").exists(), folder
+        assert braid("lint", str(folder / "workflow.yaml"), str(folder / "run.yaml")).returncode == 0
+
+
+def test_01_sequential_passes_context():
+    code, doc = run_json("examples/01-sequential/workflow.yaml", "examples/01-sequential/run.yaml")
+    assert code == 0
+    assert doc["outputs"]["brief"] == "Brief on cats: Section on cats fact 1; Section on cats fact 2; Section on cats fact 3"
+    assert [s["phase"] for s in doc["steps"]] == ["Succeeded"] * 3
+
+
+def test_02_parallel_threshold_goes_on_after_three_answers():
+    code, doc = run_json("examples/02-parallel-threshold/workflow.yaml")
+    assert code == 0
+    assert doc["outputs"] == {"answer": "Paris", "votes": 3, "answered": 3}
+    assert steps(doc)["ask"]["outputs"]["failed"] == 1
+
+
+def test_03_orchestrator_worker_fans_out_over_the_plan():
+    code, doc = run_json("examples/03-orchestrator-worker/workflow.yaml")
+    assert code == 0
+    assert doc["outputs"]["parts"] == 4
+    assert steps(doc)["work"]["items"] == 4
+
+
+@pytest.mark.parametrize(
+    ("ticket", "team", "skipped"),
+    [
+        ("I was charged twice", "billing", {"technical", "general"}),
+        ("The app shows an error when I log in", "technical", {"billing", "general"}),
+        ("Do you ship to Norway?", "general", {"billing", "technical"}),
+    ],
+)
+def test_04_routing_sends_each_ticket_to_one_handler(ticket, team, skipped):
+    code, doc = run_json("examples/04-routing/workflow.yaml", "-p", f"ticket={ticket}")
+    assert code == 0
+    assert doc["outputs"]["team"] == team
+    assert {n for n, s in steps(doc).items() if s["phase"] == "Skipped"} == skipped
+    assert all(steps(doc)[n]["reason"] == "WhenFalse" for n in skipped)
+
+
+def test_05_react_loop_stops_when_found():
+    code, doc = run_json("examples/05-react-loop/workflow.yaml", "-p", "target=81")
+    assert code == 0
+    assert doc["outputs"]["answer"] == 81
+    assert 1 < doc["outputs"]["iterations"] <= 7
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("unknown=1", "params.unknown: unknown param; declared params: target"),
+        ("target=500", "params.target: 500 is greater than the maximum of 100"),
+        ("target=abc", "params.target: 'abc' is not of type 'integer'"),
+    ],
+)
+def test_bad_params_are_rejected_before_anything_runs(param, message):
+    result = braid("run", "examples/05-react-loop/workflow.yaml", "-p", param, "-o", "json")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert message in result.stderr.replace("\n", "")
+
+
+def test_06_maker_checker_iterates_until_the_score_passes():
+    code, doc = run_json("examples/06-maker-checker/workflow.yaml")
+    assert code == 0
+    assert doc["outputs"] == {"draft": "Launch note +audience +date +price", "score": 1.0, "revisions": 3}
+
+
+def test_07_approval_approved_records_the_approver():
+    code, doc = run_json("examples/07-approval/workflow.yaml", "--approve", "review=alice")
+    assert code == 0
+    assert doc["outputs"]["approvedBy"] == ["alice"]
+    assert steps(doc)["review"]["approvals"][0]["user"] == "alice"
+
+
+def test_07_approval_rejected_fails_with_the_reason():
+    code, doc = run_json("examples/07-approval/workflow.yaml", "--reject", "review=too risky")
+    assert code == 1
+    assert steps(doc)["review"]["reason"] == "Rejected"
+    assert "too risky" in doc["message"]
+    assert steps(doc)["apply"]["phase"] == "Skipped"
+
+
+def test_08_retry_then_compensate_in_reverse_order():
+    code, doc = run_json("examples/08-retry-compensation/workflow.yaml")
+    assert code == 1
+    s = steps(doc)
+    assert s["charge"]["attempts"] == 3
+    assert s["ship"]["reason"] == "Error"
+    assert s["charge"]["compensation"]["phase"] == "Succeeded"
+    assert s["reserve"]["compensation"]["phase"] == "Succeeded"
+    assert doc["finally"][0]["outputs"] == {"notified": True, "succeeded": False}
+
+
+def test_08_succeeds_when_shipping_works():
+    code, doc = run_json("examples/08-retry-compensation/workflow.yaml", "-p", "shippingWorks=true")
+    assert code == 0
+    assert "compensation" not in steps(doc)["charge"]
+    assert doc["finally"][0]["outputs"] == {"notified": True, "succeeded": True}
+
+
+@pytest.fixture
+def api_server():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "09-webhook" / "server.py"), str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "listening" in proc.stdout.readline()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_09_webhook_calls_the_api_and_routes_on_its_answer(api_server):
+    code, doc = run_json("examples/09-webhook/workflow.yaml", "-p", f"baseUrl={api_server}")
+    assert code == 0, doc
+    assert doc["outputs"] == {"label": "urgent", "tokens": 7}
+    assert steps(doc)["page-oncall"]["phase"] == "Succeeded"
+    code, doc = run_json("examples/09-webhook/workflow.yaml", "-p", f"baseUrl={api_server}", "-p", "text=hello there")
+    assert doc["outputs"]["label"] == "normal"
+    assert steps(doc)["page-oncall"]["phase"] == "Skipped"
+
+
+def test_09_webhook_failure_is_retried_then_reported(api_server):
+    code, doc = run_json("examples/09-webhook/workflow.yaml", "-p", f"baseUrl={api_server}/nowhere")
+    assert code == 1
+    classify = steps(doc)["classify"]
+    assert classify["attempts"] == 3
+    assert classify["reason"] == "WebhookFailed"
+    assert "HTTP 403" in classify["message"]
+
+
+def test_ctrl_c_cancels_and_runs_compensation(tmp_path):
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        """
+apiVersion: braid.dev/v1alpha1
+kind: Workflow
+metadata: {name: slow}
+spec:
+  steps:
+    - name: book
+      container: {image: x, command: [python, -c, "print('booked')"]}
+      compensation:
+        container: {image: x, command: [python, -c, "import json,os; json.dump({'undone': True}, open(os.environ['BRAID_OUTPUT'], 'w'))"]}
+    - name: wait
+      container: {image: x, command: [python, -c, "import time; time.sleep(60)"]}
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "braid.cli", "run", str(wf), "-o", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "▶ wait" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(2)  # SIGINT, as Ctrl-C sends
+    out, _ = proc.communicate(timeout=30)
+    doc = json.loads(out)
+    assert proc.returncode == 130
+    assert doc["phase"] == "Cancelled"
+    assert steps(doc)["wait"]["phase"] == "Cancelled"
+    assert steps(doc)["book"]["compensation"]["phase"] == "Succeeded"
