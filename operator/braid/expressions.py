@@ -133,9 +133,14 @@ def compile_expression(source: str, path: str) -> Expression:
 def type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "bool", int: "int", float: "double", str: "string", list: "list", dict: "map"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "bool",
+        int: "int",
+        float: "double",
+        str: "string",
+        list: "list",
+        dict: "map",
+    }.get(type(value), type(value).__name__)
 
 
 def to_json(value: Any) -> Any:

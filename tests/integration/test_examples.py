@@ -44,13 +44,18 @@ def test_every_example_has_a_readme_workflow_and_run():
         assert (folder / "README.md").exists(), folder
         assert (folder / "workflow.yaml").exists(), folder
         assert (folder / "run.yaml").exists(), folder
-        assert braid("lint", str(folder / "workflow.yaml"), str(folder / "run.yaml")).returncode == 0
+        assert (
+            braid("lint", str(folder / "workflow.yaml"), str(folder / "run.yaml")).returncode == 0
+        )
 
 
 def test_01_sequential_passes_context():
     code, doc = run_json("examples/01-sequential/workflow.yaml", "examples/01-sequential/run.yaml")
     assert code == 0
-    assert doc["outputs"]["brief"] == "Brief on cats: Section on cats fact 1; Section on cats fact 2; Section on cats fact 3"
+    assert (
+        doc["outputs"]["brief"]
+        == "Brief on cats: Section on cats fact 1; Section on cats fact 2; Section on cats fact 3"
+    )
     assert [s["phase"] for s in doc["steps"]] == ["Succeeded"] * 3
 
 
@@ -109,7 +114,11 @@ def test_bad_params_are_rejected_before_anything_runs(param, message):
 def test_06_maker_checker_iterates_until_the_score_passes():
     code, doc = run_json("examples/06-maker-checker/workflow.yaml")
     assert code == 0
-    assert doc["outputs"] == {"draft": "Launch note +audience +date +price", "score": 1.0, "revisions": 3}
+    assert doc["outputs"] == {
+        "draft": "Launch note +audience +date +price",
+        "score": 1.0,
+        "revisions": 3,
+    }
 
 
 def test_07_approval_approved_records_the_approver():
@@ -150,7 +159,11 @@ def api_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "09-webhook" / "server.py"), str(port)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "09-webhook" / "server.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         assert "listening" in proc.stdout.readline()
@@ -165,7 +178,9 @@ def test_09_webhook_calls_the_api_and_routes_on_its_answer(api_server):
     assert code == 0, doc
     assert doc["outputs"] == {"label": "urgent", "tokens": 7}
     assert steps(doc)["page-oncall"]["phase"] == "Succeeded"
-    code, doc = run_json("examples/09-webhook/workflow.yaml", "-p", f"baseUrl={api_server}", "-p", "text=hello there")
+    code, doc = run_json(
+        "examples/09-webhook/workflow.yaml", "-p", f"baseUrl={api_server}", "-p", "text=hello there"
+    )
     assert doc["outputs"]["label"] == "normal"
     assert steps(doc)["page-oncall"]["phase"] == "Skipped"
 
@@ -198,7 +213,11 @@ spec:
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "braid.cli", "run", str(wf), "-o", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
     )
     deadline = time.monotonic() + 30
     assert proc.stderr is not None

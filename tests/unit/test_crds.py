@@ -62,19 +62,32 @@ def test_schema_is_structural(name):
     for path, node in _walk(schema):
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
         assert not forbidden & set(node), (path, forbidden & set(node))
-        if path != "$.metadata" and node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
+        if (
+            path != "$.metadata"
+            and node.get("type") == "object"
+            and "properties" not in node
+            and "additionalProperties" not in node
+        ):
             assert node.get("x-kubernetes-preserve-unknown-fields"), path
 
 
 @pytest.mark.parametrize("name", sorted(CRDS))
 def test_every_field_is_documented_for_kubectl_explain(name):
     spec = CRDS[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    undocumented = [p for p, node in _walk(spec) if not p.endswith("[]") and not p.endswith("}") and p != "$" and not node.get("description")]
+    undocumented = [
+        p
+        for p, node in _walk(spec)
+        if not p.endswith("[]") and not p.endswith("}") and p != "$" and not node.get("description")
+    ]
     assert undocumented == []
 
 
 def test_cel_rules_compile():
-    rules = [r for crd in CRDS.values() for _, r in iter_validations(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])]
+    rules = [
+        r
+        for crd in CRDS.values()
+        for _, r in iter_validations(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    ]
     assert len(rules) >= 10
     for rule in rules:
         cel.compile(rule["rule"])  # raises on a syntax error
@@ -89,6 +102,8 @@ def test_names_printer_columns_and_categories():
     columns = [c["name"] for c in run["versions"][0]["additionalPrinterColumns"]]
     assert columns[:6] == ["Workflow", "Succeeded", "Reason", "Progress", "Start", "Duration"]
     assert run["versions"][0]["subresources"] == {"status": {}}
-    steps = CRDS["workflows.braid.dev.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["steps"]
+    steps = CRDS["workflows.braid.dev.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"
+    ]["spec"]["properties"]["steps"]
     assert steps["x-kubernetes-list-type"] == "map"
     assert steps["x-kubernetes-list-map-keys"] == ["name"]

@@ -23,7 +23,10 @@ def test_sequential_steps_pass_outputs_in_order():
     spec = workflow(
         [
             {"name": "a", "container": {"image": "x", "command": ["echo"]}},
-            {"name": "b", "container": {"image": "x", "command": ["echo", "${{ steps.a.outputs.n + 1 }}"]}},
+            {
+                "name": "b",
+                "container": {"image": "x", "command": ["echo", "${{ steps.a.outputs.n + 1 }}"]},
+            },
         ],
         outputs={"n": "steps.b.outputs.n"},
     )
@@ -45,14 +48,31 @@ def test_sequential_steps_pass_outputs_in_order():
     [
         # diamond: a -> (b, c) -> d
         (
-            [container("a"), container("b", dependsOn=["a"]), container("c", dependsOn=["a"]), container("d", dependsOn=["b", "c"])],
+            [
+                container("a"),
+                container("b", dependsOn=["a"]),
+                container("c", dependsOn=["a"]),
+                container("d", dependsOn=["b", "c"]),
+            ],
             [{"a"}, {"b", "c"}, {"d"}],
         ),
         # independent roots start together
-        ([container("a", dependsOn=[]), container("b", dependsOn=[]), container("c", dependsOn=["a"])], [{"a", "b"}, {"c"}]),
+        (
+            [
+                container("a", dependsOn=[]),
+                container("b", dependsOn=[]),
+                container("c", dependsOn=["a"]),
+            ],
+            [{"a", "b"}, {"c"}],
+        ),
         # fan-in of three
         (
-            [container("a", dependsOn=[]), container("b", dependsOn=[]), container("c", dependsOn=[]), container("z", dependsOn=["a", "b", "c"])],
+            [
+                container("a", dependsOn=[]),
+                container("b", dependsOn=[]),
+                container("c", dependsOn=[]),
+                container("z", dependsOn=["a", "b", "c"]),
+            ],
             [{"a", "b", "c"}, {"z"}],
         ),
     ],
@@ -62,7 +82,9 @@ def test_dag_waves(steps, expected_waves):
     assert r.status.phase == RunPhase.SUCCEEDED
     waves: dict[int, set[str]] = {}
     for st in r.status.steps:
-        waves.setdefault(int((st.start_time - r.status.start_time).total_seconds()), set()).add(st.name)
+        waves.setdefault(int((st.start_time - r.status.start_time).total_seconds()), set()).add(
+            st.name
+        )
     assert [waves[k] for k in sorted(waves)] == expected_waves
 
 
@@ -107,7 +129,12 @@ def test_failure_in_one_branch_lets_running_siblings_finish_and_starts_nothing_n
 
     r = simulate(spec, script)
     assert r.status.phase == RunPhase.FAILED
-    assert phases(r) == {"a": "Failed", "slow": "Succeeded", "after-a": "Skipped", "after-slow": "Skipped"}
+    assert phases(r) == {
+        "a": "Failed",
+        "slow": "Succeeded",
+        "after-a": "Skipped",
+        "after-slow": "Skipped",
+    }
     assert "after-slow" not in start_order(r)
     cond = r.status.condition("Succeeded")
     assert (cond.status, cond.reason) == ("False", "StepFailed")
@@ -126,8 +153,19 @@ def test_attempt_names_are_deterministic_and_distinct():
     spec = workflow(
         [
             container("a"),
-            {"name": "a-1", "fanOut": {"items": [1, 2], "container": {"image": "x", "command": ["true"]}}},
-            {"name": "l", "loop": {"maxIterations": 2, "until": "false", "onMaxIterations": "Succeed", "steps": [container("b")]}},
+            {
+                "name": "a-1",
+                "fanOut": {"items": [1, 2], "container": {"image": "x", "command": ["true"]}},
+            },
+            {
+                "name": "l",
+                "loop": {
+                    "maxIterations": 2,
+                    "until": "false",
+                    "onMaxIterations": "Succeed",
+                    "steps": [container("b")],
+                },
+            },
         ]
     )
     first = simulate(spec, lambda a: ok(), run_name="r")

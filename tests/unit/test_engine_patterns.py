@@ -23,7 +23,10 @@ def fan(items, **extra):
 
 
 def test_fan_out_gathers_outputs_in_item_order_and_respects_parallelism():
-    spec = workflow([fan(list(range(6)), parallelism=2), container("sum")], outputs={"got": "steps.fan.outputs.items"})
+    spec = workflow(
+        [fan(list(range(6)), parallelism=2), container("sum")],
+        outputs={"got": "steps.fan.outputs.items"},
+    )
 
     def script(a):
         if a.labels.item is None:
@@ -42,7 +45,14 @@ def test_fan_out_gathers_outputs_in_item_order_and_respects_parallelism():
     [
         ({"count": 3}, {1}, "CancelRemaining", "Succeeded", "Succeeded", 1),  # 3 of 5 then cancel
         ({"fraction": 0.5}, {0, 1}, "CancelRemaining", "Succeeded", "Succeeded", 0),
-        ({"count": 4}, {0, 1}, "CancelRemaining", "Failed", "ThresholdUnreachable", 3),  # fails fast
+        (
+            {"count": 4},
+            {0, 1},
+            "CancelRemaining",
+            "Failed",
+            "ThresholdUnreachable",
+            3,
+        ),  # fails fast
         ({"count": 3}, {1}, "WaitForAll", "Succeeded", "Succeeded", 0),
         (None, {4}, "CancelRemaining", "Failed", "ThresholdUnreachable", 0),
     ],
@@ -72,7 +82,16 @@ def test_fan_out_over_an_upstream_list_is_orchestrator_worker():
     spec = workflow(
         [
             container("plan"),
-            {"name": "work", "fanOut": {"itemsExpression": "steps.plan.outputs.tasks", "container": {"image": "x", "command": ["${{ item.name }}", "${{ string(index) }}"]}}},
+            {
+                "name": "work",
+                "fanOut": {
+                    "itemsExpression": "steps.plan.outputs.tasks",
+                    "container": {
+                        "image": "x",
+                        "command": ["${{ item.name }}", "${{ string(index) }}"],
+                    },
+                },
+            },
         ]
     )
 
@@ -86,7 +105,15 @@ def test_fan_out_over_an_upstream_list_is_orchestrator_worker():
 
 
 def test_fan_out_items_expression_must_yield_a_list():
-    spec = workflow([container("plan"), {"name": "work", "fanOut": {"itemsExpression": "steps.plan.outputs.n", "container": CMD}}])
+    spec = workflow(
+        [
+            container("plan"),
+            {
+                "name": "work",
+                "fanOut": {"itemsExpression": "steps.plan.outputs.n", "container": CMD},
+            },
+        ]
+    )
     r = simulate(spec, lambda a: ok({"n": 3}))
     work = r.step("work")
     assert work.phase == StepPhase.FAILED
@@ -112,7 +139,13 @@ def loop_spec(max_iterations=5, on_max="Fail"):
                     "onMaxIterations": on_max,
                     "until": "steps.check.outputs.score >= 3",
                     "steps": [
-                        {"name": "make", "container": {"image": "x", "command": ["${{ string(iteration) }}", "${{ previous }}"]}},
+                        {
+                            "name": "make",
+                            "container": {
+                                "image": "x",
+                                "command": ["${{ string(iteration) }}", "${{ previous }}"],
+                            },
+                        },
                         container("check"),
                     ],
                 },
@@ -135,10 +168,15 @@ def test_loop_runs_until_condition_and_keeps_each_iteration():
     assert step.outputs["converged"] is True
     assert [it["check"]["score"] for it in step.outputs["iterations"]] == [1, 2, 3]
     # each iteration sees the previous iteration's outputs
-    assert step.outputs["iterations"][1]["make"]["saw"] == {"make": {"draft": "0", "saw": {}}, "check": {"score": 1}}
+    assert step.outputs["iterations"][1]["make"]["saw"] == {
+        "make": {"draft": "0", "saw": {}},
+        "check": {"score": 1},
+    }
 
 
-@pytest.mark.parametrize(("on_max", "phase"), [("Fail", StepPhase.FAILED), ("Succeed", StepPhase.SUCCEEDED)])
+@pytest.mark.parametrize(
+    ("on_max", "phase"), [("Fail", StepPhase.FAILED), ("Succeed", StepPhase.SUCCEEDED)]
+)
 def test_loop_stops_at_max_iterations(on_max, phase):
     r = simulate(loop_spec(max_iterations=2, on_max=on_max), loop_script)
     step = r.step("refine")
@@ -148,7 +186,9 @@ def test_loop_stops_at_max_iterations(on_max, phase):
 
 
 def test_failed_body_step_fails_the_loop():
-    r = simulate(loop_spec(), lambda a: Outcome(exit_code=2) if a.labels.body_step == "check" else ok())
+    r = simulate(
+        loop_spec(), lambda a: Outcome(exit_code=2) if a.labels.body_step == "check" else ok()
+    )
     step = r.step("refine")
     assert (step.phase, step.reason) == (StepPhase.FAILED, "BodyStepFailed")
     assert "iteration 0 step check failed" in step.message
@@ -159,7 +199,20 @@ def test_failed_body_step_fails_the_loop():
 
 def test_retries_use_exponential_backoff_with_cap():
     spec = workflow(
-        [container("a", retry={"limit": 4, "backoff": {"initialDelaySeconds": 10, "factor": 2, "maxDelaySeconds": 25, "jitter": 0}})]
+        [
+            container(
+                "a",
+                retry={
+                    "limit": 4,
+                    "backoff": {
+                        "initialDelaySeconds": 10,
+                        "factor": 2,
+                        "maxDelaySeconds": 25,
+                        "jitter": 0,
+                    },
+                },
+            )
+        ]
     )
     starts = []
 
@@ -176,8 +229,13 @@ def test_retries_use_exponential_backoff_with_cap():
 
 
 def test_jitter_is_deterministic_and_bounded():
-    spec = workflow([container("a", retry={"limit": 1, "backoff": {"initialDelaySeconds": 100, "jitter": 0.5}})])
-    ends = {simulate(spec, lambda a: Outcome(exit_code=1) if a.labels.attempt == 1 else ok()).end for _ in range(2)}
+    spec = workflow(
+        [container("a", retry={"limit": 1, "backoff": {"initialDelaySeconds": 100, "jitter": 0.5}})]
+    )
+    ends = {
+        simulate(spec, lambda a: Outcome(exit_code=1) if a.labels.attempt == 1 else ok()).end
+        for _ in range(2)
+    }
     assert len(ends) == 1
     delay = (ends.pop() - EPOCH).total_seconds() - 2
     assert 50 <= delay <= 150
@@ -202,7 +260,15 @@ def test_only_retryable_failures_are_retried(retry_on, exit_code, attempts):
 
 
 def test_attempt_timeout_cancels_and_retries():
-    spec = workflow([container("a", timeoutSeconds=5, retry={"limit": 1, "backoff": {"initialDelaySeconds": 1, "jitter": 0}})])
+    spec = workflow(
+        [
+            container(
+                "a",
+                timeoutSeconds=5,
+                retry={"limit": 1, "backoff": {"initialDelaySeconds": 1, "jitter": 0}},
+            )
+        ]
+    )
     r = simulate(spec, lambda a: Outcome(seconds=100) if a.labels.attempt == 1 else ok())
     assert r.cancelled == ["run-a-1"]
     assert r.step("a").phase == StepPhase.SUCCEEDED
@@ -231,42 +297,75 @@ def gate(**approval):
     ("approval", "decisions", "phase", "reason"),
     [
         ({"approvers": {"users": ["alice"]}}, [("alice", True, ())], "Succeeded", "Approved"),
-        ({"approvers": {"users": ["alice"]}}, [("mallory", True, ())], "Failed", "ApprovalTimedOut"),
+        (
+            {"approvers": {"users": ["alice"]}},
+            [("mallory", True, ())],
+            "Failed",
+            "ApprovalTimedOut",
+        ),
         ({"approvers": {"groups": ["sre"]}}, [("carol", True, ("sre",))], "Succeeded", "Approved"),
-        ({"approvers": {"users": ["a", "b", "c"]}, "required": 2}, [("a", True, ()), ("a", True, ())], "Failed", "ApprovalTimedOut"),
-        ({"approvers": {"users": ["a", "b", "c"]}, "required": 2}, [("a", True, ()), ("c", True, ())], "Succeeded", "Approved"),
+        (
+            {"approvers": {"users": ["a", "b", "c"]}, "required": 2},
+            [("a", True, ()), ("a", True, ())],
+            "Failed",
+            "ApprovalTimedOut",
+        ),
+        (
+            {"approvers": {"users": ["a", "b", "c"]}, "required": 2},
+            [("a", True, ()), ("c", True, ())],
+            "Succeeded",
+            "Approved",
+        ),
         ({"approvers": {"users": ["a", "b"]}}, [("b", False, ())], "Failed", "Rejected"),
         ({"onTimeout": "Approve"}, [], "Succeeded", "ApprovalTimedOut"),
     ],
 )
 def test_approval_gate(approval, decisions, phase, reason):
     spec = gate(timeoutSeconds=100, **approval)
-    timed = [(10 + i, ApprovalDecision("gate", u, ok_, groups=g, reason="no")) for i, (u, ok_, g) in enumerate(decisions)]
+    timed = [
+        (10 + i, ApprovalDecision("gate", u, ok_, groups=g, reason="no"))
+        for i, (u, ok_, g) in enumerate(decisions)
+    ]
     r = simulate(spec, lambda a: ok(), decisions=timed)
     step = r.step("gate")
     assert (step.phase.value, step.reason) == (phase, reason)
-    assert r.step("go").phase == (StepPhase.SUCCEEDED if phase == "Succeeded" else StepPhase.SKIPPED)
+    assert r.step("go").phase == (
+        StepPhase.SUCCEEDED if phase == "Succeeded" else StepPhase.SKIPPED
+    )
 
 
 def test_approval_records_who_decided_and_refused_attempts():
     spec = gate(approvers={"users": ["alice"]}, timeoutSeconds=100)
-    r = simulate(spec, lambda a: ok(), decisions=[(5, ApprovalDecision("gate", "mallory", True)), (6, ApprovalDecision("gate", "alice", True))])
+    r = simulate(
+        spec,
+        lambda a: ok(),
+        decisions=[
+            (5, ApprovalDecision("gate", "mallory", approve=True)),
+            (6, ApprovalDecision("gate", "alice", approve=True)),
+        ],
+    )
     records = [(a.user, a.decision) for a in r.step("gate").approvals]
     assert records == [("mallory", "Refused"), ("alice", "Approved")]
     assert r.step("gate").outputs == {"approved": True, "approvedBy": ["alice"]}
-    assert [e.reason for e in r.events if "Approv" in e.reason] == ["ApprovalRequested", "ApprovalRefused", "Approved"]
+    assert [e.reason for e in r.events if "Approv" in e.reason] == [
+        "ApprovalRequested",
+        "ApprovalRefused",
+        "Approved",
+    ]
 
 
 def test_pending_approval_sets_condition_while_waiting():
     spec = gate(approvers={"users": ["alice"]}, message="ship ${{ steps.prep.outputs.v }}?")
     state = RunState.load("r", spec, WorkflowRunStatus(), {})
     state.decide(Observations(), EPOCH)
-    state.decide(Observations(results=[AttemptResult("r-prep-1", exit_code=0, output='{"v": "1.2"}')]), EPOCH)
+    state.decide(
+        Observations(results=[AttemptResult("r-prep-1", exit_code=0, output='{"v": "1.2"}')]), EPOCH
+    )
     cond = state.status.condition("ApprovalPending")
     assert (cond.status, cond.reason) == ("True", "AwaitingApproval")
     assert "step gate needs 1 more approval(s) from alice" in cond.message
     assert state.steps["gate"].message == "ship 1.2?"
-    state.decide(Observations(decisions=[ApprovalDecision("gate", "alice", True)]), EPOCH)
+    state.decide(Observations(decisions=[ApprovalDecision("gate", "alice", approve=True)]), EPOCH)
     assert state.status.condition("ApprovalPending").status == "False"
 
 
@@ -282,7 +381,11 @@ def saga():
             container("no-undo"),
             container("c", compensation=undo),
         ],
-        **{"finally": [{"name": "report", "container": {"image": "x", "command": ["${{ run.succeeded }}"]}}]},
+        **{
+            "finally": [
+                {"name": "report", "container": {"image": "x", "command": ["${{ run.succeeded }}"]}}
+            ]
+        },
     )
 
 
@@ -290,8 +393,12 @@ def test_compensation_runs_in_reverse_completion_order_then_finally():
     r = simulate(saga(), lambda a: Outcome(exit_code=1) if a.labels.step == "c" else ok())
     roles = [(a.labels.step, a.labels.role) for a in r.started]
     assert roles == [
-        ("a", "step"), ("b", "step"), ("no-undo", "step"), ("c", "step"),
-        ("b", "compensation"), ("a", "compensation"),
+        ("a", "step"),
+        ("b", "step"),
+        ("no-undo", "step"),
+        ("c", "step"),
+        ("b", "compensation"),
+        ("a", "compensation"),
         ("report", "finally"),
     ]
     assert r.started[-1].container.command == ["false"]
@@ -311,8 +418,16 @@ def test_cancel_stops_running_steps_compensates_and_ends_cancelled():
     assert r.cancelled == ["run-b-1"]
     assert r.status.phase == RunPhase.CANCELLED
     assert r.status.condition("Succeeded").reason == "Cancelled"
-    assert [(a.labels.step, a.labels.role) for a in r.started][-2:] == [("a", "compensation"), ("report", "finally")]
-    assert {s.name: s.phase.value for s in r.status.steps} == {"a": "Succeeded", "b": "Cancelled", "no-undo": "Skipped", "c": "Skipped"}
+    assert [(a.labels.step, a.labels.role) for a in r.started][-2:] == [
+        ("a", "compensation"),
+        ("report", "finally"),
+    ]
+    assert {s.name: s.phase.value for s in r.status.steps} == {
+        "a": "Succeeded",
+        "b": "Cancelled",
+        "no-undo": "Skipped",
+        "c": "Skipped",
+    }
 
 
 def test_failing_finally_step_fails_an_otherwise_successful_run():
@@ -325,7 +440,10 @@ def test_failing_finally_step_fails_an_otherwise_successful_run():
 
 
 def test_sla_breach_is_reported_while_the_run_is_still_running():
-    spec = workflow([container("slow", sla={"maxDurationSeconds": 30}), container("next")], sla={"maxDurationSeconds": 50})
+    spec = workflow(
+        [container("slow", sla={"maxDurationSeconds": 30}), container("next")],
+        sla={"maxDurationSeconds": 50},
+    )
     state = RunState.load("r", spec, WorkflowRunStatus(), {})
     d = state.decide(Observations(), EPOCH)
     assert state.status.condition("SLABreached").status == "False"
@@ -336,7 +454,9 @@ def test_sla_breach_is_reported_while_the_run_is_still_running():
     assert state.status.phase == RunPhase.RUNNING
     d = state.decide(Observations(), EPOCH + timedelta(seconds=51))
     assert state.status.condition("SLABreached").reason == "RunDeadlineExceeded"
-    assert [e.reason for e in d.actions if hasattr(e, "reason") and e.reason == "SLABreached"] == ["SLABreached"]
+    assert [e.reason for e in d.actions if hasattr(e, "reason") and e.reason == "SLABreached"] == [
+        "SLABreached"
+    ]
     # a later decision does not report the same breach again
     d = state.decide(Observations(), EPOCH + timedelta(seconds=60))
     assert not [a for a in d.actions if getattr(a, "reason", "") == "SLABreached"]
@@ -356,7 +476,15 @@ def test_resuming_from_a_status_copy_never_restarts_a_running_attempt():
     resumed = RunState.load("r", spec, saved, {})
     d = resumed.decide(Observations(), EPOCH + timedelta(seconds=1))
     assert not [a for a in d.actions if hasattr(a, "container")]
-    d = resumed.decide(Observations(results=[AttemptResult("r-fan--0-1", exit_code=0, output="{}"), AttemptResult("r-a-1", exit_code=0, output="{}")]), EPOCH + timedelta(seconds=2))
+    d = resumed.decide(
+        Observations(
+            results=[
+                AttemptResult("r-fan--0-1", exit_code=0, output="{}"),
+                AttemptResult("r-a-1", exit_code=0, output="{}"),
+            ]
+        ),
+        EPOCH + timedelta(seconds=2),
+    )
     assert [a.name for a in d.actions if hasattr(a, "container")] == ["r-fan--2-1"]
 
 
@@ -367,7 +495,9 @@ def test_unknown_or_repeated_results_change_nothing():
     result = AttemptResult("r-a-1", exit_code=0, output='{"x": 1}')
     state.decide(Observations(results=[result]), EPOCH)
     before = state.status.model_dump_json()
-    d = state.decide(Observations(results=[result, AttemptResult("someone-else-1", exit_code=1)]), EPOCH)
+    d = state.decide(
+        Observations(results=[result, AttemptResult("someone-else-1", exit_code=1)]), EPOCH
+    )
     assert d.actions == []
     assert not d.changed
     assert state.status.model_dump_json() == before

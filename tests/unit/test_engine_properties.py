@@ -24,16 +24,29 @@ def workflows(draw):
             step["container"] = CMD
         elif kind == "fanOut":
             k = draw(st.integers(0, 4))
-            step["fanOut"] = {"items": list(range(k)), "container": CMD, "parallelism": draw(st.integers(1, 3))}
+            step["fanOut"] = {
+                "items": list(range(k)),
+                "container": CMD,
+                "parallelism": draw(st.integers(1, 3)),
+            }
             if k and draw(st.booleans()):
                 step["fanOut"]["successThreshold"] = {"count": draw(st.integers(0, k))}
         else:
-            step["loop"] = {"maxIterations": draw(st.integers(1, 3)), "until": draw(st.sampled_from(["true", "false", "iteration >= 1"])),
-                            "onMaxIterations": draw(st.sampled_from(["Fail", "Succeed"])), "steps": [{"name": f"s{i}b", "container": CMD}]}
+            step["loop"] = {
+                "maxIterations": draw(st.integers(1, 3)),
+                "until": draw(st.sampled_from(["true", "false", "iteration >= 1"])),
+                "onMaxIterations": draw(st.sampled_from(["Fail", "Succeed"])),
+                "steps": [{"name": f"s{i}b", "container": CMD}],
+            }
         if draw(st.booleans()) and deps:
-            step["when"] = draw(st.sampled_from(["true", "false", f'steps.s{deps[0]}.phase == "Succeeded"']))
+            step["when"] = draw(
+                st.sampled_from(["true", "false", f'steps.s{deps[0]}.phase == "Succeeded"'])
+            )
         if draw(st.booleans()):
-            step["retry"] = {"limit": draw(st.integers(0, 2)), "backoff": {"initialDelaySeconds": draw(st.integers(0, 5))}}
+            step["retry"] = {
+                "limit": draw(st.integers(0, 2)),
+                "backoff": {"initialDelaySeconds": draw(st.integers(0, 5))},
+            }
         if draw(st.booleans()):
             step["compensation"] = {"container": CMD}
         steps.append(step)
@@ -53,7 +66,11 @@ def scripts(draw):
     def script(action):
         seconds = durations[hash(action.name) % len(durations)]
         fail = action.labels.step in failures or (action.labels.body_step or "") in failures
-        return Outcome(seconds=seconds, exit_code=1 if fail and (persistent or action.labels.attempt == 1) else 0, output="{}")
+        return Outcome(
+            seconds=seconds,
+            exit_code=1 if fail and (persistent or action.labels.attempt == 1) else 0,
+            output="{}",
+        )
 
     return script
 
@@ -61,7 +78,9 @@ def scripts(draw):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workflows(), scripts(), st.one_of(st.none(), st.integers(0, 30)))
 def test_every_run_finishes_in_order_within_limits(spec, script, cancel_at):
-    result = simulate(spec, script, cancel_at=cancel_at)  # raises if an attempt starts twice or the run sticks
+    result = simulate(
+        spec, script, cancel_at=cancel_at
+    )  # raises if an attempt starts twice or the run sticks
     status = result.status
     assert status.succeeded is not None
     assert all(s.phase.final for s in status.steps)
@@ -79,7 +98,8 @@ def test_every_run_finishes_in_order_within_limits(spec, script, cancel_at):
             continue
         started = result.start_times[action.name]
         for dep in deps[action.labels.step] or []:
-            assert finished[dep] is not None and finished[dep] <= started, (action.name, dep)
+            assert finished[dep] is not None, (action.name, dep)
+            assert finished[dep] <= started, (action.name, dep)
     # compensation only for steps that succeeded, and only when the run did not succeed
     compensated = {a.labels.step for a in result.started if a.labels.role == "compensation"}
     if status.succeeded:

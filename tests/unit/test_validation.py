@@ -44,7 +44,9 @@ C = "container: {image: x, command: [a]}"
               - {{name: b, dependsOn: [a], {C}}}
               - {{name: c, dependsOn: [b], {C}}}
             """,
-            ["spec.steps[0].dependsOn: dependency cycle: a -> c -> b -> a; a workflow must be acyclic (use a loop step to repeat work)"],
+            [
+                "spec.steps[0].dependsOn: dependency cycle: a -> c -> b -> a; a workflow must be acyclic (use a loop step to repeat work)"
+            ],
         ),
         (
             f"""
@@ -68,14 +70,18 @@ C = "container: {image: x, command: [a]}"
               - {{name: a, {C}}}
               - {{name: b, when: "steps.a.outputs.x ==", {C}}}
             """,
-            ["spec.steps[1].when: invalid CEL: 1:21: Syntax error: mismatched input '<EOF>' (in expression 'steps.a.outputs.x ==')"],
+            [
+                "spec.steps[1].when: invalid CEL: 1:21: Syntax error: mismatched input '<EOF>' (in expression 'steps.a.outputs.x ==')"
+            ],
         ),
         (
             f"""
             steps:
               - {{name: a, when: '"text" + 1 == 2', {C}}}
             """,
-            ["spec.steps[0].when: Unsupported operation: string + int. CEL does not coerce between types — both operands must be the same type. Convert explicitly with int(x), uint(x), double(x) or string(x) as appropriate. (in expression '\"text\" + 1 == 2')"],
+            [
+                "spec.steps[0].when: Unsupported operation: string + int. CEL does not coerce between types — both operands must be the same type. Convert explicitly with int(x), uint(x), double(x) or string(x) as appropriate. (in expression '\"text\" + 1 == 2')"
+            ],
         ),
         (
             f"""
@@ -83,7 +89,9 @@ C = "container: {image: x, command: [a]}"
               - {{name: a, dependsOn: [], {C}}}
               - {{name: b, dependsOn: [], when: "steps.a.outputs.ok", {C}}}
             """,
-            ["spec.steps[1].when: step 'a' is not upstream of step 'b', so its outputs are not available; add it to dependsOn (directly or transitively)"],
+            [
+                "spec.steps[1].when: step 'a' is not upstream of step 'b', so its outputs are not available; add it to dependsOn (directly or transitively)"
+            ],
         ),
         (
             """
@@ -91,7 +99,9 @@ C = "container: {image: x, command: [a]}"
               - name: a
                 container: {image: x, args: ["${{ item }}"]}
             """,
-            ["spec.steps[0].container.args[0]: unknown name 'item' in 'item'; in scope here: params, run, steps"],
+            [
+                "spec.steps[0].container.args[0]: unknown name 'item' in 'item'; in scope here: params, run, steps"
+            ],
         ),
         (
             """
@@ -99,21 +109,27 @@ C = "container: {image: x, command: [a]}"
               - name: a
                 container: {image: x, args: ["${{ steps.a.outputs }"]}
             """,
-            ["spec.steps[0].container.args[0]: unterminated ${{ interpolation; close it with }} (in expression '${{ steps.a.outputs }')"],
+            [
+                "spec.steps[0].container.args[0]: unterminated ${{ interpolation; close it with }} (in expression '${{ steps.a.outputs }')"
+            ],
         ),
         (
             f"""
             steps:
               - {{name: Bad_Name, {C}}}
             """,
-            ["spec.steps[0].name: must be a lowercase DNS label: a-z, 0-9 and single '-', starting with a letter and not ending with '-' (e.g. fetch-data)"],
+            [
+                "spec.steps[0].name: must be a lowercase DNS label: a-z, 0-9 and single '-', starting with a letter and not ending with '-' (e.g. fetch-data)"
+            ],
         ),
         (
             """
             steps:
               - {name: a, container: {image: x, comand: [a]}}
             """,
-            ["spec.steps[0].container.comand: unknown field; check the spelling against `kubectl explain` or the README"],
+            [
+                "spec.steps[0].container.comand: unknown field; check the spelling against `kubectl explain` or the README"
+            ],
         ),
         (
             f"""
@@ -127,7 +143,9 @@ C = "container: {image: x, command: [a]}"
             steps:
               - {name: a, approval: {approvers: {users: [alice]}, required: 2}}
             """,
-            ["spec.steps[0].approval: required=2 but only 1 approver(s) are listed, so the gate could never open; lower required or add approvers"],
+            [
+                "spec.steps[0].approval: required=2 but only 1 approver(s) are listed, so the gate could never open; lower required or add approvers"
+            ],
         ),
         (
             f"""
@@ -136,7 +154,9 @@ C = "container: {image: x, command: [a]}"
             steps:
               - {{name: a, {C}}}
             """,
-            ["spec.params[0].default: does not satisfy the param's schema: 'five' is not of type 'integer'"],
+            [
+                "spec.params[0].default: does not satisfy the param's schema: 'five' is not of type 'integer'"
+            ],
         ),
         (
             f"""
@@ -152,8 +172,9 @@ def test_workflow_errors_name_the_field(body, expected):
 
 
 def test_params_are_validated_against_their_schema_with_paths():
-    text = wf(
-        f"""
+    text = (
+        wf(
+            f"""
         params:
           - {{name: count, schema: {{type: integer, minimum: 1}}}}
           - {{name: tags, schema: {{type: array, items: {{type: string}}}}}}
@@ -161,7 +182,8 @@ def test_params_are_validated_against_their_schema_with_paths():
         steps:
           - {{name: a, {C}}}
         """
-    ) + """
+        )
+        + """
 ---
 apiVersion: braid.dev/v1alpha1
 kind: WorkflowRun
@@ -170,6 +192,7 @@ spec:
   workflowRef: {name: w}
   params: {count: 0, tags: [ok, 3], colour: red}
 """
+    )
     assert problems(text) == [
         "document[1].spec.params.colour: unknown param; declared params: count, tags, topic",
         "document[1].spec.params.count: 0 is less than the minimum of 1 (schema: type=integer, minimum=1)",
@@ -183,5 +206,7 @@ def test_a_valid_workflow_has_no_problems():
 
 
 def test_not_yaml_and_wrong_kind():
-    assert problems("a: [") [0].startswith("not valid YAML")
-    assert problems("apiVersion: braid.dev/v1alpha1\nkind: Pipeline\n") == ["kind: must be Workflow or WorkflowRun, got 'Pipeline'"]
+    assert problems("a: [")[0].startswith("not valid YAML")
+    assert problems("apiVersion: braid.dev/v1alpha1\nkind: Pipeline\n") == [
+        "kind: must be Workflow or WorkflowRun, got 'Pipeline'"
+    ]

@@ -52,7 +52,7 @@ def _describe(err: dict[str, object]) -> str:
         return "unknown field; check the spelling against `kubectl explain` or the README"
     if kind == "missing":
         return "required field is missing"
-    if kind == "literal_error" or kind == "enum":
+    if kind in {"literal_error", "enum"}:
         return msg.replace("Input should be", "must be")
     if kind == "string_pattern_mismatch":
         pattern = str(dict(err.get("ctx") or {}).get("pattern", ""))  # type: ignore[call-overload]

@@ -13,7 +13,7 @@ from braid.api.workflow import Workflow
 
 Manifest = Workflow | WorkflowRun
 
-_KINDS: dict[str, type[Workflow] | type[WorkflowRun]] = {
+_KINDS: dict[str, type[Workflow | WorkflowRun]] = {
     "Workflow": Workflow,
     "WorkflowRun": WorkflowRun,
 }

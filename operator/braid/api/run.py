@@ -8,9 +8,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from braid.api.common import API_VERSION, Condition, ConditionStatus, Model, ObjectMeta
+from braid.api.common import Condition, ConditionStatus, Model, ObjectMeta
 from braid.api.workflow import JSON, WorkflowSpec
-
 
 CONDITION_SUCCEEDED = "Succeeded"
 CONDITION_APPROVAL_PENDING = "ApprovalPending"
@@ -34,7 +33,8 @@ class WorkflowRunSpec(Model):
                     "message": "set exactly one of workflowRef or workflow",
                 },
                 {
-                    "rule": "!has(oldSelf.params) || (has(self.params) && self.params == oldSelf.params)",
+                    "rule": "!has(oldSelf.params)"
+                    " || (has(self.params) && self.params == oldSelf.params)",
                     "message": "params cannot change once the run exists; create a new run",
                 },
             ]
@@ -244,7 +244,7 @@ class WorkflowRunStatus(Model):
 class WorkflowRun(Model):
     """One execution of a workflow."""
 
-    api_version: Literal["braid.dev/v1alpha1"] = Field(default=API_VERSION)
+    api_version: Literal["braid.dev/v1alpha1"] = "braid.dev/v1alpha1"
     kind: Literal["WorkflowRun"] = "WorkflowRun"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: WorkflowRunSpec
@@ -252,4 +252,3 @@ class WorkflowRun(Model):
 
 
 IterationStatus.model_rebuild()
-

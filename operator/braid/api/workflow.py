@@ -6,8 +6,9 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
-from braid.api.common import API_VERSION, NAME_MAX, NAME_PATTERN, Model, ObjectMeta
+from braid.api.common import NAME_MAX, NAME_PATTERN, Model, ObjectMeta
 
 # Invariants the API server checks at apply time (x-kubernetes-validations), next to the
 # pydantic validators that check the same thing locally.
@@ -26,7 +27,7 @@ def _exactly_one(*fields: str) -> tuple[str, str]:
     return f"[{checks}].filter(x, x).size() == 1", f"set exactly one of {', '.join(fields)}"
 
 
-_MAP_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+_MAP_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 Expression = str
 """A CEL expression (https://cel.dev); see the README for the names in scope."""
@@ -52,7 +53,7 @@ class ParamSpec(Model):
         default=None,
         alias="schema",
         description="JSON Schema (draft 2020-12) every value of this param must satisfy, "
-        'e.g. {type: integer, minimum: 1}.',
+        "e.g. {type: integer, minimum: 1}.",
     )
 
 
@@ -60,9 +61,7 @@ class EnvVar(Model):
     """An environment variable of a container step."""
 
     name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
-    value: str = Field(
-        default="", description="Value; may contain ${{ <CEL> }} interpolations."
-    )
+    value: str = Field(default="", description="Value; may contain ${{ <CEL> }} interpolations.")
 
 
 class ResourceRequirements(Model):
@@ -97,9 +96,7 @@ class Approvers(Model):
     """Who may decide an approval gate. Empty means anyone allowed to annotate the run."""
 
     users: list[str] | None = Field(default=None, description="User names that may decide.")
-    groups: list[str] | None = Field(
-        default=None, description="Groups whose members may decide."
-    )
+    groups: list[str] | None = Field(default=None, description="Groups whose members may decide.")
 
 
 class ApprovalTimeoutAction(StrEnum):
@@ -112,8 +109,10 @@ class ApprovalSpec(Model):
 
     model_config = _cel_rules(
         (
-            "!has(self.approvers) || has(self.approvers.groups) || !has(self.approvers.users)"
-            " || self.required <= size(self.approvers.users)",
+            (
+                "!has(self.approvers) || has(self.approvers.groups) || !has(self.approvers.users)"
+                " || self.required <= size(self.approvers.users)"
+            ),
             "required is larger than the number of approvers listed, so it can never be met",
         )
     )
@@ -172,9 +171,7 @@ class WebhookSpec(Model):
         description="CEL over `response` giving the step's outputs (a map). Default: "
         "{'status': response.status, 'body': response.body}.",
     )
-    timeout_seconds: int | None = Field(
-        default=None, ge=1, description="Timeout of the HTTP call."
-    )
+    timeout_seconds: int | None = Field(default=None, ge=1, description="Timeout of the HTTP call.")
 
 
 class Backoff(Model):
@@ -383,7 +380,10 @@ class Step(_StepBase):
 
     model_config = _cel_rules(
         _exactly_one("container", "webhook", "approval", "fanOut", "loop"),
-        ("!has(self.dependsOn) || !(self.name in self.dependsOn)", "a step cannot depend on itself"),
+        (
+            "!has(self.dependsOn) || !(self.name in self.dependsOn)",
+            "a step cannot depend on itself",
+        ),
     )
 
     depends_on: list[str] | None = Field(
@@ -485,7 +485,7 @@ class WorkflowSpec(Model):
 class Workflow(Model):
     """A reusable workflow definition."""
 
-    api_version: Literal["braid.dev/v1alpha1"] = Field(default=API_VERSION)
+    api_version: Literal["braid.dev/v1alpha1"] = "braid.dev/v1alpha1"
     kind: Literal["Workflow"] = "Workflow"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: WorkflowSpec

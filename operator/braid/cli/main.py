@@ -88,7 +88,7 @@ def lint(files: list[Path] = typer.Argument(..., help="Manifest files to check."
 
 def _about_other(error: FieldError, own: int) -> bool:
     match = re.match(r"document\[(\d+)\]", error.path)
-    return bool(match) and int(match.group(1)) >= own
+    return match is not None and int(match.group(1)) >= own
 
 
 @app.command()
@@ -161,10 +161,12 @@ def _prompt(event: RecordEvent, gate: str) -> ApprovalDecision:
     err.print(f"\n[bold yellow]? approval[/] {event.message}")
     answer = input(f"  Approve {gate}? [y/N, or a reason to reject] ").strip()
     if answer.lower() in ("y", "yes"):
-        return ApprovalDecision(gate, _local_user(), True, iteration=event.iteration, trusted=True)
+        return ApprovalDecision(
+            gate, _local_user(), approve=True, iteration=event.iteration, trusted=True
+        )
     reason = answer if answer.lower() not in ("", "n", "no") else "rejected at the prompt"
     return ApprovalDecision(
-        gate, _local_user(), False, reason=reason, iteration=event.iteration, trusted=True
+        gate, _local_user(), approve=False, reason=reason, iteration=event.iteration, trusted=True
     )
 
 
@@ -217,7 +219,9 @@ def run(
         on_start=printer.start,
         workdir=workdir,
     )
-    if any(s.container for s in spec.steps) or any(s.fan_out and s.fan_out.container for s in spec.steps):
+    if any(s.container for s in spec.steps) or any(
+        s.fan_out and s.fan_out.container for s in spec.steps
+    ):
         err.print("[dim]note: container images are ignored locally; commands run as processes[/]")
     err.print(f"[bold]run[/] {run_name} ({len(spec.steps)} steps)")
     try:

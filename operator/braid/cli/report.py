@@ -48,7 +48,9 @@ class ProgressPrinter:
 
     def event(self, event: RecordEvent, _now: datetime) -> None:
         icon = _ICONS.get(event.reason, "[blue]•[/]" if event.type == "Normal" else "[red]![/]")
-        self.console.print(f"{self._prefix()} {icon} {event.message}", soft_wrap=True, markup=True, highlight=False)
+        self.console.print(
+            f"{self._prefix()} {icon} {event.message}", soft_wrap=True, markup=True, highlight=False
+        )
 
     def start(self, action: StartAttempt) -> None:
         what = action.labels.step
@@ -59,7 +61,9 @@ class ProgressPrinter:
         if action.labels.role != "step":
             what += f" ({action.labels.role})"
         attempt = f" attempt {action.labels.attempt}" if action.labels.attempt > 1 else ""
-        self.console.print(f"{self._prefix()} [blue]▶[/] {what}{attempt}", markup=True, highlight=False)
+        self.console.print(
+            f"{self._prefix()} [blue]▶[/] {what}{attempt}", markup=True, highlight=False
+        )
 
 
 def _duration(task: TaskStatus) -> str:
@@ -76,10 +80,18 @@ def summary_table(status: WorkflowRunStatus) -> Table:
     for st in [*status.steps, *(status.finally_ or [])]:
         style = _PHASE_STYLE.get(st.phase, "")
         detail = st.message or (json.dumps(st.outputs)[:80] if st.outputs else "")
-        table.add_row(st.name, f"[{style}]{st.phase.value}[/]" if style else st.phase.value, str(st.attempts), _duration(st), detail)
+        table.add_row(
+            st.name,
+            f"[{style}]{st.phase.value}[/]" if style else st.phase.value,
+            str(st.attempts),
+            _duration(st),
+            detail,
+        )
         if st.compensation is not None:
             c = st.compensation
-            table.add_row(f"  ↳ compensation", c.phase.value, str(c.attempts), _duration(c), c.message or "")
+            table.add_row(
+                "  ↳ compensation", c.phase.value, str(c.attempts), _duration(c), c.message or ""
+            )
     return table
 
 
@@ -96,7 +108,10 @@ def _step_document(st: StepStatus) -> dict[str, Any]:
     if st.approvals:
         doc["approvals"] = [a.wire() for a in st.approvals]
     if st.compensation is not None:
-        doc["compensation"] = {"phase": st.compensation.phase.value, "attempts": st.compensation.attempts}
+        doc["compensation"] = {
+            "phase": st.compensation.phase.value,
+            "attempts": st.compensation.attempts,
+        }
     if st.iterations is not None:
         doc["iterations"] = len(st.iterations)
     if st.item_count is not None:

@@ -20,17 +20,23 @@ def check_param_schemas(spec: WorkflowSpec) -> list[FieldError]:
         try:
             jsonschema.Draft202012Validator.check_schema(param.schema_)
         except SchemaError as exc:
-            errors.append(FieldError(f"spec.params[{i}].schema", f"not a valid JSON Schema: {exc.message}"))
+            errors.append(
+                FieldError(f"spec.params[{i}].schema", f"not a valid JSON Schema: {exc.message}")
+            )
             continue
         if param.default is not None:
             errors.extend(
-                FieldError(f"spec.params[{i}].default", f"does not satisfy the param's schema: {e.message}")
+                FieldError(
+                    f"spec.params[{i}].default", f"does not satisfy the param's schema: {e.message}"
+                )
                 for e in jsonschema.Draft202012Validator(param.schema_).iter_errors(param.default)
             )
     return errors
 
 
-def resolve_params(spec: WorkflowSpec, given: dict[str, Any] | None, where: str = "spec.params") -> dict[str, Any]:
+def resolve_params(
+    spec: WorkflowSpec, given: dict[str, Any] | None, where: str = "spec.params"
+) -> dict[str, Any]:
     """Defaults applied, every value checked; raises InvalidSpecError naming ``<where>.<name>``."""
     given = dict(given or {})
     errors: list[FieldError] = []
@@ -52,8 +58,14 @@ def resolve_params(spec: WorkflowSpec, given: dict[str, Any] | None, where: str 
             for err in sorted(
                 jsonschema.Draft202012Validator(param.schema_).iter_errors(value), key=str
             ):
-                sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-                errors.append(FieldError(f"{where}.{name}{sub}", f"{err.message} (schema: {_brief(err.schema)})"))
+                sub = "".join(
+                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path
+                )
+                errors.append(
+                    FieldError(
+                        f"{where}.{name}{sub}", f"{err.message} (schema: {_brief(err.schema)})"
+                    )
+                )
         resolved[name] = value
     if errors:
         raise InvalidSpecError(errors)

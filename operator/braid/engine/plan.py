@@ -329,7 +329,6 @@ def _check_references(
     ancestors: dict[str, frozenset[str]],
     all_steps: list[str],
     body_of: dict[str, list[str]],
-    params: frozenset[str],
 ) -> None:
     known_steps = set(all_steps)
     for expr, owner, extra in compiler.expressions:
@@ -363,10 +362,10 @@ def _check_references(
                         f"not available; add it to dependsOn (directly or transitively)",
                     )
                 )
-        _trial(compiler, expr, params)
+        _trial(compiler, expr)
 
 
-def _trial(compiler: _Compiler, expr: Expression, params: frozenset[str]) -> None:
+def _trial(compiler: _Compiler, expr: Expression) -> None:
     """Catch type errors that do not depend on run-time data: evaluate constant expressions."""
     if expr.variables:
         return
@@ -450,7 +449,9 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
             body_of[step.name] = [b.name for b in step.loop.steps]
         compensation = None
         if step.compensation is not None:
-            compensation = _action_of(compiler, step.compensation, f"{path}.compensation", step.name)
+            compensation = _action_of(
+                compiler, step.compensation, f"{path}.compensation", step.name
+            )
         step_sla = step.sla.max_duration_seconds if step.sla else None
         steps[step.name] = StepPlan(
             name=step.name,
@@ -470,9 +471,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
     for i, fin in enumerate(spec.finally_ or []):
         path = f"spec.finally[{i}]"
         if fin.name in seen or fin.name in body_names:
-            errors.append(
-                FieldError(f"{path}.name", f"{fin.name!r} is already the name of a step")
-            )
+            errors.append(FieldError(f"{path}.name", f"{fin.name!r} is already the name of a step"))
         finally_steps.append(FinallyPlan(fin.name, i, _action_of(compiler, fin, path, None)))
     outputs = {}
     for key, source in (spec.outputs or {}).items():
@@ -480,7 +479,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         if compiled is not None:
             outputs[key] = compiled
 
-    _check_references(compiler, ancestors, order, body_of, frozenset(param_names))
+    _check_references(compiler, ancestors, order, body_of)
     if errors:
         raise InvalidSpecError(errors)
     return Plan(

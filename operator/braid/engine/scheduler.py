@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from braid.api.common import ConditionStatus
@@ -53,6 +53,7 @@ from braid.engine.tasks import Task, judge, render_request
 from braid.expressions import Expression, ExpressionError, type_name
 
 _ACTIVE = frozenset({StepPhase.RUNNING})
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -162,7 +163,7 @@ class RunState:
                 return  # unreachable for a run that started the fan-out; it stays as recorded
             fan = self._new_fan_out(plan, items)
             for item in st.items or []:
-                task = self._item_task(plan, st, item, items)
+                task = self._item_task(plan, item, items)
                 self._resume_task(task)
                 fan.running += item.phase in _ACTIVE or item.phase == StepPhase.RETRYING
                 fan.succeeded += item.phase == StepPhase.SUCCEEDED
@@ -178,7 +179,7 @@ class RunState:
         assert plan.action is not None
         return Task(st, plan.action, "step", plan.name, f"{self.run_name}-{plan.name}")
 
-    def _item_task(self, plan: StepPlan, st: StepStatus, item: ItemStatus, items: list[Any]) -> Task:
+    def _item_task(self, plan: StepPlan, item: ItemStatus, items: list[Any]) -> Task:
         assert plan.fan_out is not None
         return Task(
             item,
@@ -195,7 +196,10 @@ class RunState:
         if not st.iterations:
             return []
         it = st.iterations[-1]
-        scope = {"iteration": it.iteration, "previous": self._iteration_outputs(st, it.iteration - 1)}
+        scope = {
+            "iteration": it.iteration,
+            "previous": self._iteration_outputs(st, it.iteration - 1),
+        }
         return [
             Task(
                 body_status,
@@ -222,14 +226,18 @@ class RunState:
         st = self.steps[name]
         return {"phase": st.phase.value, "outputs": st.outputs or {}}
 
-    def context(self, task: Task | None, expressions: tuple[Expression, ...] = ()) -> dict[str, Any]:
+    def context(
+        self, task: Task | None, expressions: tuple[Expression, ...] = ()
+    ) -> dict[str, Any]:
         """The names an expression sees; only the steps it reads are materialised."""
         names: set[str] = set()
         everything = False
         for e in expressions:
             names |= e.steps.names
             everything |= e.steps.all_steps
-        steps = {n: self._step_view(n) for n in (self.steps if everything else names) if n in self.steps}
+        steps = {
+            n: self._step_view(n) for n in (self.steps if everything else names) if n in self.steps
+        }
         if task is not None and task.role == "body":
             st = self.steps[task.step]
             assert st.iterations
@@ -329,9 +337,9 @@ class RunState:
                 if self.failing is not None and not self.active:
                     self._begin_compensation(now)
                 elif self.failing is None and self.finished_steps == len(self.plan.order):
-                    self._begin_finally(now)
+                    self._begin_finally()
             if self.status.phase == RunPhase.COMPENSATING:
-                self._advance_compensation(now)
+                self._advance_compensation()
             if self.status.phase == RunPhase.FINALIZING:
                 self._advance_finally(now)
             after = (len(self.ready), len(self.slot_queue), len(self.active), self.status.phase)
@@ -347,14 +355,21 @@ class RunState:
             return
         dep_phases = [self.steps[d].phase for d in plan.deps]
         if plan.deps and all(p == StepPhase.SKIPPED for p in dep_phases):
-            self._skip(name, "UpstreamSkipped", f"all of its dependencies were skipped: {', '.join(plan.deps)}", now)
+            self._skip(
+                name,
+                "UpstreamSkipped",
+                f"all of its dependencies were skipped: {', '.join(plan.deps)}",
+                now,
+            )
             return
         if plan.when is not None:
             try:
                 run_it = plan.when.evaluate_bool(self.context(None, (plan.when,)))
             except ExpressionError as exc:
                 st.start_time = now
-                self._finish_step(name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, str(exc), now)
+                self._finish_step(
+                    name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, str(exc), now
+                )
                 return
             if not run_it:
                 self._skip(name, "WhenFalse", f"when {plan.when.source!r} is false", now)
@@ -379,7 +394,9 @@ class RunState:
         self._event("Normal", "StepSkipped", f"Skipped step {name}: {message}", name)
         self._finish_step(name, StepPhase.SKIPPED, reason, message, now)
 
-    def _finish_step(self, name: str, phase: StepPhase, reason: str, message: str | None, now: datetime) -> None:
+    def _finish_step(
+        self, name: str, phase: StepPhase, reason: str, message: str | None, now: datetime
+    ) -> None:
         st = self.steps[name]
         st.phase, st.reason, st.message = phase, reason, message
         st.completion_time = now
@@ -403,7 +420,9 @@ class RunState:
         while self.slot_queue and self._capacity() > 0:
             task = self.slot_queue.popleft()
             self.queued.discard(id(task.status))
-            if task.status.phase in (StepPhase.PENDING, StepPhase.RETRYING) and self._may_start(task):
+            if task.status.phase in (StepPhase.PENDING, StepPhase.RETRYING) and self._may_start(
+                task
+            ):
                 self._start_attempt(task, now)
         if self.failing is None:
             for fan in list(self.fan_outs.values()):
@@ -420,7 +439,9 @@ class RunState:
         st.retry_time = None
         st.start_time = st.start_time or now
         try:
-            request = render_request(task, self.context(task, self._action_expressions(task.action)))
+            request = render_request(
+                task, self.context(task, self._action_expressions(task.action))
+            )
         except ExpressionError as exc:
             st.attempt_name = task.attempt_name()
             self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
@@ -504,7 +525,12 @@ class RunState:
             self._advance_loop(self.plan.steps[task.step], now)
         elif task.role == "compensation":
             level = "Normal" if task.status.phase == StepPhase.SUCCEEDED else "Warning"
-            self._event(level, f"Compensation{task.status.phase.value}", f"Compensation of step {task.step} {task.status.phase.value.lower()}", task.step)
+            self._event(
+                level,
+                f"Compensation{task.status.phase.value}",
+                f"Compensation of step {task.step} {task.status.phase.value.lower()}",
+                task.step,
+            )
 
     def _cancel_task(self, task: Task, reason: str, message: str, now: datetime) -> None:
         st = task.status
@@ -574,27 +600,59 @@ class RunState:
         verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
         if any(r.user == decision.user and r.decision == verdict for r in records):
             return  # level-based: the same annotation is observed on every reconcile
-        records.append(ApprovalRecord(user=decision.user, decision=verdict, time=now, reason=decision.reason))  # type: ignore[arg-type]
+        records.append(
+            ApprovalRecord(user=decision.user, decision=verdict, time=now, reason=decision.reason)
+        )
         st.approvals = records
         self.dirty = True
         if not allowed:
-            self._event("Warning", "ApprovalRefused", f"Ignored decision by {decision.user} on step {task.display}: not an allowed approver ({_approvers_text(spec.approvers)})", task.step)
+            self._event(
+                "Warning",
+                "ApprovalRefused",
+                f"Ignored decision by {decision.user} on step {task.display}: not an allowed "
+                f"approver ({_approvers_text(spec.approvers)})",
+                task.step,
+            )
             return
         if not decision.approve:
-            self._event("Warning", "ApprovalRejected", f"Step {task.display} rejected by {decision.user}: {decision.reason or 'no reason given'}", task.step)
-            self._close_gate(task, approved=False, reason="Rejected", message=f"rejected by {decision.user}: {decision.reason or 'no reason given'}", now=now)
+            self._event(
+                "Warning",
+                "ApprovalRejected",
+                f"Step {task.display} rejected by {decision.user}: "
+                f"{decision.reason or 'no reason given'}",
+                task.step,
+            )
+            self._close_gate(
+                task,
+                approved=False,
+                reason="Rejected",
+                message=f"rejected by {decision.user}: {decision.reason or 'no reason given'}",
+                now=now,
+            )
             return
-        self._event("Normal", "Approved", f"Step {task.display} approved by {decision.user}", task.step)
+        self._event(
+            "Normal", "Approved", f"Step {task.display} approved by {decision.user}", task.step
+        )
         approvers = [r.user for r in records if r.decision == "Approved"]
         if decision.trusted or len(approvers) >= spec.required:
-            self._close_gate(task, approved=True, reason="Approved", message=f"approved by {', '.join(approvers)}", now=now)
+            self._close_gate(
+                task,
+                approved=True,
+                reason="Approved",
+                message=f"approved by {', '.join(approvers)}",
+                now=now,
+            )
 
-    def _close_gate(self, task: Task, *, approved: bool, reason: str, message: str, now: datetime) -> None:
+    def _close_gate(
+        self, task: Task, *, approved: bool, reason: str, message: str, now: datetime
+    ) -> None:
         if task in self.approvals:
             self.approvals.remove(task)
         st = task.status
         if approved:
-            approvers = [r.user for r in (getattr(st, "approvals", None) or []) if r.decision == "Approved"]
+            approvers = [
+                r.user for r in (getattr(st, "approvals", None) or []) if r.decision == "Approved"
+            ]
             self._task_succeeded(task, {"approved": True, "approvedBy": approvers}, now)
             st.reason, st.message = reason, message
         else:
@@ -619,7 +677,8 @@ class RunState:
         if not isinstance(items, list):
             return f"{fan.items_expression.path}: must evaluate to a list, got {type_name(items)}"
         if len(items) > fan.spec.max_items:
-            return f"{fan.items_expression.path}: {len(items)} items exceed maxItems {fan.spec.max_items}"
+            path = fan.items_expression.path
+            return f"{path}: {len(items)} items exceed maxItems {fan.spec.max_items}"
         return items
 
     def _new_fan_out(self, plan: StepPlan, items: list[Any]) -> _FanOut:
@@ -638,37 +697,60 @@ class RunState:
         st.phase, st.start_time = StepPhase.RUNNING, now
         items = self._evaluate_items(plan)
         if isinstance(items, str):
-            self._finish_step(plan.name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now)
+            self._finish_step(
+                plan.name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
+            )
             return
         st.items, st.item_count = [], len(items)
         fan = self._new_fan_out(plan, items)
-        self._event("Normal", "FanOutStarted", f"Step {plan.name} fans out over {fan.total} items (success threshold {fan.threshold})", plan.name)
+        self._event(
+            "Normal",
+            "FanOutStarted",
+            f"Step {plan.name} fans out over {fan.total} items (success threshold {fan.threshold})",
+            plan.name,
+        )
         self._check_fan_out(fan, now)
 
     def _start_items(self, fan: _FanOut, now: datetime) -> None:
         st = self.steps[fan.plan.name]
-        assert fan.plan.fan_out is not None and st.items is not None
+        assert fan.plan.fan_out is not None
+        assert st.items is not None
         limit = fan.plan.fan_out.spec.parallelism or math.inf
         while self._capacity() > 0 and len(st.items) < fan.total and fan.running < limit:
             item = ItemStatus(index=len(st.items))
             st.items.append(item)
             fan.running += 1
-            self._start_attempt(self._item_task(fan.plan, st, item, fan.items), now)
+            self._start_attempt(self._item_task(fan.plan, item, fan.items), now)
 
     def _check_fan_out(self, fan: _FanOut, now: datetime) -> None:
         name = fan.plan.name
         st = self.steps[name]
-        assert fan.plan.fan_out is not None and st.items is not None
+        assert fan.plan.fan_out is not None
+        assert st.items is not None
         done = fan.succeeded + fan.failed
         all_done = done == fan.total
         reached = fan.succeeded >= fan.threshold
         wait_all = fan.plan.fan_out.spec.on_threshold_reached == ThresholdAction.WAIT_FOR_ALL
         if reached and (all_done or not wait_all):
-            self._end_fan_out(fan, StepPhase.SUCCEEDED, "Succeeded", f"{fan.succeeded}/{fan.total} items succeeded (threshold {fan.threshold})", now)
+            self._end_fan_out(
+                fan,
+                StepPhase.SUCCEEDED,
+                "Succeeded",
+                f"{fan.succeeded}/{fan.total} items succeeded (threshold {fan.threshold})",
+                now,
+            )
         elif fan.failed > fan.total - fan.threshold:
-            self._end_fan_out(fan, StepPhase.FAILED, "ThresholdUnreachable", f"{fan.failed}/{fan.total} items failed; {fan.threshold} must succeed", now)
+            self._end_fan_out(
+                fan,
+                StepPhase.FAILED,
+                "ThresholdUnreachable",
+                f"{fan.failed}/{fan.total} items failed; {fan.threshold} must succeed",
+                now,
+            )
 
-    def _end_fan_out(self, fan: _FanOut, phase: StepPhase, reason: str, message: str, now: datetime) -> None:
+    def _end_fan_out(
+        self, fan: _FanOut, phase: StepPhase, reason: str, message: str, now: datetime
+    ) -> None:
         name = fan.plan.name
         st = self.steps[name]
         assert st.items is not None
@@ -679,24 +761,34 @@ class RunState:
         for item in st.items:
             if item.phase == StepPhase.SUCCEEDED:
                 gathered[item.index] = item.outputs or {}
-        st.outputs = {"items": gathered, "succeeded": fan.succeeded, "failed": fan.failed, "total": fan.total}
+        st.outputs = {
+            "items": gathered,
+            "succeeded": fan.succeeded,
+            "failed": fan.failed,
+            "total": fan.total,
+        }
         del self.fan_outs[name]
         self._finish_step(name, phase, reason, message, now)
 
     def _cancel_item(self, fan: _FanOut, item: ItemStatus, now: datetime) -> None:
-        task = self._item_task(fan.plan, self.steps[fan.plan.name], item, fan.items)
+        task = self._item_task(fan.plan, item, fan.items)
         if item.phase == StepPhase.RETRYING:
             fan.running -= 1
             self.retrying = [t for t in self.retrying if t.status is not item]
-        self._cancel_task(task, "ThresholdReached", "cancelled: the step's outcome was already decided", now)
+        self._cancel_task(
+            task, "ThresholdReached", "cancelled: the step's outcome was already decided", now
+        )
 
     # ------------------------------------------------------------------ loops
 
     def _next_iteration(self, plan: StepPlan, st: StepStatus, now: datetime) -> None:
-        assert plan.loop is not None and st.iterations is not None
+        assert plan.loop is not None
+        assert st.iterations is not None
         index = len(st.iterations)
         st.iterations.append(
-            IterationStatus(iteration=index, steps=[LoopTaskStatus(name=b.name) for b in plan.loop.body])
+            IterationStatus(
+                iteration=index, steps=[LoopTaskStatus(name=b.name) for b in plan.loop.body]
+            )
         )
         self.dirty = True
         self._advance_loop(plan, now)
@@ -704,14 +796,21 @@ class RunState:
     def _advance_loop(self, plan: StepPlan, now: datetime) -> None:
         st = self.steps[plan.name]
         loop = plan.loop
-        assert loop is not None and st.iterations is not None
+        assert loop is not None
+        assert st.iterations is not None
         if st.phase.final or self.failing is not None:
             return  # a failing run sweeps unfinished loops; no new work starts
         tasks = self._current_body(plan, st)
         for body, task in zip(loop.body, tasks, strict=True):
             phase = task.status.phase
             if phase == StepPhase.FAILED:
-                self._end_loop(plan, StepPhase.FAILED, "BodyStepFailed", f"iteration {task.iteration} step {body.name} failed: {task.status.message}", now)
+                self._end_loop(
+                    plan,
+                    StepPhase.FAILED,
+                    "BodyStepFailed",
+                    f"iteration {task.iteration} step {body.name} failed: {task.status.message}",
+                    now,
+                )
                 return
             if phase.final:
                 continue
@@ -726,12 +825,31 @@ class RunState:
             self._end_loop(plan, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, str(exc), now)
             return
         if done:
-            self._end_loop(plan, StepPhase.SUCCEEDED, "Converged", f"until held after iteration {it}", now, converged=True)
+            self._end_loop(
+                plan,
+                StepPhase.SUCCEEDED,
+                "Converged",
+                f"until held after iteration {it}",
+                now,
+                converged=True,
+            )
         elif it + 1 >= loop.spec.max_iterations:
             if loop.spec.on_max_iterations == MaxIterationsAction.SUCCEED:
-                self._end_loop(plan, StepPhase.SUCCEEDED, "MaxIterationsReached", f"stopped after {it + 1} iterations", now)
+                self._end_loop(
+                    plan,
+                    StepPhase.SUCCEEDED,
+                    "MaxIterationsReached",
+                    f"stopped after {it + 1} iterations",
+                    now,
+                )
             else:
-                self._end_loop(plan, StepPhase.FAILED, "MaxIterationsReached", f"until still false after {it + 1} iterations", now)
+                self._end_loop(
+                    plan,
+                    StepPhase.FAILED,
+                    "MaxIterationsReached",
+                    f"until still false after {it + 1} iterations",
+                    now,
+                )
         else:
             self._next_iteration(plan, st, now)
 
@@ -745,7 +863,11 @@ class RunState:
                 return
             if not run_it:
                 st = task.status
-                st.phase, st.reason, st.message = StepPhase.SKIPPED, "WhenFalse", f"when {when.source!r} is false"
+                st.phase, st.reason, st.message = (
+                    StepPhase.SKIPPED,
+                    "WhenFalse",
+                    f"when {when.source!r} is false",
+                )
                 st.completion_time = now
                 self.dirty = True
                 self._advance_loop(self.plan.steps[task.step], now)
@@ -755,17 +877,33 @@ class RunState:
         else:
             self._enqueue(task)
 
-    def _end_loop(self, plan: StepPlan, phase: StepPhase, reason: str, message: str, now: datetime, *, converged: bool = False) -> None:
+    def _end_loop(
+        self,
+        plan: StepPlan,
+        phase: StepPhase,
+        reason: str,
+        message: str,
+        now: datetime,
+        *,
+        converged: bool = False,
+    ) -> None:
         st = self.steps[plan.name]
         assert st.iterations is not None
         history = [self._iteration_outputs(st, i) for i in range(len(st.iterations))]
-        st.outputs = {"iterations": history, "last": history[-1] if history else {}, "count": len(history), "converged": converged}
+        st.outputs = {
+            "iterations": history,
+            "last": history[-1] if history else {},
+            "count": len(history),
+            "converged": converged,
+        }
         self.loops.discard(plan.name)
         self._finish_step(plan.name, phase, reason, message, now)
 
-    # ------------------------------------------------------------------ failure, compensation, finally
+    # ------------------------------------------------------------ failure, compensation, finally
 
-    def _begin_failing(self, reason: str, message: str, now: datetime, *, cancel: bool = False) -> None:
+    def _begin_failing(
+        self, reason: str, message: str, now: datetime, *, cancel: bool = False
+    ) -> None:
         self.failing = _Failing(reason, message, cancelled=reason == "Cancelled")
         self.dirty = True
         self.ready.clear()
@@ -801,22 +939,37 @@ class RunState:
         done = [
             self.plan.steps[n]
             for n in self.plan.order
-            if self.plan.steps[n].compensation is not None and self.steps[n].phase == StepPhase.SUCCEEDED
+            if self.plan.steps[n].compensation is not None
+            and self.steps[n].phase == StepPhase.SUCCEEDED
         ]
-        return [p.name for p in sorted(done, key=lambda p: (self.steps[p.name].completion_time or datetime.min, p.index), reverse=True)]
+        return [
+            p.name
+            for p in sorted(
+                done,
+                key=lambda p: (self.steps[p.name].completion_time or _NEVER, p.index),
+                reverse=True,
+            )
+        ]
 
     def _begin_compensation(self, now: datetime) -> None:
         self._sweep_unfinished(now)
         policy = self.plan.spec.compensation
-        enabled = policy is None or (policy.enabled and (policy.on_cancel or not (self.failing and self.failing.cancelled)))
+        enabled = policy is None or (
+            policy.enabled and (policy.on_cancel or not (self.failing and self.failing.cancelled))
+        )
         self.dirty = True
         if enabled and self._compensation_order():
             self.status.phase = RunPhase.COMPENSATING
-            self._event("Warning", "CompensationStarted", f"Compensating {len(self._compensation_order())} step(s) in reverse completion order")
+            self._event(
+                "Warning",
+                "CompensationStarted",
+                f"Compensating {len(self._compensation_order())} step(s) in reverse completion "
+                "order",
+            )
         else:
-            self._begin_finally(now)
+            self._begin_finally()
 
-    def _advance_compensation(self, now: datetime) -> None:
+    def _advance_compensation(self) -> None:
         for name in self._compensation_order():
             st = self.steps[name]
             plan = self.plan.steps[name]
@@ -826,30 +979,48 @@ class RunState:
             comp = st.compensation
             if comp.phase.final:
                 continue
-            task = Task(comp, plan.compensation, "compensation", name, f"{self.run_name}-{name}--undo")
+            task = Task(
+                comp, plan.compensation, "compensation", name, f"{self.run_name}-{name}--undo"
+            )
             if comp.phase == StepPhase.PENDING:
                 self._enqueue(task)
             return
-        self._begin_finally(now)
+        self._begin_finally()
 
     def _resume_tail(self) -> None:
         for name in self.plan.order:
             st = self.steps[name]
             plan = self.plan.steps[name]
             if st.compensation is not None and plan.compensation is not None:
-                self._resume_task(Task(st.compensation, plan.compensation, "compensation", name, f"{self.run_name}-{name}--undo"))
+                self._resume_task(
+                    Task(
+                        st.compensation,
+                        plan.compensation,
+                        "compensation",
+                        name,
+                        f"{self.run_name}-{name}--undo",
+                    )
+                )
         for fin, st in zip(self.plan.finally_steps, self.status.finally_ or [], strict=True):
-            self._resume_task(Task(st, fin.action, "finally", fin.name, f"{self.run_name}-{fin.name}"))
+            self._resume_task(
+                Task(st, fin.action, "finally", fin.name, f"{self.run_name}-{fin.name}")
+            )
 
-    def _begin_finally(self, now: datetime) -> None:
+    def _begin_finally(self) -> None:
         self.status.phase = RunPhase.FINALIZING
         self.dirty = True
         for fin, st in zip(self.plan.finally_steps, self.status.finally_ or [], strict=True):
             if st.phase == StepPhase.PENDING:
-                self._enqueue(Task(st, fin.action, "finally", fin.name, f"{self.run_name}-{fin.name}"))
+                self._enqueue(
+                    Task(st, fin.action, "finally", fin.name, f"{self.run_name}-{fin.name}")
+                )
 
     def _advance_finally(self, now: datetime) -> None:
-        if any(not s.phase.final for s in self.status.finally_ or []) or self.active or self.slot_queue:
+        if (
+            any(not s.phase.final for s in self.status.finally_ or [])
+            or self.active
+            or self.slot_queue
+        ):
             return
         self._complete(now)
 
@@ -858,7 +1029,9 @@ class RunState:
         status.completion_time = now
         failed_finally = [s.name for s in status.finally_ or [] if s.phase == StepPhase.FAILED]
         if self.failing is None and failed_finally:
-            self.failing = _Failing("FinallyFailed", f"finally step(s) failed: {', '.join(failed_finally)}")
+            self.failing = _Failing(
+                "FinallyFailed", f"finally step(s) failed: {', '.join(failed_finally)}"
+            )
         if self.failing is None:
             try:
                 ctx = self.context(None, tuple(self.plan.outputs.values()))
@@ -867,12 +1040,34 @@ class RunState:
                 self.failing = _Failing("OutputsError", str(exc))
         if self.failing is None:
             status.phase = RunPhase.SUCCEEDED
-            status.set_condition(CONDITION_SUCCEEDED, ConditionStatus.TRUE, "Succeeded", "all steps finished", now, self.generation)
-            self._event("Normal", "RunSucceeded", f"Run succeeded in {_format_duration(now - (status.start_time or now))}")
+            status.set_condition(
+                CONDITION_SUCCEEDED,
+                ConditionStatus.TRUE,
+                "Succeeded",
+                "all steps finished",
+                now,
+                self.generation,
+            )
+            self._event(
+                "Normal",
+                "RunSucceeded",
+                f"Run succeeded in {_format_duration(now - (status.start_time or now))}",
+            )
         else:
             status.phase = RunPhase.CANCELLED if self.failing.cancelled else RunPhase.FAILED
-            status.set_condition(CONDITION_SUCCEEDED, ConditionStatus.FALSE, self.failing.reason, self.failing.message, now, self.generation)
-            self._event("Warning", "RunCancelled" if self.failing.cancelled else "RunFailed", f"Run ended: {self.failing.message}")
+            status.set_condition(
+                CONDITION_SUCCEEDED,
+                ConditionStatus.FALSE,
+                self.failing.reason,
+                self.failing.message,
+                now,
+                self.generation,
+            )
+            self._event(
+                "Warning",
+                "RunCancelled" if self.failing.cancelled else "RunFailed",
+                f"Run ended: {self.failing.message}",
+            )
         self.dirty = True
 
     # ------------------------------------------------------------------ time
@@ -880,17 +1075,41 @@ class RunState:
     def _check_time(self, now: datetime) -> None:
         spec = self.plan.spec
         start = self.status.start_time
-        if spec.timeout_seconds and start and self.failing is None and self.status.phase == RunPhase.RUNNING and now >= start + timedelta(seconds=spec.timeout_seconds):
-            self._begin_failing("TimedOut", f"the run exceeded timeoutSeconds={spec.timeout_seconds}", now, cancel=True)
-            self._event("Warning", "RunTimedOut", f"Run exceeded timeoutSeconds={spec.timeout_seconds}")
+        if (
+            spec.timeout_seconds
+            and start
+            and self.failing is None
+            and self.status.phase == RunPhase.RUNNING
+            and now >= start + timedelta(seconds=spec.timeout_seconds)
+        ):
+            self._begin_failing(
+                "TimedOut",
+                f"the run exceeded timeoutSeconds={spec.timeout_seconds}",
+                now,
+                cancel=True,
+            )
+            self._event(
+                "Warning", "RunTimedOut", f"Run exceeded timeoutSeconds={spec.timeout_seconds}"
+            )
         for name, task in list(self.active.items()):
             deadline = _attempt_deadline(task)
             if deadline is not None and now >= deadline:
                 del self.active[name]
                 self._release(task)
                 self.actions.append(CancelAttempt(name, "TimedOut"))
-                self._task_failed(task, FailureReason.TIMED_OUT, f"attempt {task.status.attempts} exceeded timeoutSeconds={task.action.timeout_seconds}", None, now)
-        due = [t for t in self.retrying if t.status.retry_time is not None and t.status.retry_time <= now]
+                self._task_failed(
+                    task,
+                    FailureReason.TIMED_OUT,
+                    f"attempt {task.status.attempts} exceeded "
+                    f"timeoutSeconds={task.action.timeout_seconds}",
+                    None,
+                    now,
+                )
+        due = [
+            t
+            for t in self.retrying
+            if t.status.retry_time is not None and t.status.retry_time <= now
+        ]
         if due:
             self.retrying = [t for t in self.retrying if t not in due]
             for task in due:
@@ -900,18 +1119,41 @@ class RunState:
             if deadline is not None and now >= deadline and task.status.phase == StepPhase.WAITING:
                 approval = task.action.approval
                 assert approval is not None
-                self._event("Warning", "ApprovalTimedOut", f"Approval of step {task.display} timed out ({approval.spec.on_timeout.value})", task.step)
+                self._event(
+                    "Warning",
+                    "ApprovalTimedOut",
+                    f"Approval of step {task.display} timed out ({approval.spec.on_timeout.value})",
+                    task.step,
+                )
                 if approval.spec.on_timeout == ApprovalTimeoutAction.APPROVE:
-                    self._close_gate(task, approved=True, reason="ApprovalTimedOut", message="approved automatically on timeout", now=now)
+                    self._close_gate(
+                        task,
+                        approved=True,
+                        reason="ApprovalTimedOut",
+                        message="approved automatically on timeout",
+                        now=now,
+                    )
                 else:
-                    self._close_gate(task, approved=False, reason="ApprovalTimedOut", message="no decision before the deadline", now=now)
+                    self._close_gate(
+                        task,
+                        approved=False,
+                        reason="ApprovalTimedOut",
+                        message="no decision before the deadline",
+                        now=now,
+                    )
         self._check_sla(now)
 
     def _sla_deadlines(self) -> list[tuple[str | None, datetime]]:
         out: list[tuple[str | None, datetime]] = []
         sla = self.plan.spec.sla
         start = self.status.start_time
-        if sla and sla.max_duration_seconds and start and not self.finished and not self.status.sla_breached:
+        if (
+            sla
+            and sla.max_duration_seconds
+            and start
+            and not self.finished
+            and not self.status.sla_breached
+        ):
             out.append((None, start + timedelta(seconds=sla.max_duration_seconds)))
         for task in (*self.active.values(), *self.approvals, *self.retrying):
             if task.role != "step":
@@ -935,13 +1177,27 @@ class RunState:
             if step is None:
                 self.status.sla_breached = True
                 target = self.plan.spec.sla.max_duration_seconds if self.plan.spec.sla else 0
-                self._sla_breach("RunDeadlineExceeded", f"the run has been running longer than its SLA of {target}s", now)
+                self._sla_breach(
+                    "RunDeadlineExceeded",
+                    f"the run has been running longer than its SLA of {target}s",
+                    now,
+                )
             else:
                 self.steps[step].sla_breached = True
-                self._sla_breach("StepDeadlineExceeded", f"step {step} has been running longer than its SLA of {self.plan.steps[step].sla_seconds}s", now, step)
+                self._sla_breach(
+                    "StepDeadlineExceeded",
+                    f"step {step} has been running longer than its SLA of "
+                    f"{self.plan.steps[step].sla_seconds}s",
+                    now,
+                    step,
+                )
 
-    def _sla_breach(self, reason: str, message: str, now: datetime, step: str | None = None) -> None:
-        self.status.set_condition(CONDITION_SLA_BREACHED, ConditionStatus.TRUE, reason, message, now, self.generation)
+    def _sla_breach(
+        self, reason: str, message: str, now: datetime, step: str | None = None
+    ) -> None:
+        self.status.set_condition(
+            CONDITION_SLA_BREACHED, ConditionStatus.TRUE, reason, message, now, self.generation
+        )
         self._event("Warning", "SLABreached", message[0].upper() + message[1:], step)
         self.dirty = True
 
@@ -973,9 +1229,18 @@ class RunState:
         if not self.finished:
             if self.failing is not None:
                 f = self.failing
-                changed = status.set_condition(CONDITION_SUCCEEDED, ConditionStatus.UNKNOWN, f.reason, f.message, now, gen)
+                changed = status.set_condition(
+                    CONDITION_SUCCEEDED, ConditionStatus.UNKNOWN, f.reason, f.message, now, gen
+                )
             else:
-                changed = status.set_condition(CONDITION_SUCCEEDED, ConditionStatus.UNKNOWN, "Running", f"{self.finished_steps}/{len(self.plan.order)} steps finished", now, gen)
+                changed = status.set_condition(
+                    CONDITION_SUCCEEDED,
+                    ConditionStatus.UNKNOWN,
+                    "Running",
+                    f"{self.finished_steps}/{len(self.plan.order)} steps finished",
+                    now,
+                    gen,
+                )
             self.dirty |= changed
         waiting = [t for t in self.approvals if t.status.phase == StepPhase.WAITING]
         if waiting:
@@ -986,14 +1251,32 @@ class RunState:
                 spec = approval.spec
                 deadline = getattr(t.status, "approval_deadline", None)
                 until = f" until {deadline.isoformat()}" if deadline else ""
-                got = sum(r.decision == "Approved" for r in (getattr(t.status, "approvals", None) or []))
-                parts.append(f"step {t.display} needs {spec.required - got} more approval(s) from {_approvers_text(spec.approvers)}{until}")
-            self.dirty |= status.set_condition(CONDITION_APPROVAL_PENDING, ConditionStatus.TRUE, "AwaitingApproval", "; ".join(parts), now, gen)
+                got = sum(
+                    r.decision == "Approved" for r in (getattr(t.status, "approvals", None) or [])
+                )
+                parts.append(
+                    f"step {t.display} needs {spec.required - got} more approval(s) from "
+                    f"{_approvers_text(spec.approvers)}{until}"
+                )
+            self.dirty |= status.set_condition(
+                CONDITION_APPROVAL_PENDING,
+                ConditionStatus.TRUE,
+                "AwaitingApproval",
+                "; ".join(parts),
+                now,
+                gen,
+            )
         elif status.condition(CONDITION_APPROVAL_PENDING) is not None:
-            self.dirty |= status.set_condition(CONDITION_APPROVAL_PENDING, ConditionStatus.FALSE, "NoApprovalPending", "", now, gen)
-        if self.plan.spec.sla is not None or any(p.sla_seconds for p in self.plan.steps.values()):
-            if status.condition(CONDITION_SLA_BREACHED) is None:
-                self.dirty |= status.set_condition(CONDITION_SLA_BREACHED, ConditionStatus.FALSE, "WithinSLA", "", now, gen)
+            self.dirty |= status.set_condition(
+                CONDITION_APPROVAL_PENDING, ConditionStatus.FALSE, "NoApprovalPending", "", now, gen
+            )
+        has_sla = self.plan.spec.sla is not None or any(
+            p.sla_seconds for p in self.plan.steps.values()
+        )
+        if has_sla and status.condition(CONDITION_SLA_BREACHED) is None:
+            self.dirty |= status.set_condition(
+                CONDITION_SLA_BREACHED, ConditionStatus.FALSE, "WithinSLA", "", now, gen
+            )
 
 
 def _attempt_deadline(task: Task) -> datetime | None:

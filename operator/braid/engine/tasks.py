@@ -52,7 +52,7 @@ class Task:
 
     def labels(self) -> AttemptLabels:
         role: Literal["step", "compensation", "finally"] = (
-            self.role if self.role in ("compensation", "finally") else "step"  # type: ignore[assignment]
+            self.role if self.role in ("compensation", "finally") else "step"
         )
         return AttemptLabels(
             step=self.step,
@@ -125,16 +125,17 @@ def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict
             result.exit_code,
         )
     if result.error is not None:
-        reason = (
-            FailureReason.WEBHOOK_FAILED if task.action.webhook else FailureReason.START_FAILED
-        )
+        reason = FailureReason.WEBHOOK_FAILED if task.action.webhook else FailureReason.START_FAILED
         return Verdict(None, reason, result.error, result.exit_code)
     if task.action.webhook is not None:
         return _judge_webhook(task, result, context)
     if result.exit_code not in (0, None):
         detail = f": {result.message.strip()}" if result.message and result.message.strip() else ""
         return Verdict(
-            None, FailureReason.ERROR, f"exited with code {result.exit_code}{detail}", result.exit_code
+            None,
+            FailureReason.ERROR,
+            f"exited with code {result.exit_code}{detail}",
+            result.exit_code,
         )
     parsed = parse_outputs(result.output)
     return Verdict(parsed.outputs, parsed.failure, parsed.message, result.exit_code)
@@ -152,7 +153,9 @@ def _judge_webhook(task: Task, result: AttemptResult, context: dict[str, Any]) -
     }
     try:
         if not webhook.success.evaluate_bool(ctx):
-            body = json.dumps(response.body) if not isinstance(response.body, str) else response.body
+            body = (
+                json.dumps(response.body) if not isinstance(response.body, str) else response.body
+            )
             return Verdict(
                 None,
                 FailureReason.WEBHOOK_FAILED,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from braid.engine import AttemptResult, HTTPResponse, MAX_OUTPUT_BYTES, StartAttempt
+from braid.engine import MAX_OUTPUT_BYTES, AttemptResult, HTTPResponse, StartAttempt
 
 STDERR_TAIL = 400
 
@@ -62,7 +62,9 @@ class ProcessExecutor:
             with output_file.open("rb") as f:
                 output = f.read(MAX_OUTPUT_BYTES + 1).decode("utf-8", errors="replace")
         tail = log_file.read_bytes()[-STDERR_TAIL:].decode("utf-8", errors="replace")
-        return AttemptResult(request.name, exit_code=code, output=output, message=tail if code else None)
+        return AttemptResult(
+            request.name, exit_code=code, output=output, message=tail if code else None
+        )
 
     def cancel(self, name: str) -> None:
         process = self.processes.get(name)
@@ -91,7 +93,10 @@ class HTTPExecutor:
             kwargs["json"] = hook.body
         try:
             response = await self.client.request(
-                hook.method, hook.url, timeout=request.timeout_seconds or 30.0, **kwargs  # type: ignore[arg-type]
+                hook.method,
+                hook.url,
+                timeout=request.timeout_seconds or 30.0,
+                **kwargs,  # type: ignore[arg-type]
             )
         except httpx.HTTPError as exc:
             return AttemptResult(request.name, error=f"{hook.method} {hook.url} failed: {exc!r}")

@@ -92,8 +92,8 @@ class LocalRun:
         http: HTTPExecutor,
         interrupted: asyncio.Event,
     ) -> None:
-        running: dict[asyncio.Task[AttemptResult], str] = {}
-        prompts: set[asyncio.Task[ApprovalDecision]] = set()
+        running: dict[asyncio.Future[Any], str] = {}
+        prompts: set[asyncio.Future[Any]] = set()
         observations = Observations(decisions=list(self.decisions))
         while True:
             now = self.clock()
@@ -127,18 +127,24 @@ class LocalRun:
             if len(waiters) == 1 and timeout is None:
                 interrupt_wait.cancel()
                 raise RuntimeError("the run is stuck: nothing is running and nothing is scheduled")
-            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             interrupt_wait.cancel()
-            observations = Observations(decisions=list(self.decisions), cancel=self.cancel_requested)
-            for task in done:
-                if task in running:
-                    running.pop(task)
-                    if not task.cancelled():
-                        observations.results.append(task.result())
-                elif task in prompts:
-                    prompts.discard(task)
-                    self.decisions.append(task.result())
-                    observations.decisions.append(task.result())
+            observations = Observations(
+                decisions=list(self.decisions), cancel=self.cancel_requested
+            )
+            for fut in done:
+                running.pop(fut, None)
+                prompts.discard(fut)
+                if fut is interrupt_wait or fut.cancelled():
+                    continue
+                value = fut.result()
+                if isinstance(value, AttemptResult):
+                    observations.results.append(value)
+                elif isinstance(value, ApprovalDecision):
+                    self.decisions.append(value)
+                    observations.decisions.append(value)
 
     def _ask(self, event: RecordEvent) -> asyncio.Task[ApprovalDecision]:
         gate = event.gate or event.step or ""
