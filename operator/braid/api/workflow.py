@@ -454,7 +454,7 @@ class WorkflowSpec(Model):
     description: str | None = Field(default=None, description="What the workflow does.")
     params: list[ParamSpec] | None = Field(default=None, description="Declared inputs.")
     steps: list[Step] = Field(
-        min_length=1, max_length=500, description="The steps.", json_schema_extra=_MAP_LIST
+        min_length=1, max_length=10000, description="The steps.", json_schema_extra=_MAP_LIST
     )
     finally_: list[FinallyStep] | None = Field(
         default=None,

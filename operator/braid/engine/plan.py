@@ -141,6 +141,7 @@ class Plan:
     outputs: dict[str, Expression]
     param_names: frozenset[str]
     body_names: dict[str, str] = field(default_factory=dict)  # body step -> loop step
+    has_sla: bool = False  # any run or step SLA target: decides whether SLABreached is shown
 
 
 class _Compiler:
@@ -492,6 +493,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         outputs=outputs,
         param_names=frozenset(param_names),
         body_names=body_names,
+        has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
     )
 
 

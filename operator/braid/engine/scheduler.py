@@ -1270,10 +1270,7 @@ class RunState:
             self.dirty |= status.set_condition(
                 CONDITION_APPROVAL_PENDING, ConditionStatus.FALSE, "NoApprovalPending", "", now, gen
             )
-        has_sla = self.plan.spec.sla is not None or any(
-            p.sla_seconds for p in self.plan.steps.values()
-        )
-        if has_sla and status.condition(CONDITION_SLA_BREACHED) is None:
+        if self.plan.has_sla and status.condition(CONDITION_SLA_BREACHED) is None:
             self.dirty |= status.set_condition(
                 CONDITION_SLA_BREACHED, ConditionStatus.FALSE, "WithinSLA", "", now, gen
             )
