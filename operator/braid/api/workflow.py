@@ -87,8 +87,9 @@ class ContainerSpec(Model):
     resources: ResourceRequirements | None = Field(default=None, description="Resources.")
     pod_template: dict[str, JSON] | None = Field(
         default=None,
-        description="Extra PodSpec fields merged into the step's Pod in a cluster (e.g. "
-        "nodeSelector, tolerations, securityContext, serviceAccountName).",
+        description="A partial Pod merged into the step's Pod in a cluster: metadata.labels, "
+        "metadata.annotations and spec fields (nodeSelector, tolerations, securityContext, "
+        "serviceAccountName, ...); the user's values win.",
     )
 
 

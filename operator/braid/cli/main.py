@@ -21,6 +21,7 @@ from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
 from braid.api.run import RunPhase, WorkflowRun
 from braid.api.workflow import Workflow
+from braid.cli.operator import LogFormat, configure_logging, run_operator
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
 from braid.engine.validate import resolve_run_spec, validate_manifests
@@ -240,6 +241,22 @@ def run(
     if status.phase == RunPhase.SUCCEEDED:
         return
     raise typer.Exit(EXIT_CANCELLED if status.phase == RunPhase.CANCELLED else 1)
+
+
+@app.command()
+def operator(
+    namespace: list[str] = typer.Option(
+        [], "--namespace", "-n", help="Watch only these namespaces (repeatable); default all."
+    ),
+    log_format: LogFormat = typer.Option(
+        LogFormat.AUTO, "--log-format", help="auto (JSON unless on a terminal), json or console."
+    ),
+    liveness_port: int | None = typer.Option(None, help="Serve /healthz on 127.0.0.1:PORT."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster credentials)."""
+    configure_logging(log_format, verbose)
+    run_operator(namespace, liveness_port)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,133 @@
+"""kopf handlers. Each is a few lines: find which run an event is about, reconcile it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import structlog
+
+from braid.api.common import GROUP, VERSION
+from braid.controller.reconcile import Reconciler
+from braid.kube.client import KubeCluster
+from braid.kube.pods import LABEL_RUN
+
+log = structlog.get_logger("braid.controller")
+
+RUNS = (GROUP, VERSION, "workflowruns")
+
+
+class Runtime:
+    """Per-operator state: the reconciler, one lock and one wake-up timer per run."""
+
+    def __init__(self, reconciler: Reconciler, pods: Any) -> None:
+        self.reconciler = reconciler
+        self.pods = pods  # the kopf index of pods by (namespace, run)
+        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        reconciler.on_wake = self.wake
+
+    async def trigger(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            pods = list(self.pods.get(key, [])) if self.pods is not None else []
+            try:
+                await self.reconciler.reconcile(namespace, name, pods)
+            except Exception:
+                log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
+                self.wake(namespace, name, 5.0)
+
+    def wake(self, namespace: str, name: str, delay: float) -> None:
+        key = (namespace, name)
+        if (old := self.timers.pop(key, None)) is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self.timers[key] = loop.call_later(
+            delay, lambda: loop.create_task(self.trigger(namespace, name))
+        )
+
+    def forget(self, namespace: str, name: str) -> None:
+        if (timer := self.timers.pop((namespace, name), None)) is not None:
+            timer.cancel()
+        self.locks.pop((namespace, name), None)
+
+
+_runtime: Runtime | None = None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Own every key kopf persists: nothing under kopf.zalando.org.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="braid.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="braid.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "braid.dev/finalizer"
+    settings.posting.level = 100  # kopf's own k8s events: never; Braid records its own
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    memo["cluster"] = await KubeCluster.from_kubeconfig()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    cluster = memo.get("cluster")
+    if cluster is not None:
+        await cluster.close()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
+def pods_by_run(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    snapshot = {
+        "metadata": {"name": body["metadata"]["name"]},
+        "status": dict(body.get("status") or {}),
+    }
+    return {(namespace, labels[LABEL_RUN]): snapshot}
+
+
+def _runtime_for(memo: Any, pods: Any) -> Runtime:
+    global _runtime  # noqa: PLW0603 - one runtime per operator process
+    if _runtime is None:
+        _runtime = Runtime(Reconciler(memo["cluster"]), pods)
+    return _runtime
+
+
+@kopf.on.event(*RUNS)
+async def run_changed(
+    *,
+    type: str,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    runtime = _runtime_for(memo, kwargs["pods_by_run"])
+    if namespace is None:
+        return
+    if type == "DELETED":
+        runtime.forget(namespace, name)
+        return
+    await runtime.trigger(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
+async def pod_changed(
+    *,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    status: kopf.Status,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    if namespace and status.get("phase") in ("Succeeded", "Failed"):
+        await _runtime_for(memo, kwargs["pods_by_run"]).trigger(namespace, labels[LABEL_RUN])

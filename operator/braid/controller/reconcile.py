@@ -1,0 +1,229 @@
+"""One level-based reconcile of a WorkflowRun behind every trigger.
+
+Read the run and its pods, ask the engine, apply its actions, write status. The order makes a
+crash at any point safe: Pods are created before the status that records them (a repeated
+create of the same deterministic name is a 409, not a duplicate), and Events are emitted only
+after the status write that they describe succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+from pydantic import ValidationError
+
+from braid.api.common import ConditionStatus
+from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
+from braid.api.run import CONDITION_SUCCEEDED, RunPhase, WorkflowRun, WorkflowRunStatus
+from braid.api.workflow import WorkflowSpec
+from braid.engine import (
+    ApprovalDecision,
+    AttemptResult,
+    CancelAttempt,
+    HTTPResponse,
+    Observations,
+    RecordEvent,
+    RunState,
+    StartAttempt,
+    resolve_params,
+)
+from braid.engine.validate import validate_workflow
+from braid.kube.client import Cluster, ConflictError
+from braid.kube.pods import pod_for, result_of
+
+log = structlog.get_logger("braid.controller")
+
+APPROVE_PREFIX = "approve.braid.dev/"
+REJECT_PREFIX = "reject.braid.dev/"
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def decisions_from(annotations: dict[str, str]) -> list[ApprovalDecision]:
+    """Approval annotations on the run: ``approve.braid.dev/<step>: <user>``,
+    ``reject.braid.dev/<step>: <reason>``."""
+    out = []
+    for key, value in annotations.items():
+        if key.startswith(APPROVE_PREFIX):
+            out.append(ApprovalDecision(key[len(APPROVE_PREFIX) :], value, approve=True))
+        elif key.startswith(REJECT_PREFIX):
+            out.append(
+                ApprovalDecision(key[len(REJECT_PREFIX) :], "unknown", approve=False, reason=value)
+            )
+    return out
+
+
+@dataclass
+class Reconciler:
+    cluster: Cluster
+    clock: Clock = _utcnow
+    http: httpx.AsyncClient | None = None
+    webhook_results: dict[tuple[str, str], list[AttemptResult]] = field(default_factory=dict)
+    on_wake: Callable[[str, str, float], None] = lambda _ns, _name, _delay: None
+
+    async def reconcile(self, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> None:
+        run = await self.cluster.get_run(namespace, name)
+        if run is None or run["metadata"].get("deletionTimestamp"):
+            return
+        raw_status = run.get("status") or {}
+        status = WorkflowRunStatus.model_validate(raw_status) if raw_status else WorkflowRunStatus()
+        if status.succeeded is not None:
+            return  # finished runs are history
+        log_ = log.bind(namespace=namespace, run=name)
+        try:
+            parsed = WorkflowRun.model_validate(run)
+            spec = status.workflow_spec or await self._resolve_spec(parsed, namespace)
+            params = (
+                status.params
+                if status.params is not None
+                else resolve_params(spec, parsed.spec.params, "spec.params")
+            )
+        except InvalidSpecError as exc:
+            await self._reject(run, status, exc.errors, log_)
+            return
+        except ValidationError as exc:
+            await self._reject(run, status, from_validation_error(exc).errors, log_)
+            return
+        state = RunState.load(name, spec, status, params, run["metadata"].get("generation"))
+        webhook_results = self.webhook_results.pop((namespace, name), [])
+        observations = Observations(
+            results=[r for r in (result_of(p) for p in pods) if r is not None] + webhook_results,
+            decisions=decisions_from(run["metadata"].get("annotations") or {}),
+            cancel=bool(parsed.spec.cancelled),
+        )
+        decision = state.decide(observations, self.clock())
+        workflow = parsed.spec.workflow_ref.name if parsed.spec.workflow_ref else name
+        for action in decision.actions:
+            if isinstance(action, StartAttempt) and action.container is not None:
+                pod = pod_for(
+                    action,
+                    namespace=namespace,
+                    run_name=name,
+                    run_uid=run["metadata"]["uid"],
+                    workflow=workflow,
+                )
+                created = await self.cluster.create_pod(pod)
+                log_.info(
+                    "Created step pod" if created else "Found step pod",
+                    pod=action.name,
+                    step=action.labels.step,
+                    attempt=action.labels.attempt,
+                )
+            elif isinstance(action, StartAttempt):
+                self._call_webhook(namespace, name, action)
+            elif isinstance(action, CancelAttempt):
+                await self.cluster.delete_pod(namespace, action.name)
+                log_.info("Deleted step pod", pod=action.name, reason=action.reason)
+        if decision.changed:
+            try:
+                updated = await self.cluster.replace_run_status(run, state.status.wire())
+            except ConflictError:
+                # Results held only in memory must survive until a status write records them.
+                self.webhook_results.setdefault((namespace, name), []).extend(webhook_results)
+                log_.info("Status changed underneath; reconciling again")
+                self.on_wake(namespace, name, 0.0)
+                return
+            for action in decision.actions:
+                if isinstance(action, RecordEvent):
+                    await self.cluster.record_event(updated, action)
+                    log_.info(action.message, reason=action.reason, step=action.step)
+        if decision.wake_at is not None:
+            delay = max(0.0, (decision.wake_at - self.clock()).total_seconds())
+            self.on_wake(namespace, name, delay)
+
+    async def _resolve_spec(self, run: WorkflowRun, namespace: str) -> WorkflowSpec:
+        if run.spec.workflow is not None:
+            spec = run.spec.workflow
+        else:
+            assert run.spec.workflow_ref is not None
+            ref = run.spec.workflow_ref.name
+            obj = await self.cluster.get_workflow(namespace, ref)
+            if obj is None:
+                raise InvalidSpecError(
+                    [
+                        FieldError(
+                            "spec.workflowRef.name",
+                            f"no Workflow named {ref!r} in namespace {namespace!r}",
+                        )
+                    ]
+                )
+            try:
+                spec = WorkflowSpec.model_validate(obj.get("spec") or {})
+            except ValidationError as exc:
+                raise from_validation_error(exc, f"Workflow {ref}: spec") from None
+        errors = validate_workflow(spec)
+        if errors:
+            raise InvalidSpecError(errors)
+        return spec
+
+    async def _reject(
+        self, run: dict[str, Any], status: WorkflowRunStatus, errors: list[FieldError], log_: Any
+    ) -> None:
+        """An invalid run fails at once, saying every problem with its field path."""
+        now = self.clock()
+        message = "; ".join(str(e) for e in errors)
+        status.phase = RunPhase.FAILED
+        status.start_time = status.start_time or now
+        status.completion_time = now
+        status.set_condition(
+            CONDITION_SUCCEEDED,
+            ConditionStatus.FALSE,
+            "InvalidSpec",
+            message[:4000],
+            now,
+            run["metadata"].get("generation"),
+        )
+        with contextlib.suppress(ConflictError):
+            updated = await self.cluster.replace_run_status(run, status.wire())
+            await self.cluster.record_event(
+                updated, RecordEvent("Warning", "InvalidSpec", f"Run rejected: {message}"[:1024])
+            )
+        log_.warning("Rejected invalid run", problems=message)
+
+    def _call_webhook(self, namespace: str, name: str, action: StartAttempt) -> None:
+        """Webhook steps run in the operator process with async I/O; the result is observed on
+        the next reconcile. (An operator restart mid-call leaves the attempt to its timeout.)"""
+
+        async def call() -> None:
+            hook = action.webhook
+            assert hook is not None
+            client = self.http or httpx.AsyncClient()
+            kwargs: dict[str, Any] = {"headers": hook.headers}
+            if isinstance(hook.body, str):
+                kwargs["content"] = hook.body
+            elif hook.body is not None:
+                kwargs["json"] = hook.body
+            try:
+                response = await client.request(
+                    hook.method, hook.url, timeout=action.timeout_seconds or 30.0, **kwargs
+                )
+                body: Any = response.text
+                with contextlib.suppress(ValueError):
+                    body = json.loads(response.text)
+                result = AttemptResult(
+                    action.name,
+                    response=HTTPResponse(response.status_code, dict(response.headers), body),
+                )
+            except httpx.HTTPError as exc:
+                result = AttemptResult(
+                    action.name, error=f"{hook.method} {hook.url} failed: {exc!r}"
+                )
+            finally:
+                if self.http is None:
+                    await client.aclose()
+            self.webhook_results.setdefault((namespace, name), []).append(result)
+            self.on_wake(namespace, name, 0.0)
+
+        asyncio.get_running_loop().create_task(call())

@@ -1,0 +1,146 @@
+"""The only code that talks to the API server: one narrow async protocol and its real
+implementation on kubernetes_asyncio. Counts its requests by verb, for benchmarks."""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from braid.api.common import GROUP, VERSION
+from braid.engine import RecordEvent
+
+
+class ConflictError(Exception):
+    """The object changed since it was read; reconcile again from fresh state."""
+
+
+class Cluster(Protocol):
+    requests: Counter[str]
+
+    async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def replace_run_status(
+        self, run: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+    async def create_pod(self, pod: dict[str, Any]) -> bool: ...
+    async def delete_pod(self, namespace: str, name: str) -> None: ...
+    async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None: ...
+
+
+class KubeCluster:
+    """kubernetes_asyncio behind the ``Cluster`` protocol."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+        self.core = k8s.CoreV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
+        self.requests: Counter[str] = Counter()
+        self.instance = socket.gethostname()
+
+    @classmethod
+    async def from_kubeconfig(cls, kubeconfig: str | None = None) -> KubeCluster:
+        try:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config(config_file=kubeconfig)
+        return cls(k8s.ApiClient())
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.requests["get"] += 1
+        try:
+            obj: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get("workflowruns", namespace, name)
+
+    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get("workflows", namespace, name)
+
+    async def replace_run_status(
+        self, run: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the whole status, guarded by the resourceVersion that was read.
+
+        A replace (not a merge patch) because fields the engine cleared must disappear, and
+        Braid owns the whole status, conditions included.
+        """
+        meta = run["metadata"]
+        body = {**run, "status": status}
+        self.requests["update"] += 1
+        try:
+            updated: dict[str, Any] = await self.custom.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], "workflowruns", meta["name"], body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ConflictError(meta["name"]) from None
+            raise
+        return updated
+
+    async def create_pod(self, pod: dict[str, Any]) -> bool:
+        """Create; an existing Pod of that name means this attempt already started."""
+        self.requests["create"] += 1
+        try:
+            await self.core.create_namespaced_pod(pod["metadata"]["namespace"], cast("Any", pod))
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        self.requests["delete"] += 1
+        try:
+            await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
+        meta = run["metadata"]
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "WorkflowRun",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+                **({"fieldPath": f"status.steps{{{event.step}}}"} if event.step else {}),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": "braid-operator"},
+            "reportingComponent": "braid.dev/operator",
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.requests["create"] += 1
+        try:
+            await self.core.create_namespaced_event(meta["namespace"], cast("Any", body))
+        except ApiException as exc:
+            if exc.status not in (403, 404, 409, 422):
+                raise
