@@ -1,0 +1,251 @@
+"""Fixtures for e2e tests on the real local control plane (tests/cluster/).
+
+The cluster is started once per session (built first if needed) unless BRAID_KUBECONFIG points
+at a running one; each test gets its own namespace and its own operator process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "tests" / "cluster" / "cluster.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+class Kube:
+    def __init__(self, kubeconfig: str, namespace: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        ns = ["-n", self.namespace] if self.namespace else []
+        result = subprocess.run(
+            ["kubectl", *ns, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: str | Path) -> str:
+        if isinstance(manifest, Path):
+            return self.run("apply", "-f", str(manifest)).stdout
+        return self.run("apply", "-f", "-", stdin=manifest).stdout
+
+    def create(self, manifest: str | Path) -> str:
+        args = ["create", "-o", "name", "-f", str(manifest) if isinstance(manifest, Path) else "-"]
+        out = self.run(*args, stdin=None if isinstance(manifest, Path) else manifest).stdout
+        return out.strip().rsplit("/", 1)[-1]
+
+    def run_status(self, name: str) -> dict[str, Any]:
+        return self.json("get", "workflowrun", name).get("status") or {}
+
+    def wait_finished(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.run_status(name)
+            cond = next((c for c in status.get("conditions", []) if c["type"] == "Succeeded"), None)
+            if cond and cond["status"] != "Unknown":
+                return status
+            time.sleep(0.5)
+        raise AssertionError(
+            f"run {name} did not finish in {timeout}s: {json.dumps(status)[:3000]}"
+        )
+
+    def wait_for(self, what: str, check: Any, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[str]:
+    given = os.environ.get("BRAID_KUBECONFIG")
+    if given:
+        yield given
+        return
+    up = subprocess.run(
+        [sys.executable, str(CLUSTER), "up"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
+    path = up.stdout.strip().splitlines()[-1]
+    try:
+        Kube(path).run("apply", "-f", str(ROOT / "crds"))
+        Kube(path).run(
+            "wait",
+            "--for=condition=Established",
+            "crd/workflows.braid.dev",
+            "crd/workflowruns.braid.dev",
+        )
+        yield path
+    finally:
+        if not os.environ.get("BRAID_KEEP_CLUSTER"):
+            subprocess.run([sys.executable, str(CLUSTER), "down"], check=False, timeout=120)
+
+
+@pytest.fixture
+def kube(kubeconfig: str) -> Iterator[Kube]:
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    Kube(kubeconfig).run("create", "namespace", namespace)
+    k = Kube(kubeconfig, namespace)
+    k.wait_for(
+        "the default ServiceAccount",
+        lambda: k.run("get", "serviceaccount", "default", check=False).returncode == 0,
+    )
+    yield k
+    Kube(kubeconfig).run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+class Operator:
+    """`braid operator` as a real process, watching one namespace."""
+
+    def __init__(self, kube: Kube, log_dir: Path) -> None:
+        self.kube = kube
+        self.log_path = log_dir / f"operator-{kube.namespace}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "braid.cli",
+                "operator",
+                "-n",
+                str(self.kube.namespace),
+                "--log-format",
+                "json",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.kube.env,
+            cwd=ROOT,
+        )
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(kube, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+class Executor(threading.Thread):
+    """Plays the container runtime: runs each step Pod's command locally (the image is not
+    pulled) and writes its exit code and $BRAID_OUTPUT into the Pod's annotations, which the
+    kwok stage turns into the terminated state. Pods whose podTemplate already scripts an
+    outcome are left to kwok."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(daemon=True)
+        self.kube = kube
+        self.stopping = threading.Event()
+        self.done: set[str] = set()
+        self.executed: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            pods = self.kube.json("get", "pods", "-l", "braid.dev/run").get("items", [])
+            for pod in pods:
+                name = pod["metadata"]["name"]
+                annotations = pod["metadata"].get("annotations") or {}
+                if (
+                    name in self.done
+                    or "braid.dev/test-exit-code" in annotations
+                    or pod["metadata"].get("deletionTimestamp")
+                ):
+                    continue
+                self.done.add(name)
+                self.execute(pod)
+            self.stopping.wait(0.3)
+
+    def execute(self, pod: dict[str, Any]) -> None:
+        container = pod["spec"]["containers"][0]
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+            env = {
+                **os.environ,
+                **{e["name"]: e.get("value", "") for e in container.get("env", [])},
+                "BRAID_OUTPUT": out.name,
+            }
+            try:
+                code = subprocess.run(
+                    argv, env=env, capture_output=True, timeout=60, check=False
+                ).returncode
+            except (OSError, subprocess.TimeoutExpired):
+                code = 127
+            output = Path(out.name).read_text()[:4096]
+        self.executed.append(pod["metadata"]["name"])
+        self.kube.run(
+            "annotate",
+            "pod",
+            pod["metadata"]["name"],
+            "--overwrite",
+            f"braid.dev/test-output={output}",
+            f"braid.dev/test-exit-code={code}",
+            check=False,
+        )
+
+
+@pytest.fixture
+def executor(kube: Kube) -> Iterator[Executor]:
+    ex = Executor(kube)
+    ex.start()
+    yield ex
+    ex.stopping.set()
+    ex.join(timeout=10)

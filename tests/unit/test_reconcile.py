@@ -1,0 +1,178 @@
+"""The reconciler against an in-memory Cluster: crash-safety and level-based behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from braid.controller.reconcile import Reconciler
+from braid.engine import RecordEvent
+from braid.kube.client import ConflictError
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.workflows: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.events: list[RecordEvent] = []
+        self.requests: Counter[str] = Counter()
+        self.fail_next_status_write = False
+        self.rv = 1
+
+    async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.runs.get(name))
+
+    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.workflows.get(name))
+
+    async def replace_run_status(
+        self, run: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.requests["update"] += 1
+        current = self.runs[run["metadata"]["name"]]
+        if self.fail_next_status_write:
+            self.fail_next_status_write = False
+            raise ConnectionError("operator died here")
+        if current["metadata"]["resourceVersion"] != run["metadata"]["resourceVersion"]:
+            raise ConflictError(run["metadata"]["name"])
+        self.rv += 1
+        current["status"] = copy.deepcopy(status)
+        current["metadata"]["resourceVersion"] = str(self.rv)
+        return copy.deepcopy(current)
+
+    async def create_pod(self, pod: dict[str, Any]) -> bool:
+        self.requests["create"] += 1
+        if pod["metadata"]["name"] in self.pods:
+            return False
+        self.pods[pod["metadata"]["name"]] = pod
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        self.pods.pop(name, None)
+
+    async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
+        self.events.append(event)
+
+
+WORKFLOW = {
+    "spec": {
+        "params": [{"name": "n", "schema": {"type": "integer"}}],
+        "steps": [
+            {"name": "a", "container": {"image": "x", "command": ["a"]}},
+            {"name": "b", "container": {"image": "x", "command": ["b"]}},
+        ],
+    }
+}
+
+
+def setup(params: dict[str, Any] | None = None) -> tuple[FakeCluster, Reconciler]:
+    cluster = FakeCluster()
+    cluster.workflows["wf"] = copy.deepcopy(WORKFLOW)
+    cluster.runs["r"] = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {
+            "name": "r",
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": "1",
+            "generation": 1,
+        },
+        "spec": {
+            "workflowRef": {"name": "wf"},
+            "params": params if params is not None else {"n": 1},
+        },
+    }
+    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(1000))
+    return cluster, Reconciler(cluster, clock=lambda: next(clock))
+
+
+def finish(cluster: FakeCluster, name: str, output: str = "{}") -> None:
+    cluster.pods[name]["status"] = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {"name": "step", "state": {"terminated": {"exitCode": 0, "message": output}}}
+        ],
+    }
+
+
+def reconcile(cluster: FakeCluster, reconciler: Reconciler) -> None:
+    asyncio.run(reconciler.reconcile("ns", "r", list(cluster.pods.values())))
+
+
+def test_first_reconcile_snapshots_the_workflow_and_creates_the_first_pod():
+    cluster, reconciler = setup()
+    reconcile(cluster, reconciler)
+    assert list(cluster.pods) == ["r-a-1"]
+    status = cluster.runs["r"]["status"]
+    assert status["workflowSpec"]["steps"][0]["name"] == "a"
+    assert status["params"] == {"n": 1}
+    assert [e.reason for e in cluster.events] == ["RunStarted"]
+    # nothing changed: a second reconcile writes nothing
+    writes = cluster.requests["update"]
+    reconcile(cluster, reconciler)
+    assert cluster.requests["update"] == writes
+    assert list(cluster.pods) == ["r-a-1"]
+
+
+def test_crash_between_pod_create_and_status_write_creates_no_duplicate():
+    cluster, reconciler = setup()
+    reconcile(cluster, reconciler)
+    finish(cluster, "r-a-1")
+    cluster.fail_next_status_write = True
+    with pytest.raises(ConnectionError):
+        reconcile(cluster, reconciler)
+    assert "r-b-1" in cluster.pods  # created before the status that records it
+    assert cluster.runs["r"]["status"]["steps"][1]["phase"] == "Pending"
+    events_before = len(cluster.events)
+    reconcile(cluster, reconciler)  # the restarted operator decides the same attempt again
+    assert sorted(cluster.pods) == ["r-a-1", "r-b-1"]
+    assert cluster.runs["r"]["status"]["steps"][1]["phase"] == "Running"
+    assert len(cluster.events) > events_before  # events only after the status write succeeded
+    finish(cluster, "r-b-1")
+    reconcile(cluster, reconciler)
+    cond = next(c for c in cluster.runs["r"]["status"]["conditions"] if c["type"] == "Succeeded")
+    assert cond["status"] == "True"
+
+
+def test_editing_the_workflow_after_start_changes_nothing():
+    cluster, reconciler = setup()
+    reconcile(cluster, reconciler)
+    cluster.workflows["wf"]["spec"]["steps"] = [
+        {"name": "z", "container": {"image": "x", "command": ["z"]}}
+    ]
+    finish(cluster, "r-a-1")
+    reconcile(cluster, reconciler)
+    assert sorted(cluster.pods) == ["r-a-1", "r-b-1"]
+
+
+def test_invalid_params_fail_the_run_with_the_field_path():
+    cluster, reconciler = setup(params={"n": "one"})
+    reconcile(cluster, reconciler)
+    cond = next(c for c in cluster.runs["r"]["status"]["conditions"] if c["type"] == "Succeeded")
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
+    assert "spec.params.n: 'one' is not of type 'integer'" in cond["message"]
+    assert cluster.pods == {}
+
+
+def test_missing_workflow_fails_the_run():
+    cluster, reconciler = setup()
+    del cluster.workflows["wf"]
+    reconcile(cluster, reconciler)
+    cond = next(c for c in cluster.runs["r"]["status"]["conditions"] if c["type"] == "Succeeded")
+    assert "spec.workflowRef.name: no Workflow named 'wf'" in cond["message"]
+
+
+def test_cancel_deletes_running_pods():
+    cluster, reconciler = setup()
+    reconcile(cluster, reconciler)
+    cluster.runs["r"]["spec"]["cancelled"] = True
+    reconcile(cluster, reconciler)
+    assert cluster.pods == {}
+    assert cluster.runs["r"]["status"]["phase"] == "Cancelled"
