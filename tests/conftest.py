@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,3 +30,22 @@ def ok(outputs: dict[str, Any] | None = None, seconds: float = 1.0) -> Outcome:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@contextlib.contextmanager
+def example_api_server() -> Iterator[str]:
+    """The 09-webhook example's stand-in model API on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).resolve().parents[1] / "examples" / "09-webhook" / "server.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert "listening" in proc.stdout.readline()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-
 import pytest
 import yaml
 
+from tests.conftest import example_api_server
 from tests.e2e.conftest import ROOT, Executor, Kube, Operator
 
 EXAMPLES = ROOT / "examples"
@@ -108,22 +105,9 @@ def test_07_approval_by_annotation(kube: Kube, operator: Operator, executor: Exe
 def test_09_webhook_runs_in_the_operator(
     kube: Kube, operator: Operator, executor: Executor
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "09-webhook" / "server.py"), str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        assert "listening" in server.stdout.readline()
-        kube.apply(EXAMPLES / "09-webhook" / "workflow.yaml")
-        name = create_run(kube, "09-webhook", {"baseUrl": f"http://127.0.0.1:{port}"})
+    kube.apply(EXAMPLES / "09-webhook" / "workflow.yaml")
+    with example_api_server() as url:
+        name = create_run(kube, "09-webhook", {"baseUrl": url})
         status = kube.wait_finished(name)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     assert succeeded(status) == "True", operator.log()[-3000:]
     assert status["outputs"] == {"label": "urgent", "tokens": 7}

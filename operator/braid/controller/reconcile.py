@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +27,6 @@ from braid.engine import (
     ApprovalDecision,
     AttemptResult,
     CancelAttempt,
-    HTTPResponse,
     Observations,
     RecordEvent,
     RunState,
@@ -38,6 +36,7 @@ from braid.engine import (
 from braid.engine.validate import validate_workflow
 from braid.kube.client import Cluster, ConflictError
 from braid.kube.pods import pod_for, result_of
+from braid.webhook import call_webhook
 
 log = structlog.get_logger("braid.controller")
 
@@ -197,32 +196,11 @@ class Reconciler:
         the next reconcile. (An operator restart mid-call leaves the attempt to its timeout.)"""
 
         async def call() -> None:
-            hook = action.webhook
-            assert hook is not None
-            client = self.http or httpx.AsyncClient()
-            kwargs: dict[str, Any] = {"headers": hook.headers}
-            if isinstance(hook.body, str):
-                kwargs["content"] = hook.body
-            elif hook.body is not None:
-                kwargs["json"] = hook.body
-            try:
-                response = await client.request(
-                    hook.method, hook.url, timeout=action.timeout_seconds or 30.0, **kwargs
-                )
-                body: Any = response.text
-                with contextlib.suppress(ValueError):
-                    body = json.loads(response.text)
-                result = AttemptResult(
-                    action.name,
-                    response=HTTPResponse(response.status_code, dict(response.headers), body),
-                )
-            except httpx.HTTPError as exc:
-                result = AttemptResult(
-                    action.name, error=f"{hook.method} {hook.url} failed: {exc!r}"
-                )
-            finally:
-                if self.http is None:
-                    await client.aclose()
+            if self.http is not None:
+                result = await call_webhook(self.http, action)
+            else:
+                async with httpx.AsyncClient() as client:
+                    result = await call_webhook(client, action)
             self.webhook_results.setdefault((namespace, name), []).append(result)
             self.on_wake(namespace, name, 0.0)
 

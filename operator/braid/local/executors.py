@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
 
 import httpx
 
-from braid.engine import MAX_OUTPUT_BYTES, AttemptResult, HTTPResponse, StartAttempt
+from braid.engine import MAX_OUTPUT_BYTES, AttemptResult, StartAttempt
+from braid.webhook import call_webhook
 
 STDERR_TAIL = 400
 
@@ -84,27 +84,4 @@ class HTTPExecutor:
         self.client = client
 
     async def run(self, request: StartAttempt) -> AttemptResult:
-        hook = request.webhook
-        assert hook is not None
-        kwargs: dict[str, object] = {"headers": hook.headers}
-        if isinstance(hook.body, str):
-            kwargs["content"] = hook.body
-        elif hook.body is not None:
-            kwargs["json"] = hook.body
-        try:
-            response = await self.client.request(
-                hook.method,
-                hook.url,
-                timeout=request.timeout_seconds or 30.0,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        except httpx.HTTPError as exc:
-            return AttemptResult(request.name, error=f"{hook.method} {hook.url} failed: {exc!r}")
-        body: object = response.text
-        if "json" in response.headers.get("content-type", ""):
-            with contextlib.suppress(ValueError):
-                body = json.loads(response.text)
-        return AttemptResult(
-            request.name,
-            response=HTTPResponse(response.status_code, dict(response.headers), body),
-        )
+        return await call_webhook(self.client, request)
