@@ -1,0 +1,240 @@
+"""N concurrent 3-step runs on the local control plane: how fast and how cheaply the operator
+moves runs along.
+
+    python tests/cluster/cluster.py up
+    KUBECONFIG=~/.cache/braid/cluster/admin.kubeconfig python bench/cluster_throughput.py 10 100 500
+
+Step pods complete on their own through kwok (scripted annotations, no delay), so what is
+measured is the operator, the API server and kwok, not step work.
+
+- transition latency: one watch sees pod k of a run turn Succeeded and pod k+1 appear; the
+  difference between the two local receive times (same watcher, same delivery path);
+- API requests per completed step by verb and resource, from the API server's own
+  ``apiserver_request_total`` (workflowruns, pods create/delete and events are the operator's;
+  kwok's pod status patches are listed apart);
+- operator CPU seconds and peak RSS from /proc; runs per minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from kubernetes_asyncio import client, config, watch
+
+ROOT = Path(__file__).resolve().parents[1]
+README = Path(__file__).with_name("README.md")
+BEGIN, END = "<!-- cluster-bench:begin -->", "<!-- cluster-bench:end -->"
+STEPS = 3
+
+WORKFLOW = {
+    "apiVersion": "braid.dev/v1alpha1",
+    "kind": "Workflow",
+    "metadata": {"name": "bench"},
+    "spec": {
+        "steps": [
+            {
+                "name": f"s{i}",
+                "container": {
+                    "image": "busybox",
+                    "command": ["true"],
+                    "podTemplate": {
+                        "metadata": {
+                            "annotations": {
+                                "braid.dev/test-exit-code": "0",
+                                "braid.dev/test-output": "{}",
+                            }
+                        }
+                    },
+                },
+            }
+            for i in range(STEPS)
+        ]
+    },
+}
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def request_counts() -> dict[tuple[str, str], float]:
+    raw = kubectl("get", "--raw", "/metrics")
+    counts: dict[tuple[str, str], float] = {}
+    for line in raw.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        key = (
+            labels.get("verb", ""),
+            labels.get("resource", "")
+            + ("/" + labels["subresource"] if labels.get("subresource") else ""),
+        )
+        counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+async def measure(n: int, namespace: str) -> dict[str, object]:
+    await config.load_kube_config()
+    api = client.ApiClient()
+    core = client.CoreV1Api(api)
+    seen_done: dict[str, float] = {}
+    created: dict[str, float] = {}
+    finished_runs: set[str] = set()
+
+    async def watch_pods() -> None:
+        w = watch.Watch()
+        async for event in w.stream(
+            core.list_namespaced_pod, namespace, label_selector="braid.dev/run", timeout_seconds=600
+        ):
+            now = time.monotonic()
+            pod = event["object"]
+            name = pod.metadata.name
+            if event["type"] == "ADDED":
+                created.setdefault(name, now)
+            if pod.status and pod.status.phase == "Succeeded":
+                seen_done.setdefault(name, now)
+                if pod.metadata.labels.get("braid.dev/step") == f"s{STEPS - 1}":
+                    finished_runs.add(pod.metadata.labels["braid.dev/run"])
+            if len(finished_runs) >= n:
+                return
+
+    watcher = asyncio.create_task(watch_pods())
+    await asyncio.sleep(1)
+    before = request_counts()
+    start = time.monotonic()
+    runs = "\n---\n".join(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"name": f"r{i}"},
+                "spec": {"workflowRef": {"name": "bench"}},
+            }
+        )
+        for i in range(n)
+    )
+    kubectl("-n", namespace, "create", "-f", "-", stdin=runs)
+    await asyncio.wait_for(watcher, timeout=900)
+    # the last status writes land just after the last pod completes
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        out = kubectl(
+            "-n", namespace, "get", "workflowruns", "-o", "jsonpath={.items[*].status.phase}"
+        )
+        if out.split().count("Succeeded") == n:
+            break
+        await asyncio.sleep(0.5)
+    elapsed = time.monotonic() - start
+    after = request_counts()
+    await api.close()
+    latencies = []
+    for i in range(n):
+        for k in range(STEPS - 1):
+            done, nxt = f"r{i}-s{k}-1", f"r{i}-s{k + 1}-1"
+            if done in seen_done and nxt in created:
+                latencies.append(created[nxt] - seen_done[done])
+    latencies.sort()
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    steps = n * STEPS
+    operator_keys = [
+        k
+        for k in delta
+        if k[1].startswith(("workflowruns", "events"))
+        or (k[1] == "pods" and k[0] in ("POST", "DELETE"))
+    ]
+    per_step = {
+        f"{verb} {res}": round(delta[(verb, res)] / steps, 2)
+        for verb, res in sorted(operator_keys)
+        if delta[(verb, res)] > 0
+    }
+    writes = sum(delta[k] for k in operator_keys if k[0] in ("POST", "PUT", "PATCH", "DELETE"))
+    kwok = sum(v for (verb, res), v in delta.items() if res == "pods/status" and verb == "PATCH")
+    return {
+        "runs": n,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        "per_step": per_step,
+        "writes_per_step": writes / steps,
+        "kwok_patches_per_step": kwok / steps,
+        "runs_per_minute": n / elapsed * 60,
+        "seconds": elapsed,
+    }
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [10, 100, 500]
+    rows = []
+    for n in sizes:
+        namespace = f"bench-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", namespace)
+        kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(WORKFLOW))
+        log = Path(f"/tmp/braid-bench-operator-{n}.log").open("wb")  # noqa: SIM115 - lives as long as the operator
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "braid.cli",
+                "operator",
+                "-n",
+                namespace,
+                "--log-format",
+                "json",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        try:
+            time.sleep(4)  # kopf: initial listing and index population
+            result = asyncio.run(measure(n, namespace))
+            cpu, rss = proc_stats(operator.pid)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            kubectl("delete", "namespace", namespace, "--wait=false")
+        result["cpu_s"], result["rss_mb"] = cpu, rss / 2**20
+        rows.append(result)
+        print(json.dumps(result), flush=True)
+    table = [
+        "| concurrent runs | transition p50 | p99 | operator writes / step | requests / step by verb | kwok pod-status patches / step | operator CPU | peak RSS | runs / min |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        verbs = ", ".join(f"{k}: {v}" for k, v in r["per_step"].items())  # type: ignore[union-attr]
+        table.append(
+            f"| {r['runs']} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['writes_per_step']:.2f} | {verbs} | "
+            f"{r['kwok_patches_per_step']:.1f} | {r['cpu_s']:.1f} s | {r['rss_mb']:.0f} MiB | {r['runs_per_minute']:.0f} |"
+        )
+    text = "\n".join(table)
+    print(text)
+    readme = README.read_text()
+    if BEGIN in readme:
+        head, _, rest = readme.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
