@@ -269,7 +269,7 @@ def up() -> None:
             f"http://127.0.0.1:{ports['etcd-peer']}",
             "--initial-cluster",
             f"braid=http://127.0.0.1:{ports['etcd-peer']}",
-            "--unsafe-no-fsync",  # throw-away data: trade durability for test speed
+            "--unsafe-no-fsync=true",  # throw-away data: trade durability for test speed
             "--log-level",
             "warn",
         ],
@@ -306,10 +306,11 @@ def up() -> None:
             "10.0.0.0/24",
             "--authorization-mode",
             "Node,RBAC",
-            "--allow-privileged",
-            "true",
-            "--enable-priority-and-fairness",
-            "false",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            # New nodes get a not-ready taint that only the node-lifecycle controller removes,
+            # and that controller is off (fake nodes send no heartbeats).
+            "--disable-admission-plugins=TaintNodesByCondition",
             "--v",
             "1",
         ],
@@ -345,13 +346,11 @@ def up() -> None:
             str(pki / "ca.crt"),
             "--cluster-signing-key-file",
             str(pki / "ca.key"),
-            "--use-service-account-credentials",
-            "true",
+            "--use-service-account-credentials=true",
             # Fake nodes send no heartbeats; without this the lifecycle controller taints them.
             "--controllers",
             "*,-node-lifecycle-controller",
-            "--leader-elect",
-            "false",
+            "--leader-elect=false",
             "--v",
             "1",
         ],
@@ -371,8 +370,7 @@ def up() -> None:
             "127.0.0.1",
             "--secure-port",
             str(ports["scheduler"]),
-            "--leader-elect",
-            "false",
+            "--leader-elect=false",
             "--v",
             "1",
         ],
@@ -384,8 +382,7 @@ def up() -> None:
             str(bin_dir / "kwok"),
             "--kubeconfig",
             str(KUBECONFIG),
-            "--manage-all-nodes",
-            "true",
+            "--manage-all-nodes=true",
             "--config",
             str(HERE / "stages.yaml"),
             "--server-address",
@@ -398,23 +395,27 @@ def up() -> None:
         logs,
     )
     save()
-    nodes = "\n---\n".join(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": f"kwok-node-{i}",
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {
-                        "type": "kwok",
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/hostname": f"kwok-node-{i}",
+    nodes = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": f"kwok-node-{i}",
+                        "annotations": {"kwok.x-k8s.io/node": "fake"},
+                        "labels": {
+                            "type": "kwok",
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/hostname": f"kwok-node-{i}",
+                        },
                     },
-                },
-            }
-        )
-        for i in range(NODES)
+                }
+                for i in range(NODES)
+            ],
+        }
     )
     kubectl("apply", "-f", "-", stdin=nodes)
 

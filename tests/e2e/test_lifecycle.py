@@ -11,35 +11,38 @@ import pytest
 from tests.e2e.conftest import Kube, Operator
 
 
-def scripted_workflow(name: str, steps: int, delay: str = "1s", arg: str = "v1") -> str:
+def scripted_workflow(
+    name: str, steps: int, delay: str = "1s", arg: str = "v1", params: list | None = None
+) -> str:
     """A chain whose pods complete on their own (kwok), each after `delay`, outputting {"v": arg}."""
-    out = json.dumps({"v": arg})
-    body = "\n".join(
-        f"""
-    - name: s{i}
-      container:
-        image: busybox
-        command: [sh, -c, "echo {arg}"]
-        podTemplate:
-          metadata:
-            annotations:
-              braid.dev/test-exit-code: "0"
-              braid.dev/test-delay: "{delay}"
-              braid.dev/test-output: '{out}'"""
-        for i in range(steps)
-    )
-    return (
-        textwrap.dedent(f"""
-    apiVersion: braid.dev/v1alpha1
-    kind: Workflow
-    metadata: {{name: {name}}}
-    spec:
-      steps:""")
-        + body
-        + f"""
-      outputs:
-        last: steps.s{steps - 1}.outputs.v
-    """
+    annotations = {
+        "braid.dev/test-exit-code": "0",
+        "braid.dev/test-delay": delay,
+        "braid.dev/test-output": json.dumps({"v": arg}),
+    }
+    spec: dict = {
+        "steps": [
+            {
+                "name": f"s{i}",
+                "container": {
+                    "image": "busybox",
+                    "command": ["sh", "-c", f"echo {arg}"],
+                    "podTemplate": {"metadata": {"annotations": annotations}},
+                },
+            }
+            for i in range(steps)
+        ],
+        "outputs": {"last": f"steps.s{steps - 1}.outputs.v"},
+    }
+    if params:
+        spec["params"] = params
+    return json.dumps(
+        {
+            "apiVersion": "braid.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
     )
 
 
@@ -107,12 +110,7 @@ def test_deleting_a_run_deletes_its_pods(kube: Kube, operator: Operator) -> None
 
 
 def test_a_run_with_bad_params_fails_naming_the_field(kube: Kube, operator: Operator) -> None:
-    kube.apply(
-        scripted_workflow("typed", 1).replace(
-            "spec:\n  steps:",
-            "spec:\n  params:\n    - {name: n, schema: {type: integer}}\n  steps:",
-        )
-    )
+    kube.apply(scripted_workflow("typed", 1, params=[{"name": "n", "schema": {"type": "integer"}}]))
     name = kube.create(run_of("typed", params={"n": "three"}))
     status = kube.wait_finished(name)
     cond = next(c for c in status["conditions"] if c["type"] == "Succeeded")
@@ -144,8 +142,8 @@ BAD = [
     ),
     (
         "duplicate step names",
-        "steps:\n    - {name: a, container: {image: x}}\n    - {name: a, container: {image: y}}",
-        'Duplicate value: map[string]interface {}{"name":"a"}',
+        "steps:\n    - {name: a, container: {image: x}}\n    - {name: a, container: {image: z}}",
+        'spec.steps[1]: Duplicate value: {"name":"a"}',
     ),
     (
         "a self dependency",
