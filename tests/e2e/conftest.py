@@ -92,10 +92,22 @@ class Kube:
         raise AssertionError(f"timed out waiting for {what}")
 
 
+def install_crds(kubeconfig: str) -> None:
+    Kube(kubeconfig).run("apply", "-f", str(ROOT / "crds"))
+    Kube(kubeconfig).run(
+        "wait",
+        "--for=condition=Established",
+        "crd/workflows.braid.dev",
+        "crd/workflowruns.braid.dev",
+    )
+
+
 @pytest.fixture(scope="session")
 def kubeconfig() -> Iterator[str]:
+    """A running cluster with the current CRDs: BRAID_KUBECONFIG's, or one started here."""
     given = os.environ.get("BRAID_KUBECONFIG")
     if given:
+        install_crds(given)
         yield given
         return
     up = subprocess.run(
@@ -107,13 +119,7 @@ def kubeconfig() -> Iterator[str]:
     )
     path = up.stdout.strip().splitlines()[-1]
     try:
-        Kube(path).run("apply", "-f", str(ROOT / "crds"))
-        Kube(path).run(
-            "wait",
-            "--for=condition=Established",
-            "crd/workflows.braid.dev",
-            "crd/workflowruns.braid.dev",
-        )
+        install_crds(path)
         yield path
     finally:
         if not os.environ.get("BRAID_KEEP_CLUSTER"):
