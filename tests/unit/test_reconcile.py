@@ -130,13 +130,16 @@ def test_crash_between_pod_create_and_status_write_creates_no_duplicate():
         reconcile(cluster, reconciler)
     assert "r-b-1" in cluster.pods  # created before the status that records it
     assert cluster.runs["r"]["status"]["steps"][1]["phase"] == "Pending"
-    events_before = len(cluster.events)
     reconcile(cluster, reconciler)  # the restarted operator decides the same attempt again
     assert sorted(cluster.pods) == ["r-a-1", "r-b-1"]
     assert cluster.runs["r"]["status"]["steps"][1]["phase"] == "Running"
-    assert len(cluster.events) > events_before  # events only after the status write succeeded
     finish(cluster, "r-b-1")
+    cluster.fail_next_status_write = True
+    with pytest.raises(ConnectionError):
+        reconcile(cluster, reconciler)
+    assert [e.reason for e in cluster.events] == ["RunStarted"]  # nothing for an unrecorded end
     reconcile(cluster, reconciler)
+    assert [e.reason for e in cluster.events] == ["RunStarted", "RunSucceeded"]
     cond = next(c for c in cluster.runs["r"]["status"]["conditions"] if c["type"] == "Succeeded")
     assert cond["status"] == "True"
 

@@ -50,6 +50,7 @@ class Runtime:
         )
 
     def forget(self, namespace: str, name: str) -> None:
+        self.reconciler.written.pop((namespace, name), None)
         if (timer := self.timers.pop((namespace, name), None)) is not None:
             timer.cancel()
         self.locks.pop((namespace, name), None)
@@ -76,6 +77,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     cluster = memo.get("cluster")
     if cluster is not None:
+        log.info("Stopped operator", requests=dict(cluster.requests))
         await cluster.close()
 
 
@@ -108,6 +110,7 @@ async def run_changed(
     type: str,
     namespace: str | None,
     name: str,
+    meta: kopf.Meta,
     memo: Any,
     **kwargs: Any,
 ) -> None:
@@ -117,6 +120,8 @@ async def run_changed(
     if type == "DELETED":
         runtime.forget(namespace, name)
         return
+    if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):
+        return  # the echo of our own status write
     await runtime.trigger(namespace, name)
 
 

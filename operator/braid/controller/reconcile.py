@@ -21,7 +21,13 @@ from pydantic import ValidationError
 
 from braid.api.common import ConditionStatus
 from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
-from braid.api.run import CONDITION_SUCCEEDED, RunPhase, WorkflowRun, WorkflowRunStatus
+from braid.api.run import (
+    CONDITION_SUCCEEDED,
+    RunPhase,
+    WorkflowRun,
+    WorkflowRunSpec,
+    WorkflowRunStatus,
+)
 from braid.api.workflow import WorkflowSpec
 from braid.engine import (
     ApprovalDecision,
@@ -71,6 +77,9 @@ class Reconciler:
     http: httpx.AsyncClient | None = None
     webhook_results: dict[tuple[str, str], list[AttemptResult]] = field(default_factory=dict)
     on_wake: Callable[[str, str, float], None] = lambda _ns, _name, _delay: None
+    # The resourceVersion of each run's last status write: the watch event it causes carries
+    # nothing new, so the handler can skip it.
+    written: dict[tuple[str, str], str] = field(default_factory=dict)
 
     async def reconcile(self, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> None:
         run = await self.cluster.get_run(namespace, name)
@@ -82,7 +91,10 @@ class Reconciler:
             return  # finished runs are history
         log_ = log.bind(namespace=namespace, run=name)
         try:
-            parsed = WorkflowRun.model_validate(run)
+            # Only the spec: the status was parsed above, and parsing it twice costs the most.
+            parsed = WorkflowRun(
+                metadata=run["metadata"], spec=WorkflowRunSpec.model_validate(run["spec"])
+            )
             spec = status.workflow_spec or await self._resolve_spec(parsed, namespace)
             params = (
                 status.params
@@ -134,9 +146,11 @@ class Reconciler:
                 log_.info("Status changed underneath; reconciling again")
                 self.on_wake(namespace, name, 0.0)
                 return
+            self.written[(namespace, name)] = updated["metadata"]["resourceVersion"]
             for action in decision.actions:
                 if isinstance(action, RecordEvent):
-                    await self.cluster.record_event(updated, action)
+                    if not action.progress:
+                        await self.cluster.record_event(updated, action)
                     log_.info(action.message, reason=action.reason, step=action.step)
         if decision.wake_at is not None:
             delay = max(0.0, (decision.wake_at - self.clock()).total_seconds())

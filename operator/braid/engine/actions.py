@@ -69,6 +69,9 @@ class RecordEvent:
     step: str | None = None
     gate: str | None = None  # ApprovalRequested: the name decisions must use
     iteration: int | None = None  # ApprovalRequested inside a loop: which iteration
+    # Routine progress (a step succeeded, a fan-out started): shown locally and logged by the
+    # operator, but not posted as a Kubernetes Event, to keep API writes per step low.
+    progress: bool = False
 
 
 Action = StartAttempt | CancelAttempt | RecordEvent

@@ -404,7 +404,11 @@ class RunState:
         self.finished_steps += 1
         self.dirty = True
         if phase == StepPhase.SUCCEEDED:
-            self._event("Normal", "StepSucceeded", f"Step {name} succeeded", name)
+            self.actions.append(
+                RecordEvent(
+                    "Normal", "StepSucceeded", f"Step {name} succeeded", name, progress=True
+                )
+            )
         elif phase == StepPhase.FAILED:
             self._event("Warning", "StepFailed", f"Step {name} failed ({reason}): {message}", name)
             if self.failing is None:

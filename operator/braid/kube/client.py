@@ -55,7 +55,7 @@ class KubeCluster:
         await self.api.close()
 
     async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self.requests["get"] += 1
+        self.requests[f"GET {plural}"] += 1
         try:
             obj: dict[str, Any] = await self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
@@ -82,7 +82,7 @@ class KubeCluster:
         """
         meta = run["metadata"]
         body = {**run, "status": status}
-        self.requests["update"] += 1
+        self.requests["PUT workflowruns/status"] += 1
         try:
             updated: dict[str, Any] = await self.custom.replace_namespaced_custom_object_status(
                 GROUP, VERSION, meta["namespace"], "workflowruns", meta["name"], body
@@ -95,7 +95,7 @@ class KubeCluster:
 
     async def create_pod(self, pod: dict[str, Any]) -> bool:
         """Create; an existing Pod of that name means this attempt already started."""
-        self.requests["create"] += 1
+        self.requests["POST pods"] += 1
         try:
             await self.core.create_namespaced_pod(pod["metadata"]["namespace"], cast("Any", pod))
         except ApiException as exc:
@@ -105,7 +105,7 @@ class KubeCluster:
         return True
 
     async def delete_pod(self, namespace: str, name: str) -> None:
-        self.requests["delete"] += 1
+        self.requests["DELETE pods"] += 1
         try:
             await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
         except ApiException as exc:
@@ -138,7 +138,7 @@ class KubeCluster:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.requests["create"] += 1
+        self.requests["POST events"] += 1
         try:
             await self.core.create_namespaced_event(meta["namespace"], cast("Any", body))
         except ApiException as exc:
