@@ -97,7 +97,11 @@ class KubeCluster:
         """Create; an existing Pod of that name means this attempt already started."""
         self.requests["POST pods"] += 1
         try:
-            await self.core.create_namespaced_pod(pod["metadata"]["namespace"], cast("Any", pod))
+            # The created Pod is not needed: skip deserialising it into models.
+            response: Any = await self.core.create_namespaced_pod(
+                pod["metadata"]["namespace"], cast("Any", pod), _preload_content=False
+            )
+            response.release()
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -140,7 +144,10 @@ class KubeCluster:
         }
         self.requests["POST events"] += 1
         try:
-            await self.core.create_namespaced_event(meta["namespace"], cast("Any", body))
+            response: Any = await self.core.create_namespaced_event(
+                meta["namespace"], cast("Any", body), _preload_content=False
+            )
+            response.release()
         except ApiException as exc:
             if exc.status not in (403, 404, 409, 422):
                 raise
