@@ -73,6 +73,7 @@ def drive(spec: WorkflowSpec) -> tuple[list[float], float, float]:
     obs = Observations()
     started = 0
     load_seconds = parse_seconds = 0.0
+    half = _size(spec) // 2
     while True:
         t0 = time.perf_counter()
         decision = state.decide(obs, now)
@@ -83,7 +84,7 @@ def drive(spec: WorkflowSpec) -> tuple[list[float], float, float]:
                 started += 1
         if decision.finished:
             return timings, parse_seconds, load_seconds
-        if not load_seconds and len(timings) > 2 and started * 2 >= _size(spec):
+        if not load_seconds and len(timings) > 2 and started >= half:
             saved = state.status.model_dump(by_alias=True, mode="json")
             t0 = time.perf_counter()
             parsed = WorkflowRunStatus.model_validate(saved)

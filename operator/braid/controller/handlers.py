@@ -138,4 +138,5 @@ async def pod_changed(
     **kwargs: Any,
 ) -> None:
     if namespace and status.get("phase") in ("Succeeded", "Failed"):
+        log.debug("Observed finished pod", run=labels[LABEL_RUN], pod=kwargs["name"])
         await _runtime_for(memo, kwargs["pods_by_run"]).trigger(namespace, labels[LABEL_RUN])

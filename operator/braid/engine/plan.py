@@ -136,7 +136,6 @@ class Plan:
     steps: dict[str, StepPlan]
     order: list[str]  # declaration order
     dependents: dict[str, list[str]]
-    ancestors: dict[str, frozenset[str]]
     finally_steps: list[FinallyPlan]
     outputs: dict[str, Expression]
     param_names: frozenset[str]
@@ -307,31 +306,27 @@ def _find_cycle(order: list[str], deps: dict[str, tuple[str, ...]]) -> list[str]
     return [*path[path.index(node) :], node]
 
 
-def _topological(order: list[str], deps: dict[str, tuple[str, ...]]) -> list[str]:
-    done: set[str] = set()
-    out: list[str] = []
-    for name in order:
-        stack = [(name, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if node in done:
-                continue
-            if expanded:
-                done.add(node)
-                out.append(node)
-                continue
-            stack.append((node, True))
-            stack.extend((d, False) for d in deps[node] if d not in done)
-    return out
-
-
 def _check_references(
     compiler: _Compiler,
-    ancestors: dict[str, frozenset[str]],
+    deps: dict[str, tuple[str, ...]],
     all_steps: list[str],
     body_of: dict[str, list[str]],
 ) -> None:
     known_steps = set(all_steps)
+    upstream: dict[str, set[str]] = {}  # computed only for owners whose expressions need it
+
+    def ancestors_of(owner: str) -> set[str]:
+        if owner not in upstream:
+            seen: set[str] = set()
+            stack = list(deps.get(owner, ()))
+            while stack:
+                node = stack.pop()
+                if node not in seen:
+                    seen.add(node)
+                    stack.extend(deps[node])
+            upstream[owner] = seen
+        return upstream[owner]
+
     for expr, owner, extra in compiler.expressions:
         unknown = expr.unknown_names() - extra
         scoped = {"item", "index", "iteration", "previous", "response"} - extra
@@ -355,7 +350,7 @@ def _check_references(
                         'are written steps["the-name"]',
                     )
                 )
-            elif owner is not None and ref not in ancestors.get(owner, frozenset()) | {owner}:
+            elif owner is not None and ref != owner and ref not in ancestors_of(owner):
                 compiler.errors.append(
                     FieldError(
                         expr.path,
@@ -412,14 +407,6 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
     if errors:
         raise InvalidSpecError(errors)
 
-    topo = _topological(order, deps)
-    ancestors: dict[str, frozenset[str]] = {}
-    for name in topo:
-        acc: set[str] = set()
-        for d in deps[name]:
-            acc.add(d)
-            acc |= ancestors[d]
-        ancestors[name] = frozenset(acc)
     dependents: dict[str, list[str]] = {n: [] for n in order}
     for n in order:
         for d in deps[n]:
@@ -480,7 +467,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         if compiled is not None:
             outputs[key] = compiled
 
-    _check_references(compiler, ancestors, order, body_of)
+    _check_references(compiler, deps, order, body_of)
     if errors:
         raise InvalidSpecError(errors)
     return Plan(
@@ -488,7 +475,6 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         steps=steps,
         order=order,
         dependents=dependents,
-        ancestors=ancestors,
         finally_steps=finally_steps,
         outputs=outputs,
         param_names=frozenset(param_names),
