@@ -187,3 +187,12 @@ def test_run_params_are_immutable(kube: Kube) -> None:
     )
     assert result.returncode != 0
     assert "params cannot change once the run exists" in result.stderr
+
+
+def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
+    out = kube.run("explain", "workflow.spec.steps.fanOut.successThreshold").stdout
+    assert "How many items must succeed" in out
+    assert "fraction" in out
+    assert "Fraction of the items, rounded up." in out
+    out = kube.run("explain", "workflowrun.status.conditions").stdout
+    assert "Succeeded, ApprovalPending, SLABreached" in out

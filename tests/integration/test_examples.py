@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -219,3 +222,37 @@ spec:
     assert doc["phase"] == "Cancelled"
     assert steps(doc)["wait"]["phase"] == "Cancelled"
     assert steps(doc)["book"]["compensation"]["phase"] == "Succeeded"
+
+
+def test_approval_prompt_on_a_terminal():
+    """With a terminal, a gate asks the person running `braid run` and records the answer."""
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "braid.cli",
+            "run",
+            "examples/07-approval/workflow.yaml",
+            "-o",
+            "json",
+        ],
+        stdin=child_fd,
+        stdout=subprocess.PIPE,
+        stderr=child_fd,
+        cwd=ROOT,
+    )
+    os.close(child_fd)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"Approve review?" not in seen and time.monotonic() < deadline:
+        if select.select([main_fd], [], [], 0.5)[0]:
+            seen += os.read(main_fd, 4096)
+    assert b"Approve review?" in seen
+    os.write(main_fd, b"y\n")
+    out, _ = proc.communicate(timeout=30)
+    os.close(main_fd)
+    doc = json.loads(out)
+    assert proc.returncode == 0
+    assert doc["outputs"]["applied"] == "raise the rate limit to 200 rps"
+    assert steps(doc)["review"]["approvals"][0]["decision"] == "Approved"

@@ -160,7 +160,9 @@ def _local_user() -> str:
 
 def _prompt(event: RecordEvent, gate: str) -> ApprovalDecision:
     err.print(f"\n[bold yellow]? approval[/] {event.message}")
-    answer = input(f"  Approve {gate}? [y/N, or a reason to reject] ").strip()
+    # The question goes to stderr with the progress lines: stdout may be a JSON document.
+    err.print(f"  Approve {gate}? [y/N, or a reason to reject] ", end="", markup=False)
+    answer = sys.stdin.readline().strip()
     if answer.lower() in ("y", "yes"):
         return ApprovalDecision(
             gate, _local_user(), approve=True, iteration=event.iteration, trusted=True
