@@ -190,8 +190,20 @@ def test_run_params_are_immutable(kube: Kube) -> None:
 
 
 def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
-    out = kube.run("explain", "workflow.spec.steps.fanOut.successThreshold").stdout
-    assert "How many items must succeed" in out
+    # The API server publishes a new CRD's OpenAPI schema a moment after it is Established.
+    out = kube.wait_for(
+        "the published schema",
+        lambda: (
+            (
+                r := kube.run("explain", "workflow.spec.steps.fanOut.successThreshold", check=False)
+            ).returncode
+            == 0
+            and "Items that must succeed" in r.stdout
+            and r.stdout
+        ),
+        timeout=60,
+    )
+    assert "Items that must succeed; default all." in out
     assert "fraction" in out
     assert "Fraction of the items, rounded up." in out
     out = kube.run("explain", "workflowrun.status.conditions").stdout
