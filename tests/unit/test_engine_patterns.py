@@ -501,3 +501,86 @@ def test_unknown_or_repeated_results_change_nothing():
     assert d.actions == []
     assert not d.changed
     assert state.status.model_dump_json() == before
+
+
+# ---------------------------------------------------------------- approvals bound to inputs
+
+
+def human_review_loop():
+    return workflow(
+        [
+            {
+                "name": "refine",
+                "loop": {
+                    "maxIterations": 3,
+                    "until": "iteration >= 2",
+                    "steps": [
+                        {
+                            "name": "draft",
+                            "container": {"image": "x", "command": ["${{ string(iteration) }}"]},
+                        },
+                        {
+                            "name": "check",
+                            "approval": {"approvers": {"users": ["alice"]}, "message": "ok?"},
+                        },
+                    ],
+                },
+            }
+        ]
+    )
+
+
+def pending(state):
+    return state.status.pending_approvals or []
+
+
+def draft_done(state, now):
+    name = next(n for n in state.active if "-draft-" in n)
+    iteration = name.split("--")[1].split("-")[0]
+    return state.decide(
+        Observations(
+            results=[AttemptResult(name, exit_code=0, output=json.dumps({"v": iteration}))]
+        ),
+        now,
+    )
+
+
+def test_a_digest_less_approval_binds_to_the_inputs_it_was_first_counted_for():
+    state = RunState.load("r", human_review_loop(), WorkflowRunStatus(), {})
+    state.decide(Observations(), EPOCH)
+    draft_done(state, EPOCH)
+    first = pending(state)[0]
+    assert (first.step, first.iteration, first.users, first.required) == ("check", 0, ["alice"], 1)
+    assert len(first.digest) == 8
+    assert state.status.condition("Succeeded").reason == "AwaitingApproval"
+    bare = ApprovalDecision("check", "alice", approve=True, admitted=True)
+    state.decide(Observations(decisions=[bare]), EPOCH)  # iteration 0 approved
+    draft_done(state, EPOCH)  # iteration 1: a new draft, so new inputs
+    second = pending(state)[0]
+    assert second.iteration == 1
+    assert second.digest != first.digest
+    state.decide(Observations(decisions=[bare]), EPOCH)  # the same annotation, seen again
+    assert pending(state)[0].iteration == 1  # it does not count for the new inputs
+    stale = ApprovalDecision("check", "alice", approve=True, digest=first.digest, admitted=True)
+    state.decide(Observations(decisions=[bare, stale]), EPOCH)
+    assert pending(state)[0].iteration == 1
+    fresh = ApprovalDecision("check", "alice", approve=True, digest=second.digest, admitted=True)
+    state.decide(Observations(decisions=[bare, stale, fresh]), EPOCH)
+    assert not pending(state) or pending(state)[0].iteration == 2
+    records = state.steps["refine"].iterations[1].steps[1].approvals
+    assert [(r.user, r.digest, r.bound) for r in records] == [("alice", second.digest, True)]
+
+
+def test_group_approvals_count_only_when_admission_checked_them():
+    spec = gate(approvers={"groups": ["sre"]})
+    state = RunState.load("r", spec, WorkflowRunStatus(), {})
+    state.decide(Observations(), EPOCH)
+    state.decide(Observations(results=[AttemptResult("r-prep-1", exit_code=0, output="{}")]), EPOCH)
+    state.decide(Observations(decisions=[ApprovalDecision("gate", "dave", approve=True)]), EPOCH)
+    assert state.steps["gate"].phase == StepPhase.WAITING
+    assert state.steps["gate"].approvals[0].decision == "Refused"
+    state.decide(
+        Observations(decisions=[ApprovalDecision("gate", "erin", approve=True, admitted=True)]),
+        EPOCH,
+    )
+    assert state.steps["gate"].phase == StepPhase.SUCCEEDED

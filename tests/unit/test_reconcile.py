@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from braid.controller.reconcile import Reconciler
+from braid.controller.reconcile import Reconciler, decisions_from
 from braid.engine import RecordEvent
 from braid.kube.client import ConflictError
 
@@ -179,3 +179,20 @@ def test_cancel_deletes_running_pods():
     reconcile(cluster, reconciler)
     assert cluster.pods == {}
     assert cluster.runs["r"]["status"]["phase"] == "Cancelled"
+
+
+def test_approval_annotations_parse_into_decisions():
+    decisions = decisions_from(
+        {
+            "approve.braid.dev/review": "alice, bob:1a2b3c4d,system:serviceaccount:ns:bot",
+            "reject.braid.dev/deploy": "carol: too risky: see ticket 7",
+            "unrelated/key": "x",
+        }
+    )
+    assert [(d.step, d.user, d.approve, d.digest, d.reason) for d in decisions] == [
+        ("review", "alice", True, None, None),
+        ("review", "bob", True, "1a2b3c4d", None),
+        ("review", "system:serviceaccount:ns:bot", True, None, None),
+        ("deploy", "carol", False, None, "too risky: see ticket 7"),
+    ]
+    assert all(d.admitted for d in decisions)

@@ -128,6 +128,28 @@ class ApprovalRecord(Model):
     )
     time: datetime | None = Field(default=None, description="When the operator recorded it.")
     reason: str | None = Field(default=None, description="Reason given (rejections).")
+    digest: str | None = Field(
+        default=None, description="Digest of the gate's inputs the decision was counted for."
+    )
+    bound: bool | None = Field(
+        default=None,
+        description="The decision named the digest (user:digest); otherwise it binds to the "
+        "digest in effect when first recorded.",
+    )
+
+
+class PendingApproval(Model):
+    """A gate waiting for decisions. The approval admission policy reads this list to decide
+    who may annotate the run."""
+
+    step: str = Field(description="The name decisions use (the body step name inside loops).")
+    iteration: int | None = Field(default=None, description="Loop iteration, for loop gates.")
+    users: list[str] | None = Field(default=None, description="Users who may decide.")
+    groups: list[str] | None = Field(default=None, description="Groups whose members may decide.")
+    required: int = Field(description="Approvals needed.")
+    approved_by: list[str] | None = Field(default=None, description="Approvals counted so far.")
+    digest: str = Field(description="Digest of the gate's inputs; approve with <user>:<digest>.")
+    deadline: datetime | None = Field(default=None, description="When the gate times out.")
 
 
 class IterationStatus(Model):
@@ -143,6 +165,7 @@ class LoopTaskStatus(TaskStatus):
     name: str = Field(description="Body step name.")
     approvals: list[ApprovalRecord] | None = Field(default=None, description="Decisions.")
     approval_deadline: datetime | None = Field(default=None, description="Approval deadline.")
+    approval_digest: str | None = Field(default=None, description="Digest of the gate's inputs.")
 
 
 class StepStatus(TaskStatus):
@@ -158,6 +181,11 @@ class StepStatus(TaskStatus):
     )
     approval_deadline: datetime | None = Field(
         default=None, description="When an approval gate times out."
+    )
+    approval_digest: str | None = Field(
+        default=None,
+        description="Digest of the gate's inputs (upstream outputs and the message); approvals "
+        "count only for the inputs they were given for.",
     )
     compensation: TaskStatus | None = Field(
         default=None, description="Status of this step's compensation, once it ran."
@@ -192,6 +220,9 @@ class WorkflowRunStatus(Model):
     outputs: dict[str, JSON] | None = Field(default=None, description="Run outputs.")
     sla_breached: bool | None = Field(
         default=None, description="The run exceeded spec.sla.maxDurationSeconds."
+    )
+    pending_approvals: list[PendingApproval] | None = Field(
+        default=None, description="Approval gates waiting now, with who may decide."
     )
 
     def condition(self, type_: str) -> Condition | None:

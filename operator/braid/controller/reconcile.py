@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from braid.api.run import (
 )
 from braid.api.workflow import WorkflowSpec
 from braid.engine import (
+    DIGEST_LENGTH,
     ApprovalDecision,
     AttemptResult,
     CancelAttempt,
@@ -56,16 +58,40 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_DIGEST_SUFFIX = re.compile(rf"^(?P<user>.+):(?P<digest>[0-9a-f]{{{DIGEST_LENGTH}}})$")
+
+
+def _entry(raw: str) -> tuple[str, str | None]:
+    """``alice`` or ``alice:1a2b3c4d`` (approving the inputs with that digest)."""
+    match = _DIGEST_SUFFIX.match(raw)
+    return (match["user"], match["digest"]) if match else (raw, None)
+
+
 def decisions_from(annotations: dict[str, str]) -> list[ApprovalDecision]:
-    """Approval annotations on the run: ``approve.braid.dev/<step>: <user>``,
-    ``reject.braid.dev/<step>: <reason>``."""
+    """Approval annotations on the run.
+
+    ``approve.braid.dev/<step>: alice,bob:1a2b3c4d`` — each approver adds their own entry;
+    ``reject.braid.dev/<step>: "carol: too risky"`` — who rejected, and why. The admission policy
+    (config/admission/) guarantees each entry names the person who wrote it and that they may
+    decide the gate, including through their groups, which only the API server knows.
+    """
     out = []
     for key, value in annotations.items():
         if key.startswith(APPROVE_PREFIX):
-            out.append(ApprovalDecision(key[len(APPROVE_PREFIX) :], value, approve=True))
+            step = key[len(APPROVE_PREFIX) :]
+            for raw in filter(None, (e.strip() for e in value.split(","))):
+                user, digest = _entry(raw)
+                out.append(ApprovalDecision(step, user, approve=True, digest=digest, admitted=True))
         elif key.startswith(REJECT_PREFIX):
+            user, _, reason = value.partition(":")
             out.append(
-                ApprovalDecision(key[len(REJECT_PREFIX) :], "unknown", approve=False, reason=value)
+                ApprovalDecision(
+                    key[len(REJECT_PREFIX) :],
+                    user.strip(),
+                    approve=False,
+                    reason=reason.strip() or "no reason given",
+                    admitted=True,
+                )
             )
     return out
 

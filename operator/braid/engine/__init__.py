@@ -24,9 +24,10 @@ from braid.engine.actions import (
 from braid.engine.outputs import MAX_OUTPUT_BYTES, parse_outputs
 from braid.engine.params import check_param_schemas, resolve_params
 from braid.engine.plan import Plan, compile_plan, plan_for
-from braid.engine.scheduler import RunState
+from braid.engine.scheduler import DIGEST_LENGTH, RunState
 
 __all__ = [
+    "DIGEST_LENGTH",
     "MAX_OUTPUT_BYTES",
     "Action",
     "ApprovalDecision",

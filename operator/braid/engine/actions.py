@@ -112,6 +112,12 @@ class ApprovalDecision:
     reason: str | None = None
     iteration: int | None = None  # for gates inside loops; None matches any iteration
     trusted: bool = False  # the local runner's own user: counts as the whole quorum
+    # The inputs digest the person approved (from "<user>:<digest>"); None binds the decision
+    # to the digest in effect when it is first recorded.
+    digest: str | None = None
+    # Identity and group membership were checked by the API server's admission policy (group
+    # membership is known only there); the engine still checks listed users itself.
+    admitted: bool = False
 
 
 @dataclass

@@ -10,6 +10,8 @@ reads the status anyway); the local runner keeps one state for the whole run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from braid.api.run import (
     ItemStatus,
     IterationStatus,
     LoopTaskStatus,
+    PendingApproval,
     RunPhase,
     StepPhase,
     StepStatus,
@@ -54,6 +57,7 @@ from braid.expressions import Expression, ExpressionError, type_name
 
 _ACTIVE = frozenset({StepPhase.RUNNING})
 _NEVER = datetime.min.replace(tzinfo=UTC)
+DIGEST_LENGTH = 8
 
 
 @dataclass
@@ -566,6 +570,8 @@ class RunState:
         spec = approval.spec
         who = _approvers_text(spec.approvers)
         st.message = text or f"waiting for {spec.required} approval(s) from {who}"
+        if isinstance(st, StepStatus | LoopTaskStatus):
+            st.approval_digest = self._gate_digest(task, text)
         if spec.timeout_seconds:
             deadline = now + timedelta(seconds=spec.timeout_seconds)
             if isinstance(st, StepStatus | LoopTaskStatus):
@@ -584,6 +590,44 @@ class RunState:
             )
         )
 
+    def _gate_digest(self, task: Task, message: str) -> str:
+        """What the approvers see: the upstream outputs the gated step builds on, and the
+        question. If any of it changes, earlier approvals no longer count."""
+        if task.role == "body":
+            st = self.steps[task.step]
+            assert st.iterations
+            before = {}
+            for body in st.iterations[-1].steps:
+                if body is task.status:
+                    break
+                before[body.name] = body.outputs or {}
+            inputs: dict[str, Any] = {"previous": task.scope.get("previous", {}), "body": before}
+        else:
+            deps = self.plan.steps[task.step].deps
+            inputs = {"steps": {d: self.steps[d].outputs or {} for d in deps}}
+        inputs["message"] = message
+        canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_LENGTH]
+
+    def _earlier_bare_digest(self, task: Task, user: str) -> str | None:
+        """The digest a bare (digest-less) decision by ``user`` on this gate was first counted
+        for, in any opening of the gate (loop iterations included)."""
+        statuses: list[StepStatus | LoopTaskStatus]
+        if task.role == "body":
+            statuses = [
+                b
+                for it in self.steps[task.step].iterations or []
+                for b in it.steps
+                if b.name == task.body
+            ]
+        else:
+            statuses = [self.steps[task.step]]
+        for st in statuses:
+            for record in st.approvals or []:
+                if record.user == user and record.bound is False and record.digest:
+                    return record.digest
+        return None
+
     def _on_decision(self, decision: ApprovalDecision, now: datetime) -> None:
         for task in list(self.approvals):
             name = task.body or task.step
@@ -600,12 +644,29 @@ class RunState:
         assert approval is not None
         spec = approval.spec
         records = st.approvals if st.approvals is not None else []
-        allowed = decision.trusted or _may_approve(spec.approvers, decision.user, decision.groups)
+        current = st.approval_digest
+        if not decision.trusted:
+            if decision.digest is not None and decision.digest != current:
+                return  # given for other inputs
+            if decision.digest is None:
+                earlier = self._earlier_bare_digest(task, decision.user)
+                if earlier is not None and earlier != current:
+                    return  # counted before for inputs that have since changed
+        allowed = decision.trusted or _may_approve(
+            spec.approvers, decision.user, decision.groups, admitted=decision.admitted
+        )
         verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
         if any(r.user == decision.user and r.decision == verdict for r in records):
             return  # level-based: the same annotation is observed on every reconcile
         records.append(
-            ApprovalRecord(user=decision.user, decision=verdict, time=now, reason=decision.reason)
+            ApprovalRecord(
+                user=decision.user,
+                decision=verdict,
+                time=now,
+                reason=decision.reason,
+                digest=current,
+                bound=decision.digest is not None,
+            )
         )
         st.approvals = records
         self.dirty = True
@@ -1230,38 +1291,30 @@ class RunState:
     def _update_conditions(self, now: datetime) -> None:
         status = self.status
         gen = self.generation
+        waiting = [t for t in self.approvals if t.status.phase == StepPhase.WAITING]
         if not self.finished:
             if self.failing is not None:
-                f = self.failing
-                changed = status.set_condition(
-                    CONDITION_SUCCEEDED, ConditionStatus.UNKNOWN, f.reason, f.message, now, gen
-                )
+                reason, message = self.failing.reason, self.failing.message
+            elif waiting and not self.active:
+                # Nothing else is moving: the printer column says why the run stands still.
+                reason, message = "AwaitingApproval", "waiting for approval"
             else:
-                changed = status.set_condition(
-                    CONDITION_SUCCEEDED,
-                    ConditionStatus.UNKNOWN,
-                    "Running",
-                    f"{self.finished_steps}/{len(self.plan.order)} steps finished",
-                    now,
-                    gen,
-                )
-            self.dirty |= changed
-        waiting = [t for t in self.approvals if t.status.phase == StepPhase.WAITING]
-        if waiting:
-            parts = []
-            for t in waiting:
-                approval = t.action.approval
-                assert approval is not None
-                spec = approval.spec
-                deadline = getattr(t.status, "approval_deadline", None)
-                until = f" until {deadline.isoformat()}" if deadline else ""
-                got = sum(
-                    r.decision == "Approved" for r in (getattr(t.status, "approvals", None) or [])
-                )
-                parts.append(
-                    f"step {t.display} needs {spec.required - got} more approval(s) from "
-                    f"{_approvers_text(spec.approvers)}{until}"
-                )
+                reason = "Running"
+                message = f"{self.finished_steps}/{len(self.plan.order)} steps finished"
+            self.dirty |= status.set_condition(
+                CONDITION_SUCCEEDED, ConditionStatus.UNKNOWN, reason, message, now, gen
+            )
+        pending = [self._pending(t) for t in waiting]
+        if (pending or None) != status.pending_approvals:
+            status.pending_approvals = pending or None
+            self.dirty = True
+        if pending:
+            parts = [
+                f"step {p.step} needs {p.required - len(p.approved_by or [])} more approval(s) "
+                f"from {_who(p)}; approve as <user>:{p.digest}"
+                + (f" until {p.deadline.isoformat()}" if p.deadline else "")
+                for p in pending
+            ]
             self.dirty |= status.set_condition(
                 CONDITION_APPROVAL_PENDING,
                 ConditionStatus.TRUE,
@@ -1279,6 +1332,25 @@ class RunState:
                 CONDITION_SLA_BREACHED, ConditionStatus.FALSE, "WithinSLA", "", now, gen
             )
 
+    @staticmethod
+    def _pending(task: Task) -> PendingApproval:
+        approval = task.action.approval
+        assert approval is not None
+        st = task.status
+        assert isinstance(st, StepStatus | LoopTaskStatus)
+        approvers = approval.spec.approvers
+        approved = [r.user for r in st.approvals or [] if r.decision == "Approved"]
+        return PendingApproval(
+            step=task.body or task.step,
+            iteration=task.iteration,
+            users=(approvers.users or None) if approvers else None,
+            groups=(approvers.groups or None) if approvers else None,
+            required=approval.spec.required,
+            approved_by=approved or None,
+            digest=st.approval_digest or "",
+            deadline=st.approval_deadline,
+        )
+
 
 def _attempt_deadline(task: Task) -> datetime | None:
     timeout = task.action.timeout_seconds
@@ -1295,10 +1367,21 @@ def _subtasks(st: StepStatus) -> list[TaskStatus]:
     return out
 
 
-def _may_approve(approvers: Any, user: str, groups: tuple[str, ...]) -> bool:
+def _may_approve(approvers: Any, user: str, groups: tuple[str, ...], *, admitted: bool) -> bool:
+    """Defence in depth: listed users are checked here too; group membership is trusted only
+    when the API server's admission policy checked it."""
     if approvers is None or (not approvers.users and not approvers.groups):
         return True
-    return user in (approvers.users or []) or bool(set(groups) & set(approvers.groups or []))
+    if user in (approvers.users or []):
+        return True
+    if set(groups) & set(approvers.groups or []):
+        return True
+    return admitted and bool(approvers.groups)
+
+
+def _who(pending: PendingApproval) -> str:
+    names = list(pending.users or []) + [f"group:{g}" for g in pending.groups or []]
+    return ", ".join(names) or "anyone allowed to annotate the run"
 
 
 def _approvers_text(approvers: Any) -> str:
