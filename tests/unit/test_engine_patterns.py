@@ -584,3 +584,35 @@ def test_group_approvals_count_only_when_admission_checked_them():
         EPOCH,
     )
     assert state.steps["gate"].phase == StepPhase.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("approve", "phase"), [(True, RunPhase.SUCCEEDED), (False, RunPhase.FAILED)]
+)
+def test_a_run_resumed_while_awaiting_approval_goes_on_normally(approve, phase):
+    spec = gate(approvers={"users": ["alice"]})
+    state = RunState.load("r", spec, WorkflowRunStatus(), {})
+    state.decide(Observations(), EPOCH)
+    state.decide(Observations(results=[AttemptResult("r-prep-1", exit_code=0, output="{}")]), EPOCH)
+    assert state.status.condition("Succeeded").reason == "AwaitingApproval"
+    saved = WorkflowRunStatus.model_validate_json(state.status.model_dump_json(by_alias=True))
+    resumed = RunState.load("r", spec, saved, {})
+    decision = ApprovalDecision("gate", "alice", approve=approve, reason="no")
+    d = resumed.decide(Observations(decisions=[decision]), EPOCH)
+    if approve:
+        resumed.decide(
+            Observations(
+                results=[
+                    AttemptResult(a.name, exit_code=0, output="{}")
+                    for a in d.actions
+                    if hasattr(a, "container")
+                ]
+            ),
+            EPOCH,
+        )
+    assert resumed.status.phase == phase
+    if not approve:
+        assert (
+            resumed.status.condition("Succeeded").message
+            == "step gate failed (Rejected): rejected by alice: no"
+        )

@@ -58,6 +58,8 @@ from braid.expressions import Expression, ExpressionError, type_name
 _ACTIVE = frozenset({StepPhase.RUNNING})
 _NEVER = datetime.min.replace(tzinfo=UTC)
 DIGEST_LENGTH = 8
+# Reasons of an Unknown Succeeded condition that mean "going on normally", not "failing".
+IN_PROGRESS_REASONS = frozenset({"Running", "AwaitingApproval"})
 
 
 @dataclass
@@ -141,8 +143,8 @@ class RunState:
             else:
                 state._resume_step(plan.steps[name], st)
         cond = status.condition(CONDITION_SUCCEEDED)
-        if not state.finished and cond is not None and cond.reason != "Running":
-            # While unfinished, a reason other than Running is the failure being handled.
+        if not state.finished and cond is not None and cond.reason not in IN_PROGRESS_REASONS:
+            # While unfinished, any other reason is the failure being handled.
             state.failing = _Failing(cond.reason, cond.message, cond.reason == "Cancelled")
             state.ready.clear()
         if status.phase in (RunPhase.COMPENSATING, RunPhase.FINALIZING):

@@ -1,0 +1,226 @@
+"""Approvals bound to Kubernetes identity: the API server admits only decisions that name
+the requester, by allowed approvers, without touching anyone else's. Users are impersonated
+(kubectl --as/--as-group) with RBAC that lets them annotate runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Kube, Operator
+
+POLICY = ROOT / "config" / "admission" / "approvals.yaml"
+USERS = ["alice", "bob", "carol", "mallory", "dave"]
+
+
+@pytest.fixture(scope="session")
+def policy(kubeconfig: str) -> None:
+    Kube(kubeconfig).run("apply", "-f", str(POLICY))
+
+
+@pytest.fixture
+def people(kube: Kube, policy: None) -> Kube:
+    """RBAC: the test users (and group sre) may read and annotate runs in the namespace."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "run-annotator"},
+        "rules": [
+            {
+                "apiGroups": ["braid.dev"],
+                "resources": ["workflowruns"],
+                "verbs": ["get", "list", "watch", "patch", "update"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "run-annotators"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "run-annotator",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS
+        ]
+        + [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sre"}],
+    }
+    kube.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}))
+    return kube
+
+
+def gated_workflow(name: str, required: int) -> str:
+    scripted = {
+        "braid.dev/test-exit-code": "0",
+        "braid.dev/test-output": json.dumps({"plan": "v2"}),
+    }
+    undo = {
+        "container": {
+            "image": "busybox",
+            "command": ["true"],
+            "podTemplate": {"metadata": {"annotations": {"braid.dev/test-exit-code": "0"}}},
+        }
+    }
+    return json.dumps(
+        {
+            "apiVersion": "braid.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": {
+                "steps": [
+                    {
+                        "name": "prep",
+                        "container": {
+                            "image": "busybox",
+                            "command": ["true"],
+                            "podTemplate": {"metadata": {"annotations": scripted}},
+                        },
+                        "compensation": undo,
+                    },
+                    {
+                        "name": "review",
+                        "approval": {
+                            "message": "ship ${{ steps.prep.outputs.plan }}?",
+                            "approvers": {"users": ["alice", "bob", "carol"], "groups": ["sre"]},
+                            "required": required,
+                        },
+                    },
+                    {
+                        "name": "ship",
+                        "container": {
+                            "image": "busybox",
+                            "command": ["true"],
+                            "podTemplate": {"metadata": {"annotations": scripted}},
+                        },
+                    },
+                ]
+            },
+        }
+    )
+
+
+def start(kube: Kube, workflow: str) -> str:
+    name = kube.create(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"generateName": f"{workflow}-"},
+                "spec": {"workflowRef": {"name": workflow}},
+            }
+        )
+    )
+    kube.wait_for(
+        "the gate to open", lambda: kube.run_status(name).get("pendingApprovals"), timeout=60
+    )
+    return name
+
+
+def annotate(
+    kube: Kube,
+    run: str,
+    who: str,
+    value: str,
+    key: str = "approve.braid.dev/review",
+    groups: tuple[str, ...] = (),
+):
+    args = [
+        "annotate",
+        "--overwrite",
+        f"--as={who}",
+        *[f"--as-group={g}" for g in groups],
+        "workflowrun",
+        run,
+        f"{key}={value}",
+    ]
+    return kube.run(*args, check=False)
+
+
+def test_identity_is_enforced_and_quorum_counts_people(people: Kube, operator: Operator) -> None:
+    kube = people
+    kube.apply(gated_workflow("quorum", required=2))
+    run = start(kube, "quorum")
+    gate = kube.run_status(run)["pendingApprovals"][0]
+    assert (gate["step"], gate["required"], gate["users"], gate["groups"]) == (
+        "review",
+        2,
+        ["alice", "bob", "carol"],
+        ["sre"],
+    )
+
+    refused = annotate(kube, run, "mallory", "mallory")
+    assert refused.returncode != 0
+    assert "mallory may not decide review: not an allowed approver" in refused.stderr
+
+    forged = annotate(kube, run, "bob", "alice")
+    assert forged.returncode != 0
+    assert "an approval must name you: add bob" in forged.stderr
+
+    assert annotate(kube, run, "alice", "alice").returncode == 0
+    kube.wait_for(
+        "alice's approval to count",
+        lambda: kube.run_status(run)["pendingApprovals"][0].get("approvedBy") == ["alice"],
+    )
+
+    replaced = annotate(kube, run, "bob", "bob")
+    assert replaced.returncode != 0
+    assert "cannot change or remove someone else's approval" in replaced.stderr
+    removed = kube.run(
+        "annotate", "--as=bob", "workflowrun", run, "approve.braid.dev/review-", check=False
+    )
+    assert removed.returncode != 0
+    assert "approvals and rejections cannot be removed" in removed.stderr
+
+    # dave is not listed by name, but is in group sre
+    assert annotate(kube, run, "dave", "alice,dave", groups=("sre",)).returncode == 0
+    status = kube.wait_finished(run)
+    assert next(c for c in status["conditions"] if c["type"] == "Succeeded")["status"] == "True", (
+        operator.log()[-2000:]
+    )
+    review = next(s for s in status["steps"] if s["name"] == "review")
+    assert [(a["user"], a["decision"]) for a in review["approvals"]] == [
+        ("alice", "Approved"),
+        ("dave", "Approved"),
+    ]
+    assert review["outputs"]["approvedBy"] == ["alice", "dave"]
+    events = kube.json("get", "events", "--field-selector", f"involvedObject.name={run}")["items"]
+    assert {"Approved by alice", "Approved by dave"} <= {
+        e["message"].replace("Step review approved by ", "Approved by ") for e in events
+    }
+
+
+def test_rejection_names_its_author_fails_the_step_and_compensates(
+    people: Kube, operator: Operator
+) -> None:
+    kube = people
+    kube.apply(gated_workflow("reject", required=1))
+    run = start(kube, "reject")
+    impostor = annotate(kube, run, "bob", "carol: no", key="reject.braid.dev/review")
+    assert impostor.returncode != 0
+    assert "a rejection must start with your user name: bob: <reason>" in impostor.stderr
+    assert (
+        annotate(
+            kube, run, "carol", "carol: the plan is wrong", key="reject.braid.dev/review"
+        ).returncode
+        == 0
+    )
+    status = kube.wait_finished(run)
+    cond = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert cond["status"] == "False"
+    assert "rejected by carol: the plan is wrong" in cond["message"]
+    prep = next(s for s in status["steps"] if s["name"] == "prep")
+    assert prep["compensation"]["phase"] == "Succeeded"
+    changed = annotate(kube, run, "carol", "carol: never mind", key="reject.braid.dev/review")
+    assert changed.returncode != 0
+
+
+def test_approving_a_step_that_is_not_waiting_is_refused(people: Kube, operator: Operator) -> None:
+    kube = people
+    kube.apply(gated_workflow("early", required=1))
+    run = start(kube, "early")
+    early = annotate(kube, run, "alice", "alice", key="approve.braid.dev/ship")
+    assert early.returncode != 0
+    assert "alice may not decide ship" in early.stderr
