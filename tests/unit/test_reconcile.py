@@ -196,3 +196,37 @@ def test_approval_annotations_parse_into_decisions():
         ("deploy", "carol", False, None, "too risky: see ticket 7"),
     ]
     assert all(d.admitted for d in decisions)
+
+
+def test_a_retry_run_reuses_the_old_runs_successes():
+    cluster, reconciler = setup()
+    reconcile(cluster, reconciler)
+    cluster.pods["r-a-1"]["status"] = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {"name": "step", "state": {"terminated": {"exitCode": 0, "message": '{"a": 1}'}}}
+        ],
+    }
+    reconcile(cluster, reconciler)
+    cluster.pods["r-b-1"]["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [{"name": "step", "state": {"terminated": {"exitCode": 2}}}],
+    }
+    reconcile(cluster, reconciler)
+    assert cluster.runs["r"]["status"]["phase"] == "Failed"
+    cluster.runs["r2"] = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "r2", "namespace": "ns", "uid": "u2", "resourceVersion": "1"},
+        "spec": {"workflowRef": {"name": "wf"}, "retryOf": {"name": "r"}},
+    }
+    asyncio.run(reconciler.reconcile("ns", "r2", []))
+    assert "r2-a-1" not in cluster.pods
+    assert "r2-b-1" in cluster.pods
+    steps = cluster.runs["r2"]["status"]["steps"]
+    assert (steps[0]["phase"], steps[0]["outputs"], steps[0]["message"]) == (
+        "Succeeded",
+        {"a": 1},
+        "reused from run r",
+    )
+    assert cluster.runs["r2"]["status"]["params"] == {"n": 1}

@@ -22,6 +22,18 @@ class WorkflowRef(Model):
     name: str = Field(min_length=1, max_length=253, description="Name of the Workflow.")
 
 
+class RetryOf(Model):
+    """A retry of an earlier run: its workflow snapshot and params, reusing the steps that
+    succeeded."""
+
+    name: str = Field(min_length=1, max_length=253, description="The run being retried.")
+    from_step: str | None = Field(
+        default=None,
+        description="Re-run this step and everything after it; default: every step that did "
+        "not succeed, and what depends on it.",
+    )
+
+
 class WorkflowRunSpec(Model):
     """What to run: a workflow (by reference or inline) and its params."""
 
@@ -51,6 +63,9 @@ class WorkflowRunSpec(Model):
     cancelled: bool | None = Field(
         default=None,
         description="Set to true to cancel: running steps stop, compensation and finally run.",
+    )
+    retry_of: RetryOf | None = Field(
+        default=None, description="Retry an earlier run of the same workflow (kubectl braid retry)."
     )
 
     @model_validator(mode="after")

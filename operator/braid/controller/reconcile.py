@@ -41,6 +41,7 @@ from braid.engine import (
     StartAttempt,
     resolve_params,
 )
+from braid.engine.retry import seed_status
 from braid.engine.validate import validate_workflow
 from braid.kube.client import Cluster, ConflictError
 from braid.kube.pods import pod_for, result_of
@@ -121,6 +122,8 @@ class Reconciler:
             parsed = WorkflowRun(
                 metadata=run["metadata"], spec=WorkflowRunSpec.model_validate(run["spec"])
             )
+            if parsed.spec.retry_of is not None and status.workflow_spec is None:
+                status = await self._seed_retry(parsed, namespace)
             spec = status.workflow_spec or await self._resolve_spec(parsed, namespace)
             params = (
                 status.params
@@ -181,6 +184,21 @@ class Reconciler:
         if decision.wake_at is not None:
             delay = max(0.0, (decision.wake_at - self.clock()).total_seconds())
             self.on_wake(namespace, name, delay)
+
+    async def _seed_retry(self, run: WorkflowRun, namespace: str) -> WorkflowRunStatus:
+        retry = run.spec.retry_of
+        assert retry is not None
+        old = await self.cluster.get_run(namespace, retry.name)
+        if old is None or not old.get("status"):
+            raise InvalidSpecError(
+                [
+                    FieldError(
+                        "spec.retryOf.name", f"no started run named {retry.name!r} in {namespace!r}"
+                    )
+                ]
+            )
+        previous = WorkflowRunStatus.model_validate(old["status"])
+        return seed_status(previous, retry.name, retry.from_step)
 
     async def _resolve_spec(self, run: WorkflowRun, namespace: str) -> WorkflowSpec:
         if run.spec.workflow is not None:

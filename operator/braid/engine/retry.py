@@ -1,0 +1,67 @@
+"""Retrying a finished run: a new run that reuses what the old one already did.
+
+Pure: from the old run's status, the status a retry starts with. Steps that are re-run are
+the chosen step (or, by default, every step that did not succeed), every step whose work
+compensation undid, and everything downstream of them; every other step keeps its outputs,
+marked as reused.
+"""
+
+from __future__ import annotations
+
+from braid.api.errors import FieldError, InvalidSpecError
+from braid.api.run import StepPhase, StepStatus, WorkflowRunStatus
+from braid.engine.plan import plan_for
+
+
+def seed_status(
+    previous: WorkflowRunStatus, old_run: str, from_step: str | None
+) -> WorkflowRunStatus:
+    spec = previous.workflow_spec
+    if spec is None:
+        raise InvalidSpecError([FieldError("spec.retryOf.name", f"run {old_run!r} never started")])
+    plan = plan_for(spec)
+    old = {s.name: s for s in previous.steps}
+    if from_step is not None and from_step not in plan.steps:
+        raise InvalidSpecError(
+            [
+                FieldError(
+                    "spec.retryOf.fromStep",
+                    f"no step {from_step!r}; steps: {', '.join(plan.order)}",
+                )
+            ]
+        )
+    # A step whose work was undone by compensation cannot be reused: it runs again.
+    undone = {n for n, st in old.items() if st.compensation is not None}
+    roots = undone | (
+        {from_step}
+        if from_step is not None
+        else {n for n in plan.order if n not in old or not _done(old[n])}
+    )
+    rerun: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name not in rerun:
+            rerun.add(name)
+            stack.extend(plan.dependents[name])
+    steps = []
+    for name in plan.order:
+        kept = old.get(name)
+        if (
+            name in rerun
+            or kept is None
+            or kept.phase not in (StepPhase.SUCCEEDED, StepPhase.SKIPPED)
+        ):
+            steps.append(StepStatus(name=name, kind=plan.steps[name].kind))
+            continue
+        reused = kept.model_copy(deep=True)
+        reused.message = f"reused from run {old_run}"
+        steps.append(reused)
+    return WorkflowRunStatus(workflow_spec=spec, params=previous.params, steps=steps)
+
+
+def _done(step: StepStatus) -> bool:
+    """Finished for good: succeeded, or skipped by routing (not because the run stopped)."""
+    if step.phase == StepPhase.SUCCEEDED:
+        return True
+    return step.phase == StepPhase.SKIPPED and step.reason in ("WhenFalse", "UpstreamSkipped")
