@@ -255,3 +255,45 @@ def executor(kube: Kube) -> Iterator[Executor]:
     yield ex
     ex.stopping.set()
     ex.join(timeout=10)
+
+
+POLICY = ROOT / "config" / "admission" / "approvals.yaml"
+USERS = ["alice", "bob", "carol", "mallory", "dave"]
+
+
+@pytest.fixture(scope="session")
+def policy(kubeconfig: str) -> None:
+    Kube(kubeconfig).run("apply", "-f", str(POLICY))
+
+
+@pytest.fixture
+def people(kube: Kube, policy: None) -> Kube:
+    """RBAC: the test users (and group sre) may read and annotate runs in the namespace."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "run-annotator"},
+        "rules": [
+            {
+                "apiGroups": ["braid.dev"],
+                "resources": ["workflowruns"],
+                "verbs": ["get", "list", "watch", "patch", "update"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "run-annotators"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "run-annotator",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS
+        ]
+        + [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sre"}],
+    }
+    kube.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}))
+    return kube

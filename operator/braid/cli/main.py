@@ -22,6 +22,7 @@ from braid.api.manifests import Manifest, parse_documents
 from braid.api.run import RunPhase, WorkflowRun
 from braid.api.workflow import Workflow
 from braid.cli.operator import LogFormat, configure_logging, run_operator
+from braid.cli.plugin import register as register_plugin
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
 from braid.engine.validate import resolve_run_spec, validate_manifests
@@ -259,6 +260,9 @@ def operator(
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     configure_logging(log_format, verbose)
     run_operator(namespace, liveness_port)
+
+
+register_plugin(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,340 @@
+"""`kubectl braid` (also `braid`): approve, reject, status, list, logs, cancel, retry.
+
+Every command goes through kubectl, so the kubeconfig, context and impersonation a user has
+apply unchanged, and what it writes is exactly what plain `kubectl annotate` would write.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+APPROVE = "approve.braid.dev/"
+REJECT = "reject.braid.dev/"
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class KubectlError(Exception):
+    pass
+
+
+@dataclass
+class Kubectl:
+    namespace: str | None = None
+    context: str | None = None
+    as_user: str | None = None
+    as_groups: list[str] = field(default_factory=list)
+
+    def _base(self) -> list[str]:
+        args = ["kubectl"]
+        if self.context:
+            args += ["--context", self.context]
+        if self.namespace:
+            args += ["-n", self.namespace]
+        if self.as_user:
+            args += [f"--as={self.as_user}"]
+        args += [f"--as-group={g}" for g in self.as_groups]
+        return args
+
+    def __call__(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(  # noqa: S603 - kubectl with the user's own arguments
+            [*self._base(), *args], input=stdin, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise KubectlError(result.stderr.strip() or f"kubectl {' '.join(args)} failed")
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self("-o", "json", *args))
+
+    def whoami(self) -> str:
+        return self("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").strip()
+
+
+def approval_value(existing: str, user: str, digest: str) -> str:
+    """The annotation with this user's entry added after everyone else's."""
+    entries = [e for e in (x.strip() for x in existing.split(",")) if e]
+    mine = f"{user}:{digest}"
+    if mine in entries:
+        return ",".join(entries)
+    return ",".join([*entries, mine])
+
+
+def pending_gate(run: dict[str, Any], step: str) -> dict[str, Any]:
+    gates = (run.get("status") or {}).get("pendingApprovals") or []
+    for gate in gates:
+        if gate["step"] == step:
+            return dict(gate)
+    waiting = ", ".join(g["step"] for g in gates) or "none"
+    raise KubectlError(f"step {step!r} is not waiting for approval (waiting: {waiting})")
+
+
+def _age(timestamp: str | None, now: datetime) -> str:
+    if not timestamp:
+        return ""
+    seconds = int((now - datetime.fromisoformat(timestamp)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _duration(step: dict[str, Any]) -> str:
+    start, end = step.get("startTime"), step.get("completionTime")
+    if not start or not end:
+        return ""
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return f"{delta.total_seconds():.1f}s"
+
+
+_STYLE = {
+    "Succeeded": "green",
+    "Failed": "red",
+    "Cancelled": "red",
+    "Skipped": "dim",
+    "Waiting": "yellow",
+    "Running": "blue",
+    "Retrying": "yellow",
+}
+
+
+def status_tree(run: dict[str, Any]) -> Tree:
+    status = run.get("status") or {}
+    cond: dict[str, Any] = next(
+        (c for c in status.get("conditions", []) if c["type"] == "Succeeded"), {}
+    )
+    tree = Tree(
+        f"[bold]{run['metadata']['name']}[/] {status.get('phase', 'Pending')} "
+        f"({cond.get('reason', '')}) {status.get('progress', '')} {status.get('duration', '')}"
+    )
+    for step in [*status.get("steps", []), *(status.get("finally") or [])]:
+        phase = step.get("phase", "Pending")
+        style = _STYLE.get(phase, "")
+        label = f"{step['name']} [{style}]{phase}[/]" if style else f"{step['name']} {phase}"
+        label += f"  attempts={step.get('attempts', 0)} {_duration(step)}"
+        if step.get("message"):
+            label += f"  [dim]{step['message'][:100]}[/]"
+        node = tree.add(label)
+        for approval in step.get("approvals") or []:
+            node.add(
+                f"{approval['decision'].lower()} by {approval['user']} "
+                f"at {approval.get('time', '')}"
+                + (f": {approval['reason']}" if approval.get("reason") else "")
+            )
+        if step.get("itemCount") is not None:
+            items = step.get("items") or []
+            done = sum(i.get("phase") == "Succeeded" for i in items)
+            node.add(f"{done}/{step['itemCount']} items succeeded")
+        for iteration in step.get("iterations") or []:
+            body = ", ".join(
+                f"{b['name']} {b.get('phase', '')}" for b in iteration.get("steps", [])
+            )
+            node.add(f"iteration {iteration['iteration']}: {body}")
+        if step.get("compensation"):
+            node.add(f"compensation {step['compensation'].get('phase', '')}")
+    for gate in status.get("pendingApprovals") or []:
+        tree.add(
+            f"[yellow]awaiting[/] {gate['step']}: {gate['required']} approval(s), digest "
+            f"{gate['digest']} — kubectl braid approve {run['metadata']['name']} {gate['step']}"
+        )
+    return tree
+
+
+def register(app: typer.Typer) -> None:
+    """Add the plugin commands to the `braid` app."""
+
+    def kubectl_for(
+        namespace: str | None, context: str | None, as_user: str | None, as_group: list[str]
+    ) -> Kubectl:
+        return Kubectl(namespace, context, as_user, list(as_group))
+
+    ns_opt = typer.Option(None, "--namespace", "-n", help="Namespace of the run.")
+    ctx_opt = typer.Option(None, "--context", help="kubeconfig context.")
+    as_opt = typer.Option(None, "--as", help="Impersonate this user.")
+    group_opt = typer.Option([], "--as-group", help="Impersonate this group (repeatable).")
+
+    def fail(exc: Exception) -> typer.Exit:
+        err.print(f"[red]error[/]: {exc}", markup=True, soft_wrap=True)
+        return typer.Exit(1)
+
+    @app.command()
+    def approve(
+        run: str,
+        step: str,
+        namespace: str | None = ns_opt,
+        context: str | None = ctx_opt,
+        as_user: str | None = as_opt,
+        as_group: list[str] = group_opt,
+    ) -> None:
+        """Approve STEP of RUN, for exactly the inputs it is waiting on."""
+        k = kubectl_for(namespace, context, as_user, as_group)
+        try:
+            obj = k.json("get", "workflowrun", run)
+            gate = pending_gate(obj, step)
+            user = k.whoami()
+            existing = (obj["metadata"].get("annotations") or {}).get(APPROVE + step, "")
+            value = approval_value(existing, user, gate["digest"])
+            k(
+                "annotate",
+                "--overwrite",
+                f"--resource-version={obj['metadata']['resourceVersion']}",
+                "workflowrun",
+                run,
+                f"{APPROVE}{step}={value}",
+            )
+        except KubectlError as exc:
+            raise fail(exc) from None
+        out.print(f"approved {step} of {run} as {user} (inputs {gate['digest']})")
+
+    @app.command()
+    def reject(
+        run: str,
+        step: str,
+        reason: str = typer.Option(..., "--reason", help="Why."),
+        namespace: str | None = ns_opt,
+        context: str | None = ctx_opt,
+        as_user: str | None = as_opt,
+        as_group: list[str] = group_opt,
+    ) -> None:
+        """Reject STEP of RUN with a reason; the step fails and compensation runs."""
+        k = kubectl_for(namespace, context, as_user, as_group)
+        try:
+            pending_gate(k.json("get", "workflowrun", run), step)
+            user = k.whoami()
+            k("annotate", "workflowrun", run, f"{REJECT}{step}={user}: {reason}")
+        except KubectlError as exc:
+            raise fail(exc) from None
+        out.print(f"rejected {step} of {run} as {user}: {reason}")
+
+    @app.command()
+    def status(
+        run: str,
+        namespace: str | None = ns_opt,
+        context: str | None = ctx_opt,
+        output: str = typer.Option("tree", "--output", "-o", help="tree or json"),
+    ) -> None:
+        """A tree of the run's steps: phases, attempts, durations, who approved."""
+        try:
+            obj = Kubectl(namespace, context).json("get", "workflowrun", run)
+        except KubectlError as exc:
+            raise fail(exc) from None
+        if output == "json":
+            print(json.dumps(obj.get("status") or {}, indent=2))
+        else:
+            out.print(status_tree(obj))
+
+    @app.command("list")
+    def list_runs(
+        namespace: str | None = ns_opt,
+        context: str | None = ctx_opt,
+        all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
+    ) -> None:
+        """Runs with their workflow, outcome, progress and age."""
+        try:
+            args = ["get", "workflowruns"] + (["--all-namespaces"] if all_namespaces else [])
+            items = Kubectl(namespace, context).json(*args).get("items", [])
+        except KubectlError as exc:
+            raise fail(exc) from None
+        now = datetime.now(UTC)
+        table = Table(box=None)
+        for col in ("NAMESPACE", "NAME", "WORKFLOW", "SUCCEEDED", "REASON", "PROGRESS", "AGE"):
+            table.add_column(col)
+        for item in items:
+            st = item.get("status") or {}
+            cond: dict[str, Any] = next(
+                (c for c in st.get("conditions", []) if c["type"] == "Succeeded"), {}
+            )
+            ref = (item["spec"].get("workflowRef") or {}).get("name", "(inline)")
+            table.add_row(
+                item["metadata"]["namespace"],
+                item["metadata"]["name"],
+                ref,
+                cond.get("status", ""),
+                cond.get("reason", ""),
+                st.get("progress", ""),
+                _age(item["metadata"].get("creationTimestamp"), now),
+            )
+        out.print(table)
+
+    @app.command()
+    def logs(
+        run: str,
+        step: str,
+        namespace: str | None = ns_opt,
+        context: str | None = ctx_opt,
+        attempt: int | None = typer.Option(None, help="Attempt number; default the latest."),
+    ) -> None:
+        """Logs of the latest (or a given) attempt of STEP."""
+        k = Kubectl(namespace, context)
+        try:
+            pods = k.json("get", "pods", "-l", f"braid.dev/run={run},braid.dev/step={step}")[
+                "items"
+            ]
+            if attempt is not None:
+                pods = [
+                    p
+                    for p in pods
+                    if p["metadata"]["labels"].get("braid.dev/attempt") == str(attempt)
+                ]
+            if not pods:
+                raise KubectlError(f"no pods for step {step!r} of run {run!r}")
+            latest = max(
+                pods, key=lambda p: int(p["metadata"]["labels"].get("braid.dev/attempt", "0"))
+            )
+            print(k("logs", latest["metadata"]["name"], "-c", "step"), end="")
+        except KubectlError as exc:
+            raise fail(exc) from None
+
+    @app.command()
+    def cancel(run: str, namespace: str | None = ns_opt, context: str | None = ctx_opt) -> None:
+        """Cancel RUN: running steps stop, compensation and finally steps run."""
+        try:
+            Kubectl(namespace, context)(
+                "patch", "workflowrun", run, "--type=merge", "-p", '{"spec": {"cancelled": true}}'
+            )
+        except KubectlError as exc:
+            raise fail(exc) from None
+        out.print(f"cancelling {run}")
+
+    @app.command()
+    def retry(
+        run: str,
+        from_step: str | None = typer.Option(None, "--from", help="Re-run from this step."),
+        namespace: str | None = ns_opt,
+        context: str | None = ctx_opt,
+    ) -> None:
+        """Start a new run of RUN's workflow snapshot and params, reusing what succeeded."""
+        k = Kubectl(namespace, context)
+        try:
+            old = k.json("get", "workflowrun", run)
+            status = old.get("status") or {}
+            if not status.get("workflowSpec"):
+                raise KubectlError(f"run {run!r} has not started; nothing to retry")
+            spec: dict[str, Any] = {"workflow": status["workflowSpec"], "retryOf": {"name": run}}
+            if status.get("params"):
+                spec["params"] = status["params"]
+            if from_step:
+                spec["retryOf"]["fromStep"] = from_step
+            manifest = {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"generateName": f"{run[:50]}-retry-"},
+                "spec": spec,
+            }
+            created = k("create", "-o", "name", "-f", "-", stdin=json.dumps(manifest)).strip()
+        except KubectlError as exc:
+            raise fail(exc) from None
+        out.print(
+            f"{created.rsplit('/', 1)[-1]} retries {run}"
+            + (f" from {from_step}" if from_step else "")
+        )
