@@ -181,3 +181,87 @@ def test_approving_a_step_that_is_not_waiting_is_refused(people: Kube, operator:
     early = annotate(kube, run, "alice", "alice", key="approve.braid.dev/ship")
     assert early.returncode != 0
     assert "alice may not decide ship" in early.stderr
+
+
+def test_a_gate_that_times_out_rejects_and_compensates(people: Kube, operator: Operator) -> None:
+    kube = people
+    spec = json.loads(gated_workflow("late", required=1))
+    spec["spec"]["steps"][1]["approval"]["timeoutSeconds"] = 2
+    kube.apply(json.dumps(spec))
+    run = start(kube, "late")
+    status = kube.wait_finished(run, timeout=60)
+    review = next(s for s in status["steps"] if s["name"] == "review")
+    assert (review["phase"], review["reason"]) == ("Failed", "ApprovalTimedOut")
+    assert (
+        next(s for s in status["steps"] if s["name"] == "prep")["compensation"]["phase"]
+        == "Succeeded"
+    )
+
+
+def test_changed_inputs_invalidate_an_approval(people: Kube, operator: Operator) -> None:
+    """A human reviews each draft of a loop: an approval given for one draft does not carry
+    over to the next, because the gate's inputs (its digest) changed."""
+    kube = people
+    draft = {"braid.dev/test-exit-code": "0", "braid.dev/test-output": '{"text": "draft"}'}
+    kube.apply(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": "drafts"},
+                "spec": {
+                    "steps": [
+                        {
+                            "name": "write",
+                            "loop": {
+                                "maxIterations": 2,
+                                "until": "iteration >= 1",
+                                "steps": [
+                                    {
+                                        "name": "draft",
+                                        "container": {
+                                            "image": "busybox",
+                                            "command": ["true"],
+                                            "podTemplate": {"metadata": {"annotations": draft}},
+                                        },
+                                    },
+                                    {
+                                        "name": "review",
+                                        "approval": {
+                                            "approvers": {"users": ["alice"]},
+                                            "message": "iteration ${{ iteration }} ok?",
+                                        },
+                                    },
+                                ],
+                            },
+                        }
+                    ]
+                },
+            }
+        )
+    )
+    run = start(kube, "drafts")
+    first = kube.run_status(run)["pendingApprovals"][0]
+    assert first["iteration"] == 0
+    assert annotate(kube, run, "alice", "alice").returncode == 0  # plain kubectl, no digest
+    second = kube.wait_for(
+        "the next iteration's gate",
+        lambda: next(
+            (g for g in kube.run_status(run).get("pendingApprovals") or [] if g["iteration"] == 1),
+            None,
+        ),
+        timeout=60,
+    )
+    assert second["digest"] != first["digest"]
+    # the same annotation is still there, and is not counted for the new inputs
+    kube.wait_for(
+        "the gate to stay open",
+        lambda: kube.run_status(run)["pendingApprovals"][0]["iteration"] == 1,
+    )
+    assert annotate(kube, run, "alice", f"alice,alice:{second['digest']}").returncode == 0
+    status = kube.wait_finished(run)
+    assert next(c for c in status["conditions"] if c["type"] == "Succeeded")["status"] == "True"
+    records = status["steps"][0]["iterations"][1]["steps"][1]["approvals"]
+    assert [(r["user"], r["digest"], r["bound"]) for r in records] == [
+        ("alice", second["digest"], True)
+    ]

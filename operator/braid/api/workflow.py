@@ -114,7 +114,7 @@ class ApprovalSpec(Model):
         (
             (
                 "!has(self.approvers) || has(self.approvers.groups) || !has(self.approvers.users)"
-                " || self.required <= size(self.approvers.users)"
+                " || !has(self.required) || self.required <= size(self.approvers.users)"
             ),
             "required is larger than the number of approvers listed, so it can never be met",
         )
