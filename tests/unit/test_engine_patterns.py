@@ -616,3 +616,15 @@ def test_a_run_resumed_while_awaiting_approval_goes_on_normally(approve, phase):
             resumed.status.condition("Succeeded").message
             == "step gate failed (Rejected): rejected by alice: no"
         )
+
+
+def test_history_keeps_the_audit_trail_bounded():
+    spec = workflow([container("a", retry={"limit": 150, "backoff": {"initialDelaySeconds": 1, "jitter": 0}})])
+    r = simulate(spec, lambda act: Outcome(exit_code=1) if act.labels.attempt <= 120 else ok())
+    history = r.status.history
+    assert len(history) == 100
+    assert history[-1].reason == "RunSucceeded"
+    assert sum(h.reason == "StepRetrying" for h in history) == 99
+    assert all(h.reason != "StepSucceeded" for h in history)  # routine progress is not audit
+    early = simulate(spec, lambda act: ok()).status.history
+    assert [h.reason for h in early] == ["RunStarted", "RunSucceeded"]

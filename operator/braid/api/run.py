@@ -153,6 +153,16 @@ class ApprovalRecord(Model):
     )
 
 
+class HistoryEntry(Model):
+    """One transition of the run: the audit trail kept with the run (bounded; Events have all)."""
+
+    time: datetime = Field(description="When it happened.")
+    type: Literal["Normal", "Warning"] = Field(description="Normal or Warning.")
+    reason: str = Field(description="CamelCase reason, as on the Event.")
+    message: str = Field(description="What happened.")
+    step: str | None = Field(default=None, description="The step concerned, if any.")
+
+
 class PendingApproval(Model):
     """A gate waiting for decisions. The approval admission policy reads this list to decide
     who may annotate the run."""
@@ -238,6 +248,12 @@ class WorkflowRunStatus(Model):
     )
     pending_approvals: list[PendingApproval] | None = Field(
         default=None, description="Approval gates waiting now, with who may decide."
+    )
+    history: list[HistoryEntry] | None = Field(
+        default=None,
+        max_length=100,
+        description="The last 100 transitions (started, retried, approved by whom, rejected, "
+        "compensated, SLA breached, cancelled, ...); Events on the run have all of them.",
     )
 
     def condition(self, type_: str) -> Condition | None:

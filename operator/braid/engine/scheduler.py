@@ -24,6 +24,7 @@ from braid.api.run import (
     CONDITION_SLA_BREACHED,
     CONDITION_SUCCEEDED,
     ApprovalRecord,
+    HistoryEntry,
     ItemStatus,
     IterationStatus,
     LoopTaskStatus,
@@ -58,6 +59,7 @@ from braid.expressions import Expression, ExpressionError, type_name
 _ACTIVE = frozenset({StepPhase.RUNNING})
 _NEVER = datetime.min.replace(tzinfo=UTC)
 DIGEST_LENGTH = 8
+HISTORY_LIMIT = 100
 # Reasons of an Unknown Succeeded condition that mean "going on normally", not "failing".
 IN_PROGRESS_REASONS = frozenset({"Running", "AwaitingApproval"})
 
@@ -313,12 +315,27 @@ class RunState:
             self._check_time(now)
             self._advance(now)
             self._update_conditions(now)
+        self._record_history(now)
         if self.dirty:
             self.status.progress = f"{self.finished_steps}/{len(self.plan.order)}"
             end = self.status.completion_time or now
             if self.status.start_time is not None:
                 self.status.duration = _format_duration(end - self.status.start_time)
         return Decision(self.actions, self._wake_at(), self.dirty, self.finished)
+
+    def _record_history(self, now: datetime) -> None:
+        """Every transition but routine progress goes into the bounded audit history."""
+        entries = [
+            HistoryEntry(
+                time=now, type=a.type, reason=a.reason, message=a.message[:512], step=a.step
+            )
+            for a in self.actions
+            if isinstance(a, RecordEvent) and not a.progress
+        ]
+        if entries:
+            history = [*(self.status.history or []), *entries]
+            self.status.history = history[-HISTORY_LIMIT:]
+            self.dirty = True
 
     @property
     def finished(self) -> bool:
