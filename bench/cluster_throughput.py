@@ -193,6 +193,8 @@ def main() -> None:
                 namespace,
                 "--log-format",
                 "json",
+                "--metrics-port",
+                "0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

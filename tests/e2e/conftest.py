@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +148,22 @@ class Operator:
         self.kube = kube
         self.log_path = log_dir / f"operator-{kube.namespace}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.metrics_port = sock.getsockname()[1]
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's /metrics as {'name{labels}': value}."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            text = r.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                samples[key] = float(value)
+        return samples
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -159,6 +177,10 @@ class Operator:
                 str(self.kube.namespace),
                 "--log-format",
                 "json",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -619,7 +619,9 @@ def test_a_run_resumed_while_awaiting_approval_goes_on_normally(approve, phase):
 
 
 def test_history_keeps_the_audit_trail_bounded():
-    spec = workflow([container("a", retry={"limit": 100, "backoff": {"initialDelaySeconds": 1, "jitter": 0}})])
+    spec = workflow(
+        [container("a", retry={"limit": 100, "backoff": {"initialDelaySeconds": 1, "jitter": 0}})]
+    )
     r = simulate(spec, lambda act: Outcome(exit_code=1) if act.labels.attempt <= 100 else ok())
     history = r.status.history
     assert len(history) == 100

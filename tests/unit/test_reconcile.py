@@ -13,6 +13,7 @@ import pytest
 from braid.controller.reconcile import Reconciler, decisions_from
 from braid.engine import RecordEvent
 from braid.kube.client import ConflictError
+from braid.metrics import Metrics
 
 
 class FakeCluster:
@@ -230,3 +231,30 @@ def test_a_retry_run_reuses_the_old_runs_successes():
         "reused from run r",
     )
     assert cluster.runs["r2"]["status"]["params"] == {"n": 1}
+
+
+def test_metrics_follow_the_runs_transitions():
+    metrics = Metrics()
+    cluster, reconciler = setup()
+    reconciler.metrics = metrics
+    labels = {"namespace": "ns", "workflow": "wf"}
+
+    def value(name: str, **extra: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {**labels, **extra})
+
+    reconcile(cluster, reconciler)
+    assert value("braid_runs_started_total") == 1
+    assert value("braid_active_runs") == 1
+    finish(cluster, "r-a-1")
+    reconcile(cluster, reconciler)
+    reconcile(cluster, reconciler)  # nothing new: nothing counted twice
+    assert value("braid_step_duration_seconds_count", step="a", result="Succeeded") == 1
+    cluster.pods["r-b-1"]["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [{"name": "step", "state": {"terminated": {"exitCode": 3}}}],
+    }
+    reconcile(cluster, reconciler)
+    assert value("braid_step_failures_total", step="b", reason="Error") == 1
+    assert value("braid_runs_finished_total", result="Failed") == 1
+    assert value("braid_run_duration_seconds_count", result="Failed") == 1
+    assert metrics.registry.get_sample_value("braid_active_runs", labels) is None  # no runs left

@@ -255,11 +255,15 @@ def operator(
         LogFormat.AUTO, "--log-format", help="auto (JSON unless on a terminal), json or console."
     ),
     liveness_port: int | None = typer.Option(None, help="Serve /healthz on 127.0.0.1:PORT."),
+    metrics_port: int | None = typer.Option(
+        8080, help="Serve Prometheus /metrics on this port; 0 turns it off."
+    ),
+    metrics_address: str = typer.Option("0.0.0.0", help="Address to serve metrics on."),  # noqa: S104
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     configure_logging(log_format, verbose)
-    run_operator(namespace, liveness_port)
+    run_operator(namespace, liveness_port, metrics_port or None, metrics_address)
 
 
 register_plugin(app)

@@ -41,7 +41,12 @@ def configure_logging(fmt: LogFormat, verbose: bool = False) -> None:
     )
 
 
-def run_operator(namespaces: list[str], liveness_port: int | None) -> None:
+def run_operator(
+    namespaces: list[str],
+    liveness_port: int | None,
+    metrics_port: int | None = None,
+    metrics_address: str = "0.0.0.0",  # noqa: S104 - Prometheus scrapes it from the cluster
+) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
     from braid.controller import handlers  # noqa: F401, PLC0415 - registers the handlers
@@ -53,5 +58,6 @@ def run_operator(namespaces: list[str], liveness_port: int | None) -> None:
             clusterwide=not namespaces,
             standalone=True,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(metrics_port=metrics_port, metrics_address=metrics_address),
         )
     )

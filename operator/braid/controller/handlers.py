@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 import structlog
+from prometheus_client import start_http_server
 
 from braid.api.common import GROUP, VERSION
 from braid.controller.reconcile import Reconciler
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_RUN
+from braid.metrics import Metrics
 
 log = structlog.get_logger("braid.controller")
 
@@ -34,11 +37,18 @@ class Runtime:
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
             pods = list(self.pods.get(key, [])) if self.pods is not None else []
+            metrics = self.reconciler.metrics
+            began = time.perf_counter()
             try:
                 await self.reconciler.reconcile(namespace, name, pods)
             except Exception:
+                if metrics is not None:
+                    metrics.reconcile_errors.inc()
                 log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
                 self.wake(namespace, name, 5.0)
+            finally:
+                if metrics is not None:
+                    metrics.reconcile_duration.observe(time.perf_counter() - began)
 
     def wake(self, namespace: str, name: str, delay: float) -> None:
         key = (namespace, name)
@@ -51,6 +61,8 @@ class Runtime:
 
     def forget(self, namespace: str, name: str) -> None:
         self.reconciler.written.pop((namespace, name), None)
+        if self.reconciler.metrics is not None:
+            self.reconciler.metrics.forget(namespace, name)
         if (timer := self.timers.pop((namespace, name), None)) is not None:
             timer.cancel()
         self.locks.pop((namespace, name), None)
@@ -73,7 +85,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # (0.1 s) is added to every step transition, and reconciles are level-based anyway.
     settings.batching.batch_window = 0.01
     settings.networking.request_timeout = 30
-    memo["cluster"] = await KubeCluster.from_kubeconfig()
+    cluster = await KubeCluster.from_kubeconfig()
+    memo["cluster"] = cluster
+    metrics = Metrics()
+    metrics.watch_requests(lambda: cluster.requests)
+    memo["metrics"] = metrics
+    port = memo.get("metrics_port")
+    if port:
+        address = memo.get("metrics_address") or "0.0.0.0"  # noqa: S104 - scraped from the cluster
+        start_http_server(int(port), addr=address, registry=metrics.registry)
+        log.info("Serving metrics", address=address, port=port)
 
 
 @kopf.on.cleanup()
@@ -103,7 +124,7 @@ def pods_by_run(
 def _runtime_for(memo: Any, pods: Any) -> Runtime:
     global _runtime  # noqa: PLW0603 - one runtime per operator process
     if _runtime is None:
-        _runtime = Runtime(Reconciler(memo["cluster"]), pods)
+        _runtime = Runtime(Reconciler(memo["cluster"], metrics=memo.get("metrics")), pods)
     return _runtime
 
 

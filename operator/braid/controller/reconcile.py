@@ -45,6 +45,7 @@ from braid.engine.retry import seed_status
 from braid.engine.validate import validate_workflow
 from braid.kube.client import Cluster, ConflictError
 from braid.kube.pods import pod_for, result_of
+from braid.metrics import Before, Metrics
 from braid.webhook import call_webhook
 
 log = structlog.get_logger("braid.controller")
@@ -104,6 +105,7 @@ class Reconciler:
     http: httpx.AsyncClient | None = None
     webhook_results: dict[tuple[str, str], list[AttemptResult]] = field(default_factory=dict)
     on_wake: Callable[[str, str, float], None] = lambda _ns, _name, _delay: None
+    metrics: Metrics | None = None
     # The resourceVersion of each run's last status write: the watch event it causes carries
     # nothing new, so the handler can skip it.
     written: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -136,6 +138,7 @@ class Reconciler:
         except ValidationError as exc:
             await self._reject(run, status, from_validation_error(exc).errors, log_)
             return
+        before = Before.of(status)
         state = RunState.load(name, spec, status, params, run["metadata"].get("generation"))
         webhook_results = self.webhook_results.pop((namespace, name), [])
         observations = Observations(
@@ -176,6 +179,10 @@ class Reconciler:
                 self.on_wake(namespace, name, 0.0)
                 return
             self.written[(namespace, name)] = updated["metadata"]["resourceVersion"]
+            if self.metrics is not None:
+                self.metrics.record(
+                    namespace, workflow, name, before, state.status, decision.actions, self.clock()
+                )
             for action in decision.actions:
                 if isinstance(action, RecordEvent):
                     if not action.progress:
