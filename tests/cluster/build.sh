@@ -3,7 +3,8 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes), etcd and kwok.
 # Each binary is built only when missing. Nothing is downloaded but Go modules.
 #
-#   tests/cluster/build.sh          # prints where the binaries are
+#   tests/cluster/build.sh            # the control plane; prints where the binaries are
+#   tests/cluster/build.sh promtool   # only promtool (alert rule tests); prints its path
 #   BRAID_CACHE=/somewhere tests/cluster/build.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -86,12 +87,26 @@ GO
   go build -ldflags "-s -w" -o "$bin/etcd" .
 }
 
+build_promtool() {
+  local dir="$cache/bin/promtool-$PROMTOOL_VERSION"
+  if [ ! -x "$dir/promtool" ]; then
+    log "compiling promtool $PROMTOOL_VERSION (first time: a few minutes)"
+    mkdir -p "$dir"
+    GOBIN="$dir" go install -ldflags "-s -w" "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+  fi
+  echo "$dir/promtool"
+}
+
 build_kwok() {
   [ -x "$bin/kwok" ] && return
   log "compiling kwok $KWOK_VERSION"
   GOBIN="$bin" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
+if [ "${1:-}" = "promtool" ]; then
+  build_promtool
+  exit 0
+fi
 start=$(date +%s)
 build_etcd
 build_kwok
