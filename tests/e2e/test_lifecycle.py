@@ -93,6 +93,10 @@ def test_sigkill_mid_run_then_restart_completes_without_duplicate_pods(
     # each pod was created exactly once: its creation is its only "Created step pod" line
     creations = [line for line in operator.log().splitlines() if '"Created step pod"' in line]
     assert sorted(json.loads(line)["pod"] for line in creations) == names
+    # Kubernetes-style structured lines: the object named, with workflow/run/step/attempt
+    assert {(json.loads(line)["workflow"], json.loads(line)["run"]) for line in creations} == {
+        ("crashy", name)
+    }
 
 
 def test_deleting_a_run_deletes_its_pods(kube: Kube, operator: Operator) -> None:

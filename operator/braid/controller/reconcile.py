@@ -148,6 +148,7 @@ class Reconciler:
         )
         decision = state.decide(observations, self.clock())
         workflow = parsed.spec.workflow_ref.name if parsed.spec.workflow_ref else name
+        log_ = log_.bind(workflow=workflow)
         for action in decision.actions:
             if isinstance(action, StartAttempt) and action.container is not None:
                 pod = pod_for(
