@@ -95,13 +95,20 @@ class Kube:
 
 
 def install_crds(kubeconfig: str) -> None:
-    Kube(kubeconfig).run("apply", "-f", str(ROOT / "crds"))
-    Kube(kubeconfig).run(
-        "wait",
-        "--for=condition=Established",
-        "crd/workflows.braid.dev",
-        "crd/workflowruns.braid.dev",
-    )
+    admin = Kube(kubeconfig)
+    admin.run("apply", "-f", str(ROOT / "crds"))
+    # Poll rather than `kubectl wait`: that errors out when a just-created CRD has no
+    # status.conditions yet, instead of waiting for them.
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    for crd in ("workflows.braid.dev", "workflowruns.braid.dev"):
+        admin.wait_for(
+            f"{crd} to be established",
+            lambda crd=crd: (
+                admin.run("get", "crd", crd, "-o", f"jsonpath={jsonpath}", check=False).stdout
+                == "True"
+            ),
+            timeout=60,
+        )
 
 
 @pytest.fixture(scope="session")
