@@ -292,7 +292,17 @@ USERS = ["alice", "bob", "carol", "mallory", "dave"]
 
 @pytest.fixture(scope="session")
 def policy(kubeconfig: str) -> None:
-    Kube(kubeconfig).run("apply", "-f", str(POLICY))
+    admin = Kube(kubeconfig)
+    admin.run("apply", "-f", str(POLICY))
+
+    def processed() -> bool:
+        vap = admin.json("get", "validatingadmissionpolicy", "braid-approvals")
+        return bool(
+            (vap.get("status") or {}).get("observedGeneration") == vap["metadata"]["generation"]
+        )
+
+    admin.wait_for("the approval policy to be type-checked", processed, timeout=60)
+    time.sleep(2)  # and for the API server's admission plugin to pick it up
 
 
 @pytest.fixture
