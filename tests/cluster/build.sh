@@ -5,6 +5,9 @@
 #
 #   tests/cluster/build.sh            # the control plane; prints where the binaries are
 #   tests/cluster/build.sh promtool   # only promtool (alert rule tests); prints its path
+#   tests/cluster/build.sh helm       # only helm (chart tests); prints its path
+#   tests/cluster/build.sh monitoring-crds  # the Prometheus Operator's CRDs (source module);
+#                                           # prints their directory
 #   BRAID_CACHE=/somewhere tests/cluster/build.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -97,16 +100,36 @@ build_promtool() {
   echo "$dir/promtool"
 }
 
+build_helm() {
+  local dir="$cache/bin/helm-$HELM_VERSION"
+  if [ ! -x "$dir/helm" ]; then
+    log "compiling helm $HELM_VERSION (first time: a few minutes)"
+    mkdir -p "$dir"
+    local major="${HELM_VERSION%%.*}"
+    GOBIN="$dir" go install -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
+      "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+  fi
+  echo "$dir/helm"
+}
+
+monitoring_crds() {
+  local dir
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  echo "$dir/example/prometheus-operator-crd"
+}
+
 build_kwok() {
   [ -x "$bin/kwok" ] && return
   log "compiling kwok $KWOK_VERSION"
   GOBIN="$bin" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
-if [ "${1:-}" = "promtool" ]; then
-  build_promtool
-  exit 0
-fi
+case "${1:-}" in
+  promtool) build_promtool; exit 0 ;;
+  helm) build_helm; exit 0 ;;
+  monitoring-crds) monitoring_crds; exit 0 ;;
+esac
 start=$(date +%s)
 build_etcd
 build_kwok

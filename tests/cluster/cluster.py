@@ -31,6 +31,19 @@ CACHE = Path(os.environ.get("BRAID_CACHE", Path.home() / ".cache" / "braid"))
 STATE_DIR = CACHE / "cluster"
 STATE_FILE = STATE_DIR / "state.json"
 KUBECONFIG = STATE_DIR / "admin.kubeconfig"
+# Requests made by service accounts outside kube-system, one JSON line each: the chart tests
+# compare what the operator's ServiceAccount did with what its RBAC grants.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 NODES = 2
 
 
@@ -242,6 +255,7 @@ def up() -> None:
         shutil.rmtree(d, ignore_errors=True)
     logs.mkdir(parents=True)
     make_pki(pki)
+    (STATE_DIR / "audit-policy.yaml").write_text(AUDIT_POLICY)
     ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")}
     write_kubeconfig(pki, ports["apiserver"])
     pids: dict[str, int] = {}
@@ -311,6 +325,13 @@ def up() -> None:
             # New nodes get a not-ready taint that only the node-lifecycle controller removes,
             # and that controller is off (fake nodes send no heartbeats).
             "--disable-admission-plugins=TaintNodesByCondition",
+            "--audit-policy-file",
+            str(STATE_DIR / "audit-policy.yaml"),
+            "--audit-log-path",
+            str(logs / "audit.log"),
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+            "--audit-log-maxsize=200",
             "--v",
             "1",
         ],

@@ -15,9 +15,10 @@ from braid.api.crd import iter_validations, render_crds
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_committed_crds_are_current():
+@pytest.mark.parametrize("directory", ["crds", "charts/braid/files/crds"])
+def test_committed_crds_are_current(directory):
     result = subprocess.run(
-        [sys.executable, "-m", "braid.cli", "crds", "--check", "--dir", str(ROOT / "crds")],
+        [sys.executable, "-m", "braid.cli", "crds", "--check", "--dir", str(ROOT / directory)],
         capture_output=True,
         text=True,
         check=False,

@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import re
+import socket
 import sys
 from datetime import datetime
 from enum import StrEnum
@@ -21,7 +22,7 @@ from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
 from braid.api.run import RunPhase, WorkflowRun
 from braid.api.workflow import Workflow
-from braid.cli.operator import LogFormat, configure_logging, run_operator
+from braid.cli.operator import LogFormat, configure_logging, resolve_priority, run_operator
 from braid.cli.plugin import register as register_plugin
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
@@ -93,29 +94,38 @@ def _about_other(error: FieldError, own: int) -> bool:
     return match is not None and int(match.group(1)) >= own
 
 
+CRD_DIRS = [Path("crds"), Path("charts/braid/files/crds")]
+
+
 @app.command()
 def crds(
-    directory: Path = typer.Option(Path("crds"), "--dir", help="Where the CRD files live."),
+    directories: list[Path] = typer.Option(
+        CRD_DIRS,
+        "--dir",
+        help="Where the CRD files live (repeatable): kubectl's copy and the Helm chart's.",
+    ),
     check: bool = typer.Option(False, "--check", help="Exit 1 if the files are stale."),
 ) -> None:
     """Write the CustomResourceDefinitions rendered from the API models."""
     stale = []
-    for name, text in render_crds().items():
-        target = directory / name
-        current = target.read_text() if target.exists() else None
-        if current == text:
-            continue
-        stale.append(target)
-        if not check:
-            directory.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            err.print(f"wrote {target}")
+    for directory in directories:
+        for name, text in render_crds().items():
+            target = directory / name
+            current = target.read_text() if target.exists() else None
+            if current == text:
+                continue
+            stale.append(target)
+            if not check:
+                directory.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+                err.print(f"wrote {target}")
     if check and stale:
         for target in stale:
             err.print(f"[red]stale[/]: {target} differs from the API models; run `braid crds`")
         raise typer.Exit(1)
     if check:
-        err.print(f"[green]ok[/]: {directory} matches the API models")
+        shown = ", ".join(str(d) for d in directories)
+        err.print(f"[green]ok[/]: {shown} match the API models")
 
 
 @app.command()
@@ -254,7 +264,22 @@ def operator(
     log_format: LogFormat = typer.Option(
         LogFormat.AUTO, "--log-format", help="auto (JSON unless on a terminal), json or console."
     ),
-    liveness_port: int | None = typer.Option(None, help="Serve /healthz on 127.0.0.1:PORT."),
+    health_port: int | None = typer.Option(
+        None, help="Serve /healthz (liveness and readiness) on this port; off by default."
+    ),
+    health_address: str = typer.Option(
+        "127.0.0.1", help="Address for /healthz; 0.0.0.0 in a pod, so the kubelet reaches it."
+    ),
+    peering: str = typer.Option(
+        "",
+        help="kopf peering name for a hot standby: of the operators sharing it, only the one "
+        "with the highest priority works. Empty: standalone, no peering objects used.",
+    ),
+    priority: str = typer.Option(
+        "0",
+        help="Peering priority: an integer, or 'auto' for a stable one derived from the pod "
+        "name (distinct per replica).",
+    ),
     metrics_port: int | None = typer.Option(
         8080, help="Serve Prometheus /metrics on this port; 0 turns it off."
     ),
@@ -263,7 +288,19 @@ def operator(
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     configure_logging(log_format, verbose)
-    run_operator(namespace, liveness_port, metrics_port or None, metrics_address)
+    try:
+        rank = resolve_priority(priority, socket.gethostname())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--priority") from None
+    run_operator(
+        namespace,
+        health_port,
+        health_address,
+        metrics_port or None,
+        metrics_address,
+        peering=peering or None,
+        priority=rank,
+    )
 
 
 register_plugin(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import sys
 from enum import StrEnum
@@ -41,23 +42,50 @@ def configure_logging(fmt: LogFormat, verbose: bool = False) -> None:
     )
 
 
+PRIORITY_SPAN = 2**30
+
+
+def priority_from_name(name: str) -> int:
+    """A stable priority in [1, 2**30) from a pod name: replicas of one Deployment get
+    distinct priorities (a clash between two names has odds of about one in a billion), and
+    a restarted pod keeps its own."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % (PRIORITY_SPAN - 1)
+
+
+def resolve_priority(value: str, hostname: str) -> int:
+    """``--priority``: an integer, or ``auto`` for :func:`priority_from_name` of the host."""
+    if value == "auto":
+        return priority_from_name(hostname)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--priority: expected an integer or 'auto', got {value!r}") from None
+
+
 def run_operator(
     namespaces: list[str],
-    liveness_port: int | None,
+    health_port: int | None,
+    health_address: str = "127.0.0.1",
     metrics_port: int | None = None,
     metrics_address: str = "0.0.0.0",  # noqa: S104 - Prometheus scrapes it from the cluster
+    peering: str | None = None,
+    priority: int = 0,
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
     from braid.controller import handlers  # noqa: F401, PLC0415 - registers the handlers
 
-    liveness = f"http://127.0.0.1:{liveness_port}/healthz" if liveness_port else None
+    health = f"http://{health_address}:{health_port}/healthz" if health_port else None
     asyncio.run(
         kopf.operator(
             namespaces=namespaces,
             clusterwide=not namespaces,
-            standalone=True,
-            liveness_endpoint=liveness,
+            # Without a peering name: one operator, no peering objects read or written.
+            standalone=not peering,
+            peering_name=peering or None,
+            priority=priority,
+            liveness_endpoint=health,
             memo=kopf.Memo(metrics_port=metrics_port, metrics_address=metrics_address),
         )
     )

@@ -85,8 +85,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # (0.1 s) is added to every step transition, and reconciles are level-based anyway.
     settings.batching.batch_window = 0.01
     settings.networking.request_timeout = 30
+    # Least privilege: no cluster-wide watch of CRDs or namespaces (kopf would otherwise ask
+    # for both); the resources are discovered once, at start, as checked below.
+    settings.scanning.disabled = True
     cluster = await KubeCluster.from_kubeconfig()
     memo["cluster"] = cluster
+    missing = {"workflows", "workflowruns"} - await cluster.served_resources(GROUP, VERSION)
+    if missing:
+        await cluster.close()
+        raise kopf.PermanentError(
+            f"{GROUP}/{VERSION} does not serve {', '.join(sorted(missing))}: install the CRDs "
+            "(kubectl apply -f crds/, or the Helm chart) and start the operator again"
+        )
     metrics = Metrics()
     metrics.watch_requests(lambda: cluster.requests)
     memo["metrics"] = metrics

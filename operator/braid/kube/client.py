@@ -54,6 +54,17 @@ class KubeCluster:
     async def close(self) -> None:
         await self.api.close()
 
+    async def served_resources(self, group: str, version: str) -> set[str]:
+        """The resource names the API server serves for group/version (discovery)."""
+        self.requests["GET discovery"] += 1
+        try:
+            found = await self.custom.get_api_resources(group, version)
+        except ApiException as exc:
+            if exc.status == 404:
+                return set()
+            raise
+        return {r.name for r in found.resources or []}
+
     async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests[f"GET {plural}"] += 1
         try:
