@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.chart import CHART, helm
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "tests" / "cluster" / "cluster.py"
 
@@ -149,11 +151,25 @@ def kube(kubeconfig: str) -> Iterator[Kube]:
 
 
 class Operator:
-    """`braid operator` as a real process, watching one namespace."""
+    """`braid operator` as a real process, watching the test's namespace (by default) or the
+    given namespaces (none: the whole cluster), with the kube's credentials or `kubeconfig`."""
 
-    def __init__(self, kube: Kube, log_dir: Path) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        log_dir: Path,
+        *,
+        namespaces: list[str] | None = None,
+        kubeconfig: str | None = None,
+        args: tuple[str, ...] = (),
+        name: str = "operator",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kube = kube
-        self.log_path = log_dir / f"operator-{kube.namespace}.log"
+        self.namespaces = [str(kube.namespace)] if namespaces is None else namespaces
+        self.env = {**kube.env, "KUBECONFIG": kubeconfig or kube.kubeconfig, **(env or {})}
+        self.args = args
+        self.log_path = log_dir / f"{name}-{kube.namespace}.log"
         self.process: subprocess.Popen[bytes] | None = None
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -180,8 +196,8 @@ class Operator:
                 "-m",
                 "braid.cli",
                 "operator",
-                "-n",
-                str(self.kube.namespace),
+                *[f"--namespace={ns}" for ns in self.namespaces],
+                *self.args,
                 "--log-format",
                 "json",
                 "--metrics-port",
@@ -191,7 +207,7 @@ class Operator:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.kube.env,
+            env=self.env,
             cwd=ROOT,
         )
 
@@ -286,14 +302,22 @@ def executor(kube: Kube) -> Iterator[Executor]:
     ex.join(timeout=10)
 
 
-POLICY = ROOT / "config" / "admission" / "approvals.yaml"
 USERS = ["alice", "bob", "carol", "mallory", "dave"]
 
 
 @pytest.fixture(scope="session")
 def policy(kubeconfig: str) -> None:
+    """The chart's approval policy and user roles, as `helm install` would create them."""
     admin = Kube(kubeconfig)
-    admin.run("apply", "-f", str(POLICY))
+    admin.apply(
+        helm(
+            "template",
+            "braid",
+            str(CHART),
+            "--show-only=templates/approval-policy.yaml",
+            "--show-only=templates/user-roles.yaml",
+        )
+    )
 
     def processed() -> bool:
         vap = admin.json("get", "validatingadmissionpolicy", "braid-approvals")
@@ -307,32 +331,21 @@ def policy(kubeconfig: str) -> None:
 
 @pytest.fixture
 def people(kube: Kube, policy: None) -> Kube:
-    """RBAC: the test users (and group sre) may read and annotate runs in the namespace."""
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "run-annotator"},
-        "rules": [
-            {
-                "apiGroups": ["braid.dev"],
-                "resources": ["workflowruns"],
-                "verbs": ["get", "list", "watch", "patch", "update"],
-            }
-        ],
-    }
+    """The test users (and group sre) are approvers in the namespace: the chart's braid-approve
+    ClusterRole, bound as the chart's README says."""
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": "run-annotators"},
+        "metadata": {"name": "approvers"},
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": "run-annotator",
+            "kind": "ClusterRole",
+            "name": "braid-approve",
         },
         "subjects": [
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS
         ]
         + [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sre"}],
     }
-    kube.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}))
+    kube.apply(json.dumps(binding))
     return kube

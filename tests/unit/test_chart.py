@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from braid.cli.operator import priority_from_name, resolve_priority
 from tests.chart import CHART, ROOT, by_kind, helm, one, operator_rules, render
 
 COMBOS: dict[str, dict[str, str]] = {
@@ -111,7 +112,9 @@ def test_ha_adds_replicas_peering_priorities_and_a_disruption_budget() -> None:
     assert "--priority=auto" in args  # distinct per pod, derived from its name
     anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
     assert anti["preferredDuringSchedulingIgnoredDuringExecution"]
-    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in by_kind(docs, "KopfPeering")] == [
+    assert [
+        (p["metadata"]["namespace"], p["metadata"]["name"]) for p in by_kind(docs, "KopfPeering")
+    ] == [
         ("team-a", "braid"),
         ("team-b", "braid"),
     ]
@@ -132,9 +135,9 @@ def test_monitoring_objects_carry_the_shipped_rules_and_dashboard() -> None:
     assert monitor["spec"]["jobLabel"] == "braid.dev/job"
     service = one(docs, "Service", "braid-metrics")
     assert service["metadata"]["labels"]["braid.dev/job"] == "braid-operator"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
-        "labels"
-    ].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
     assert one(docs, "PrometheusRule")["spec"] == rules
     dashboard = one(docs, "ConfigMap", "braid-dashboard")
@@ -172,7 +175,8 @@ def test_the_operator_pod_meets_the_restricted_pod_security_standard() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "--health-address=0.0.0.0" in container["args"]
-    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
     assert container["image"] == "ghcr.io/braid-dev/braid:0.1.0"
 
 
@@ -229,7 +233,7 @@ def test_every_value_is_documented_in_values_and_readme() -> None:
     found = {leaf for key, value in values.items() for leaf in leaves(value, key)}
     undocumented = {p for p in found if p not in documented}
     assert not undocumented, f"values without a `# --` comment: {sorted(undocumented)}"
-    readme = (CHART / "README.md").read_text()
+    readme = (CHART / "README.md").read_text().split("## Configuration", 1)[1]
     table = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, re.MULTILINE))
     assert table == set(documented), (
         f"README table missing {sorted(set(documented) - table)}, "
@@ -261,3 +265,15 @@ def test_dockerfile_passes_hadolint() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_auto_priorities_are_stable_distinct_and_in_range() -> None:
+    names = [f"braid-6d8f9c7b5-{suffix}" for suffix in ("x2k4p", "q9w8e", "abcde", "zzzzz")]
+    ranks = [priority_from_name(n) for n in names]
+    assert len(set(ranks)) == len(ranks)
+    assert all(1 <= r < 2**30 for r in ranks)
+    assert ranks == [priority_from_name(n) for n in names]
+    assert resolve_priority("auto", names[0]) == ranks[0]
+    assert resolve_priority("42", names[0]) == 42
+    with pytest.raises(ValueError, match="--priority: expected an integer or 'auto'"):
+        resolve_priority("high", names[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import re
 import socket
 import sys
@@ -278,7 +279,7 @@ def operator(
     priority: str = typer.Option(
         "0",
         help="Peering priority: an integer, or 'auto' for a stable one derived from the pod "
-        "name (distinct per replica).",
+        "name ($POD_NAME, else the host name), distinct per replica.",
     ),
     metrics_port: int | None = typer.Option(
         8080, help="Serve Prometheus /metrics on this port; 0 turns it off."
@@ -289,7 +290,7 @@ def operator(
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     configure_logging(log_format, verbose)
     try:
-        rank = resolve_priority(priority, socket.gethostname())
+        rank = resolve_priority(priority, os.environ.get("POD_NAME") or socket.gethostname())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--priority") from None
     run_operator(

@@ -40,6 +40,8 @@ def configure_logging(fmt: LogFormat, verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+    # Which replica of a hot standby is working ("Pausing/Resuming operations") is worth a line.
+    logging.getLogger("kopf._core.engines.peering").setLevel(logging.INFO)
 
 
 PRIORITY_SPAN = 2**30
