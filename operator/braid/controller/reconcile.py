@@ -73,9 +73,10 @@ def decisions_from(annotations: dict[str, str]) -> list[ApprovalDecision]:
     """Approval annotations on the run.
 
     ``approve.braid.dev/<step>: alice,bob:1a2b3c4d`` — each approver adds their own entry;
-    ``reject.braid.dev/<step>: "carol: too risky"`` — who rejected, and why. The admission policy
-    (config/admission/) guarantees each entry names the person who wrote it and that they may
-    decide the gate, including through their groups, which only the API server knows.
+    ``reject.braid.dev/<step>: "carol: too risky"`` — who rejected, and why. The admission
+    policy (charts/braid/templates/approval-policy.yaml) guarantees each entry names the person
+    who wrote it and that they may decide the gate, including through their groups, which only
+    the API server knows.
     """
     out = []
     for key, value in annotations.items():
