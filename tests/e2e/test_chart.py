@@ -141,6 +141,20 @@ class Install:
         Path(self.kubeconfig).write_text(yaml.safe_dump(config))
         return self.kubeconfig
 
+    def upgrade(self, values: dict[str, str]) -> None:
+        helm(
+            "upgrade",
+            self.release,
+            str(CHART),
+            "--namespace",
+            self.namespace,
+            "--kubeconfig",
+            self.kube.kubeconfig,
+            "--reuse-values",
+            *[a for k, v in values.items() for a in ("--set", f"{k}={v}")],
+            env=self.env,
+        )
+
     def uninstall(self) -> None:
         helm(
             "uninstall",
@@ -256,6 +270,12 @@ def test_the_operator_runs_as_the_charts_service_account_with_exactly_its_rights
     requests = used(events)
     assert requests <= granted, f"used but not granted: {sorted(requests - granted)}"
     assert granted <= requests, f"granted but never used: {sorted(granted - requests)}"
+
+    # An upgrade keeps the release's values and changes what it is told to.
+    installed.upgrade({"ha.enabled": "true"})
+    deployment = kube.json("get", "deployment", installed.release)
+    assert deployment["spec"]["replicas"] == 2
+    assert "--peering=braid" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 @pytest.mark.parametrize(
