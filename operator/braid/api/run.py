@@ -105,6 +105,30 @@ class RunPhase(StrEnum):
     CANCELLED = "Cancelled"
 
 
+class Usage(Model):
+    """Tokens and cost reported by steps in their outputs (``outputs.usage``)."""
+
+    tokens: int = Field(default=0, ge=0, description="Tokens used.")
+    cost: float = Field(default=0.0, ge=0, description="Cost incurred.")
+
+    def add(self, other: Usage) -> Usage:
+        return Usage(tokens=self.tokens + other.tokens, cost=round(self.cost + other.cost, 9))
+
+
+class BudgetStatus(Model):
+    """Where the run stands against spec.budget."""
+
+    state: Literal["Exceeded", "Approved", "Rejected"] = Field(
+        description="Exceeded (paused or stopped), Approved (going on past it) or Rejected."
+    )
+    time: datetime | None = Field(default=None, description="When the budget was exceeded.")
+    usage: Usage | None = Field(default=None, description="Usage when it was exceeded.")
+    approvals: list[ApprovalRecord] | None = Field(
+        default=None, description="Decisions on going over budget (on Pause)."
+    )
+    digest: str | None = Field(default=None, description="Digest to approve with.")
+
+
 class TaskStatus(Model):
     """Status of one unit of execution: a step, a fan-out item or a loop body step."""
 
@@ -125,6 +149,9 @@ class TaskStatus(Model):
     )
     exit_code: int | None = Field(default=None, description="Exit code of the last attempt.")
     outputs: dict[str, JSON] | None = Field(default=None, description="Outputs (JSON object).")
+    usage: Usage | None = Field(
+        default=None, description="Tokens and cost reported (summed over items for a fan-out)."
+    )
 
 
 class ItemStatus(TaskStatus):
@@ -246,6 +273,10 @@ class WorkflowRunStatus(Model):
     sla_breached: bool | None = Field(
         default=None, description="The run exceeded spec.sla.maxDurationSeconds."
     )
+    usage: Usage | None = Field(default=None, description="Tokens and cost used so far.")
+    budget: BudgetStatus | None = Field(
+        default=None, description="Set once the run went over spec.budget."
+    )
     pending_approvals: list[PendingApproval] | None = Field(
         default=None, description="Approval gates waiting now, with who may decide."
     )
@@ -314,3 +345,4 @@ class WorkflowRun(Model):
 
 
 IterationStatus.model_rebuild()
+BudgetStatus.model_rebuild()

@@ -444,6 +444,45 @@ class CompensationPolicy(Model):
     on_cancel: bool = Field(default=True, description="Also compensate when cancelled.")
 
 
+class BudgetAction(StrEnum):
+    FAIL = "Fail"
+    PAUSE = "Pause"
+    COMPENSATE = "Compensate"
+
+
+BUDGET_GATE = "budget"
+
+
+class BudgetSpec(Model):
+    """Token and cost budget of one run. Steps report usage in their outputs as
+    ``{"usage": {"tokens": 1200, "cost": 0.03}}``; the run adds it up in ``status.usage``."""
+
+    model_config = _cel_rules(
+        ("has(self.tokens) || has(self.cost)", "a budget needs tokens, cost or both"),
+    )
+
+    tokens: int | None = Field(default=None, ge=1, description="Most tokens the run may use.")
+    cost: float | None = Field(
+        default=None, gt=0, description="Most cost the run may incur (in the unit steps report)."
+    )
+    on_exceeded: BudgetAction = Field(
+        default=BudgetAction.FAIL,
+        description="Fail: stop the run now (running steps are cancelled, no compensation). "
+        "Pause: start nothing new until someone approves the gate 'budget' "
+        "(approve.braid.dev/budget), then go on without a budget; a rejection fails the run "
+        "with compensation. Compensate: stop and run compensation.",
+    )
+    approvers: Approvers | None = Field(
+        default=None, description="Who may approve going over budget (Pause); default anyone."
+    )
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetSpec:
+        if self.tokens is None and self.cost is None:
+            raise ValueError("a budget needs tokens, cost or both")
+        return self
+
+
 class Defaults(Model):
     """Defaults applied to every step that does not set its own."""
 
@@ -480,6 +519,9 @@ class WorkflowSpec(Model):
         default=None, description="Compensation behaviour."
     )
     defaults: Defaults | None = Field(default=None, description="Step defaults.")
+    budget: BudgetSpec | None = Field(
+        default=None, description="Token and cost budget of each run, and what happens past it."
+    )
 
     def param_specs(self) -> list[ParamSpec]:
         return self.params or []

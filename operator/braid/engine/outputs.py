@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from braid.api.run import Usage
 from braid.api.workflow import FailureReason
 
 MAX_OUTPUT_BYTES = 4096
@@ -55,3 +56,27 @@ def parse_outputs(raw: str | bytes | None) -> ParsedOutputs:
             '{"answer": 42} to $BRAID_OUTPUT',
         )
     return ParsedOutputs(value)
+
+
+def usage_of(outputs: dict[str, Any]) -> Usage | None:
+    """The usage a step reported: ``outputs.usage.tokens`` (or ``inputTokens`` +
+    ``outputTokens``) and ``outputs.usage.cost``; None when it reported none. Values that are
+    not non-negative numbers are ignored rather than failing the step."""
+    usage = outputs.get("usage")
+    if not isinstance(usage, dict):
+        return None
+
+    def number(key: str) -> float | None:
+        value = usage.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return None
+        return float(value)
+
+    tokens = number("tokens")
+    if tokens is None:
+        parts = [n for n in (number("inputTokens"), number("outputTokens")) if n is not None]
+        tokens = sum(parts) if parts else None
+    cost = number("cost")
+    if tokens is None and cost is None:
+        return None
+    return Usage(tokens=int(tokens or 0), cost=cost or 0.0)

@@ -14,6 +14,7 @@ from typing import Any
 
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.workflow import (
+    BUDGET_GATE,
     ApprovalSpec,
     ContainerSpec,
     FanOutSpec,
@@ -386,6 +387,14 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
                 )
             )
         seen.setdefault(step.name, i)
+        if step.name == BUDGET_GATE and spec.budget is not None:
+            errors.append(
+                FieldError(
+                    f"spec.steps[{i}].name",
+                    f"{BUDGET_GATE!r} is the name of the budget's approval gate "
+                    "(approve.braid.dev/budget) when spec.budget is set; rename the step",
+                )
+            )
     param_names: list[str] = []
     for i, p in enumerate(spec.param_specs()):
         if p.name in param_names:

@@ -24,6 +24,7 @@ from braid.api.run import (
     CONDITION_SLA_BREACHED,
     CONDITION_SUCCEEDED,
     ApprovalRecord,
+    BudgetStatus,
     HistoryEntry,
     ItemStatus,
     IterationStatus,
@@ -33,10 +34,13 @@ from braid.api.run import (
     StepPhase,
     StepStatus,
     TaskStatus,
+    Usage,
     WorkflowRunStatus,
 )
 from braid.api.workflow import (
+    BUDGET_GATE,
     ApprovalTimeoutAction,
+    BudgetAction,
     FailureReason,
     MaxIterationsAction,
     ThresholdAction,
@@ -52,6 +56,7 @@ from braid.engine.actions import (
     RecordEvent,
 )
 from braid.engine.backoff import is_retryable, retry_delay
+from braid.engine.outputs import usage_of
 from braid.engine.plan import ActionPlan, Plan, StepPlan, plan_for
 from braid.engine.tasks import Task, judge, render_request
 from braid.expressions import Expression, ExpressionError, type_name
@@ -444,6 +449,8 @@ class RunState:
     # ------------------------------------------------------------------ attempts
 
     def _fill_slots(self, now: datetime) -> None:
+        if self.paused:
+            return
         while self.slot_queue and self._capacity() > 0:
             task = self.slot_queue.popleft()
             self.queued.discard(id(task.status))
@@ -502,7 +509,115 @@ class RunState:
         st.outputs = outputs
         st.completion_time = now
         self.dirty = True
+        used = usage_of(outputs)
+        if used is not None:
+            self._account(task, used, now)
         self._task_done(task, now)
+
+    # ------------------------------------------------------------------ budget
+
+    def _account(self, task: Task, used: Usage, now: datetime) -> None:
+        """Add a task's reported usage to it, its step (fan-outs, loops) and the run."""
+        task.status.usage = (task.status.usage or Usage()).add(used)
+        if task.role in ("item", "body"):
+            owner = self.steps[task.step]
+            owner.usage = (owner.usage or Usage()).add(used)
+        self.status.usage = (self.status.usage or Usage()).add(used)
+        budget = self.plan.spec.budget
+        if budget is None or self.status.budget is not None or self.failing is not None:
+            return
+        total = self.status.usage
+        over = []
+        if budget.tokens is not None and total.tokens > budget.tokens:
+            over.append(f"{total.tokens} tokens > {budget.tokens}")
+        if budget.cost is not None and total.cost > budget.cost:
+            over.append(f"cost {total.cost:g} > {budget.cost:g}")
+        if not over:
+            return
+        message = f"over budget after step {task.display}: {', '.join(over)}"
+        digest = hashlib.sha256(total.model_dump_json().encode()).hexdigest()[:DIGEST_LENGTH]
+        self.status.budget = BudgetStatus(state="Exceeded", time=now, usage=total, digest=digest)
+        if budget.on_exceeded == BudgetAction.PAUSE:
+            who = _approvers_text(budget.approvers)
+            self.actions.append(
+                RecordEvent(
+                    "Warning",
+                    "BudgetExceeded",
+                    f"Paused {message}; waiting for approval from {who} to go on "
+                    f"(approve.braid.dev/{BUDGET_GATE})",
+                    gate=BUDGET_GATE,
+                )
+            )
+            self.actions.append(
+                RecordEvent(
+                    "Normal",
+                    "ApprovalRequested",
+                    f"Going over budget awaits 1 approval from {who}: {message}",
+                    gate=BUDGET_GATE,
+                )
+            )
+            return
+        self._event("Warning", "BudgetExceeded", f"Stopping: {message}")
+        self._begin_failing("BudgetExceeded", message, now, cancel=True)
+
+    @property
+    def paused(self) -> bool:
+        """Over a Pause budget and not yet approved: nothing new starts."""
+        return (
+            self.status.budget is not None
+            and self.status.budget.state == "Exceeded"
+            and self.failing is None
+        )
+
+    def _on_budget_decision(self, decision: ApprovalDecision, now: datetime) -> None:
+        budget, record = self.plan.spec.budget, self.status.budget
+        if budget is None or record is None or not self.paused:
+            return
+        if decision.digest is not None and decision.digest != record.digest:
+            return
+        allowed = decision.trusted or _may_approve(
+            budget.approvers, decision.user, decision.groups, admitted=decision.admitted
+        )
+        verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
+        records = record.approvals or []
+        if any(r.user == decision.user and r.decision == verdict for r in records):
+            return
+        records.append(
+            ApprovalRecord(
+                user=decision.user,
+                decision=verdict,
+                time=now,
+                reason=decision.reason,
+                digest=record.digest,
+                bound=decision.digest is not None,
+            )
+        )
+        record.approvals = records
+        self.dirty = True
+        if not allowed:
+            self._event(
+                "Warning",
+                "ApprovalRefused",
+                f"Ignored budget decision by {decision.user}: not an allowed approver "
+                f"({_approvers_text(budget.approvers)})",
+            )
+        elif decision.approve:
+            record.state = "Approved"
+            self._event(
+                "Normal", "BudgetApproved", f"Going over budget approved by {decision.user}"
+            )
+        else:
+            record.state = "Rejected"
+            why = decision.reason or "no reason given"
+            self._event(
+                "Warning", "BudgetRejected", f"Going over budget rejected by {decision.user}: {why}"
+            )
+            self._begin_failing(
+                "BudgetRejected",
+                f"over budget, rejected by {decision.user}: {why}",
+                now,
+                cancel=True,
+            )
 
     def _task_failed(
         self, task: Task, reason: FailureReason, message: str, exit_code: int | None, now: datetime
@@ -648,6 +763,9 @@ class RunState:
         return None
 
     def _on_decision(self, decision: ApprovalDecision, now: datetime) -> None:
+        if decision.step == BUDGET_GATE and self.plan.spec.budget is not None:
+            self._on_budget_decision(decision, now)
+            return
         for task in list(self.approvals):
             name = task.body or task.step
             if name != decision.step or task.status.phase != StepPhase.WAITING:
@@ -1041,6 +1159,14 @@ class RunState:
         enabled = policy is None or (
             policy.enabled and (policy.on_cancel or not (self.failing and self.failing.cancelled))
         )
+        budget = self.plan.spec.budget
+        if (
+            self.failing is not None
+            and self.failing.reason == "BudgetExceeded"
+            and budget is not None
+            and budget.on_exceeded == BudgetAction.FAIL
+        ):
+            enabled = False  # Fail means stop as it is; Compensate is the other choice
         self.dirty = True
         if enabled and self._compensation_order():
             self.status.phase = RunPhase.COMPENSATING
@@ -1314,6 +1440,8 @@ class RunState:
         if not self.finished:
             if self.failing is not None:
                 reason, message = self.failing.reason, self.failing.message
+            elif self.paused and not self.active:
+                reason, message = "AwaitingApproval", "over budget: waiting for approval to go on"
             elif waiting and not self.active:
                 # Nothing else is moving: the printer column says why the run stands still.
                 reason, message = "AwaitingApproval", "waiting for approval"
@@ -1324,6 +1452,17 @@ class RunState:
                 CONDITION_SUCCEEDED, ConditionStatus.UNKNOWN, reason, message, now, gen
             )
         pending = [self._pending(t) for t in waiting]
+        if self.paused and self.plan.spec.budget is not None and self.status.budget is not None:
+            approvers = self.plan.spec.budget.approvers
+            pending.append(
+                PendingApproval(
+                    step=BUDGET_GATE,
+                    users=(approvers.users or None) if approvers else None,
+                    groups=(approvers.groups or None) if approvers else None,
+                    required=1,
+                    digest=self.status.budget.digest or "",
+                )
+            )
         if (pending or None) != status.pending_approvals:
             status.pending_approvals = pending or None
             self.dirty = True
