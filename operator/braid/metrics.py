@@ -12,11 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from braid.api.run import RunPhase, StepPhase, WorkflowRunStatus
 from braid.engine import Action, RecordEvent
+from braid.engine.breakers import BreakerBoard
 
 # Agent steps take from seconds to hours; runs up to a day.
 STEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
@@ -60,6 +61,42 @@ class _RequestCollector(Collector):
             verb, _, resource = key.partition(" ")
             family.add_metric([verb, resource], value)
         yield family
+
+
+BREAKER_STATES = {"Closed": 0, "Open": 1, "HalfOpen": 2}
+
+
+class _SharedCollector(Collector):
+    """Concurrency pools and circuit breakers, read at scrape time."""
+
+    def __init__(self, in_use: Callable[[], Mapping[str, int]], board: BreakerBoard) -> None:
+        self.in_use = in_use
+        self.board = board
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        pools = GaugeMetricFamily(
+            "braid_concurrency_in_use",
+            "Attempts holding a slot of each concurrency key.",
+            labels=["key"],
+        )
+        for key, value in sorted(self.in_use().items()):
+            pools.add_metric([key], value)
+        yield pools
+        state = GaugeMetricFamily(
+            "braid_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            labels=["key"],
+        )
+        failures = GaugeMetricFamily(
+            "braid_circuit_breaker_failures",
+            "Consecutive failures counted by each circuit breaker.",
+            labels=["key"],
+        )
+        for key, breaker in sorted(self.board.breakers.items()):
+            state.add_metric([key], BREAKER_STATES[breaker.state])
+            failures.add_metric([key], breaker.failures)
+        yield state
+        yield failures
 
 
 class Metrics:
@@ -142,6 +179,9 @@ class Metrics:
 
     def watch_requests(self, counts: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_RequestCollector(counts))
+
+    def watch_shared(self, in_use: Callable[[], Mapping[str, int]], board: BreakerBoard) -> None:
+        self.registry.register(_SharedCollector(in_use, board))
 
     def record(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -129,6 +129,23 @@ class BudgetStatus(Model):
     digest: str | None = Field(default=None, description="Digest to approve with.")
 
 
+class BreakerStatus(Model):
+    """A circuit breaker this run's steps go through, as the operator saw it last."""
+
+    key: str = Field(description="The breaker's key.")
+    state: Literal["Closed", "Open", "HalfOpen"] = Field(description="Closed, Open or HalfOpen.")
+    failures: int = Field(default=0, description="Consecutive failures counted.")
+    retry_at: datetime | None = Field(
+        default=None, description="When an open breaker lets one attempt probe."
+    )
+
+    @classmethod
+    def of(cls, key: str, breaker: Any) -> BreakerStatus:
+        return cls(
+            key=key, state=breaker.state, failures=breaker.failures, retry_at=breaker.retry_at
+        )
+
+
 class TaskStatus(Model):
     """Status of one unit of execution: a step, a fan-out item or a loop body step."""
 
@@ -151,6 +168,9 @@ class TaskStatus(Model):
     outputs: dict[str, JSON] | None = Field(default=None, description="Outputs (JSON object).")
     usage: Usage | None = Field(
         default=None, description="Tokens and cost reported (summed over items for a fan-out)."
+    )
+    fallback: bool | None = Field(
+        default=None, description="The last attempt ran the circuit breaker's fallback."
     )
 
 
@@ -276,6 +296,9 @@ class WorkflowRunStatus(Model):
     usage: Usage | None = Field(default=None, description="Tokens and cost used so far.")
     budget: BudgetStatus | None = Field(
         default=None, description="Set once the run went over spec.budget."
+    )
+    circuit_breakers: list[BreakerStatus] | None = Field(
+        default=None, description="The shared circuit breakers this run's steps go through."
     )
     pending_approvals: list[PendingApproval] | None = Field(
         default=None, description="Approval gates waiting now, with who may decide."

@@ -198,6 +198,8 @@ class FailureReason(StrEnum):
     WEBHOOK_FAILED = "WebhookFailed"
     EXPRESSION_ERROR = "ExpressionError"
     START_FAILED = "StartFailed"
+    CIRCUIT_OPEN = "CircuitOpen"
+    POD_LOST = "PodLost"
 
 
 class RetryOn(Model):
@@ -246,6 +248,41 @@ class StepSLA(Model):
     )
 
 
+KEY_PATTERN = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+
+
+class ConcurrencySpec(Model):
+    """A limit shared by every run: at most ``limit`` attempts holding ``key`` at once (for
+    example five calls to one model across all runs). Waiting attempts say so in their status."""
+
+    key: str = Field(
+        pattern=KEY_PATTERN, max_length=63, description="Name of the shared pool (a label value)."
+    )
+    limit: int = Field(ge=1, le=10000, description="Most attempts holding the key at once.")
+
+
+class CircuitBreakerSpec(Model):
+    """A breaker shared by every run: after ``failureThreshold`` consecutive failed attempts
+    behind ``key`` it opens for ``coolDownSeconds``; attempts then fail fast (reason
+    CircuitOpen) or run ``fallback``; after the cool-down one attempt probes (half-open) and
+    its result closes or reopens the breaker."""
+
+    key: str = Field(
+        pattern=KEY_PATTERN, max_length=63, description="The endpoint or model the breaker guards."
+    )
+    failure_threshold: int = Field(
+        default=5, ge=1, le=1000, description="Consecutive failures that open the breaker."
+    )
+    cool_down_seconds: int = Field(
+        default=60, ge=1, le=86400, description="How long it stays open before a probe."
+    )
+    fallback: StepAction | None = Field(
+        default=None,
+        description="Run this instead while the breaker is open (e.g. a cheaper model); its "
+        "outputs become the step's.",
+    )
+
+
 class _StepBase(Model):
     name: str = Field(
         pattern=NAME_PATTERN,
@@ -269,6 +306,12 @@ class _StepBase(Model):
         description="Timeout of each attempt; defaults to spec.defaults.timeoutSeconds.",
     )
     sla: StepSLA | None = Field(default=None, description="Service-level target of the step.")
+    concurrency: ConcurrencySpec | None = Field(
+        default=None, description="Hold a slot of a pool shared by all runs while running."
+    )
+    circuit_breaker: CircuitBreakerSpec | None = Field(
+        default=None, description="A circuit breaker shared by all runs."
+    )
 
 
 class LoopStep(_StepBase):

@@ -12,9 +12,10 @@ import structlog
 from prometheus_client import start_http_server
 
 from braid.api.common import GROUP, VERSION
+from braid.controller.pools import pod_keys
 from braid.controller.reconcile import Reconciler
 from braid.kube.client import KubeCluster
-from braid.kube.pods import LABEL_RUN
+from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN
 from braid.metrics import Metrics
 
 log = structlog.get_logger("braid.controller")
@@ -61,6 +62,8 @@ class Runtime:
 
     def forget(self, namespace: str, name: str) -> None:
         self.reconciler.written.pop((namespace, name), None)
+        for other in self.reconciler.pools.forget((namespace, name)):
+            self.wake(*other, 0.0)
         if self.reconciler.metrics is not None:
             self.reconciler.metrics.forget(namespace, name)
         if (timer := self.timers.pop((namespace, name), None)) is not None:
@@ -127,6 +130,7 @@ def pods_by_run(
     snapshot = {
         "metadata": {"name": body["metadata"]["name"]},
         "status": dict(body.get("status") or {}),
+        "key": labels.get(LABEL_CONCURRENCY_KEY),
     }
     return {(namespace, labels[LABEL_RUN]): snapshot}
 
@@ -134,7 +138,11 @@ def pods_by_run(
 def _runtime_for(memo: Any, pods: Any) -> Runtime:
     global _runtime  # noqa: PLW0603 - one runtime per operator process
     if _runtime is None:
-        _runtime = Runtime(Reconciler(memo["cluster"], metrics=memo.get("metrics")), pods)
+        reconciler = Reconciler(memo["cluster"], metrics=memo.get("metrics"))
+        reconciler.pool_pods = lambda: pod_keys(pods) if pods is not None else []
+        if reconciler.metrics is not None:
+            reconciler.metrics.watch_shared(reconciler.pools.in_use, reconciler.breakers)
+        _runtime = Runtime(reconciler, pods)
     return _runtime
 
 

@@ -30,6 +30,7 @@ from braid.api.run import (
     WorkflowRunStatus,
 )
 from braid.api.workflow import WorkflowSpec
+from braid.controller.pools import Pools
 from braid.engine import (
     DIGEST_LENGTH,
     ApprovalDecision,
@@ -41,6 +42,7 @@ from braid.engine import (
     StartAttempt,
     resolve_params,
 )
+from braid.engine.breakers import BreakerBoard
 from braid.engine.retry import seed_status
 from braid.engine.validate import validate_workflow
 from braid.kube.client import Cluster, ConflictError
@@ -110,6 +112,13 @@ class Reconciler:
     # The resourceVersion of each run's last status write: the watch event it causes carries
     # nothing new, so the handler can skip it.
     written: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Shared by every run: concurrency pools and circuit breakers (in memory; breakers start
+    # closed when the operator starts).
+    pools: Pools = field(default_factory=Pools)
+    breakers: BreakerBoard = field(default_factory=BreakerBoard)
+    # Every indexed step pod holding a concurrency key, as (run, key, phase); read only for
+    # runs whose steps use a pool.
+    pool_pods: Callable[[], list[tuple[tuple[str, str], str, str | None]]] = list
 
     async def reconcile(self, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> None:
         run = await self.cluster.get_run(namespace, name)
@@ -142,12 +151,18 @@ class Reconciler:
         before = Before.of(status)
         state = RunState.load(name, spec, status, params, run["metadata"].get("generation"))
         webhook_results = self.webhook_results.pop((namespace, name), [])
+        key = (namespace, name)
         observations = Observations(
             results=[r for r in (result_of(p) for p in pods) if r is not None] + webhook_results,
             decisions=decisions_from(run["metadata"].get("annotations") or {}),
             cancel=bool(parsed.spec.cancelled),
+            elsewhere=self.pools.elsewhere(key, self.pool_pods()) if state.plan.pools else {},
+            breakers=self.breakers,
         )
         decision = state.decide(observations, self.clock())
+        # Reserved before any await, so two runs reconciled at once cannot both take a slot.
+        for other in self.pools.update(key, decision.held, decision.waiting_for):
+            self.on_wake(*other, 0.0)
         workflow = parsed.spec.workflow_ref.name if parsed.spec.workflow_ref else name
         log_ = log_.bind(workflow=workflow)
         for action in decision.actions:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from braid.engine.breakers import BreakerBoard
+
 
 @dataclass(frozen=True)
 class AttemptLabels:
@@ -51,6 +53,7 @@ class StartAttempt:
     timeout_seconds: int | None
     container: ContainerRequest | None = None
     webhook: WebhookRequest | None = None
+    concurrency_key: str | None = None  # holds a slot of this shared pool while it runs
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ class Observations:
     results: list[AttemptResult] = field(default_factory=list)
     decisions: list[ApprovalDecision] = field(default_factory=list)
     cancel: bool = False
+    # Shared with other runs: attempts of other runs holding each concurrency key, and the
+    # driver's circuit breakers (the engine updates them as results come in).
+    elsewhere: dict[str, int] = field(default_factory=dict)
+    breakers: BreakerBoard | None = None
 
 
 @dataclass
@@ -133,3 +140,5 @@ class Decision:
     wake_at: datetime | None
     changed: bool
     finished: bool
+    held: dict[str, int] = field(default_factory=dict)  # key -> this run's active attempts
+    waiting_for: frozenset[str] = frozenset()  # keys this run waits for a slot of

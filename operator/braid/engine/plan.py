@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -16,6 +16,8 @@ from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.workflow import (
     BUDGET_GATE,
     ApprovalSpec,
+    CircuitBreakerSpec,
+    ConcurrencySpec,
     ContainerSpec,
     FanOutSpec,
     FinallyStep,
@@ -75,6 +77,9 @@ class ActionPlan:
     approval: ApprovalPlan | None
     retry: RetryPolicy
     timeout_seconds: int | None
+    concurrency: ConcurrencySpec | None = None
+    breaker: CircuitBreakerSpec | None = None
+    fallback: ActionPlan | None = None  # runs instead while the breaker is open
 
     @property
     def kind(self) -> str:
@@ -142,6 +147,8 @@ class Plan:
     param_names: frozenset[str]
     body_names: dict[str, str] = field(default_factory=dict)  # body step -> loop step
     has_sla: bool = False  # any run or step SLA target: decides whether SLABreached is shown
+    breaker_keys: tuple[str, ...] = ()  # circuit breakers the steps go through, shown in status
+    pools: bool = False  # some step holds a concurrency key
 
 
 class _Compiler:
@@ -439,10 +446,19 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
                 step.retry,
                 step.timeout_seconds,
             )
+            action = _shared(compiler, step, action, path)
         elif step.fan_out is not None:
             fan_plan = _fan_out(compiler, step, step.fan_out, path)
         elif step.loop is not None:
             loop_plan = _loop(compiler, step, step.loop, path, body_names, seen)
+            for key, value in (
+                ("concurrency", step.concurrency),
+                ("circuitBreaker", step.circuit_breaker),
+            ):
+                if value is not None:
+                    errors.append(
+                        FieldError(f"{path}.{key}", "set it on the loop's body steps instead")
+                    )
             body_of[step.name] = [b.name for b in step.loop.steps]
         compensation = None
         if step.compensation is not None:
@@ -489,7 +505,20 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         param_names=frozenset(param_names),
         body_names=body_names,
         has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
+        breaker_keys=tuple(
+            dict.fromkeys(a.breaker.key for a in _actions(steps) if a.breaker is not None)
+        ),
+        pools=any(a.concurrency is not None for a in _actions(steps)),
     )
+
+
+def _actions(steps: dict[str, StepPlan]) -> list[ActionPlan]:
+    """The actions of the steps, fan-outs and loop bodies (not compensation or finally)."""
+    out: list[ActionPlan | None] = []
+    for plan in steps.values():
+        out += [plan.action, plan.fan_out.action if plan.fan_out else None]
+        out += [b.action for b in plan.loop.body] if plan.loop else []
+    return [a for a in out if a is not None]
 
 
 def _action_of(
@@ -519,7 +548,8 @@ def _fan_out(compiler: _Compiler, step: Step, fan: FanOutSpec, path: str) -> Fan
         step.timeout_seconds,
         frozenset({"item", "index"}),
     )
-    return FanOutPlan(fan, items_expr, action)
+    shared = _shared(compiler, step, action, path, step.name, frozenset({"item", "index"}))
+    return FanOutPlan(fan, items_expr, shared)
 
 
 def _loop(
@@ -561,7 +591,42 @@ def _body(
         sub.timeout_seconds or step.timeout_seconds,
         scope,
     )
-    return BodyPlan(sub.name, index, when, action)
+    return BodyPlan(sub.name, index, when, _shared(compiler, sub, action, path, step.name, scope))
+
+
+def _shared(
+    compiler: _Compiler,
+    step: Step | LoopStep,
+    action: ActionPlan,
+    path: str,
+    owner: str | None = None,
+    extra: frozenset[str] = frozenset(),
+) -> ActionPlan:
+    """Attach the step's concurrency pool and circuit breaker (and its fallback)."""
+    if step.concurrency is None and step.circuit_breaker is None:
+        return action
+    if action.approval is not None:
+        name = "concurrency" if step.concurrency is not None else "circuitBreaker"
+        compiler.errors.append(
+            FieldError(f"{path}.{name}", "only container, webhook and fan-out steps hold slots")
+        )
+        return action
+    fallback = None
+    breaker = step.circuit_breaker
+    if breaker is not None and breaker.fallback is not None:
+        spec = breaker.fallback
+        fallback = compiler.action(
+            f"{path}.circuitBreaker.fallback",
+            owner or step.name,
+            spec.container,
+            spec.webhook,
+            None,
+            spec.retry,
+            spec.timeout_seconds or action.timeout_seconds,
+            extra,
+        )
+        fallback = replace(fallback, concurrency=step.concurrency)
+    return replace(action, concurrency=step.concurrency, breaker=breaker, fallback=fallback)
 
 
 @lru_cache(maxsize=256)

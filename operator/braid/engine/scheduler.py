@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from braid.api.run import (
     CONDITION_SLA_BREACHED,
     CONDITION_SUCCEEDED,
     ApprovalRecord,
+    BreakerStatus,
     BudgetStatus,
     HistoryEntry,
     ItemStatus,
@@ -56,6 +57,7 @@ from braid.engine.actions import (
     RecordEvent,
 )
 from braid.engine.backoff import is_retryable, retry_delay
+from braid.engine.breakers import BreakerBoard
 from braid.engine.outputs import usage_of
 from braid.engine.plan import ActionPlan, Plan, StepPlan, plan_for
 from braid.engine.tasks import Task, judge, render_request
@@ -113,6 +115,11 @@ class RunState:
     failing: _Failing | None = None
     actions: list[Action] = field(default_factory=list)
     dirty: bool = False
+    # Shared with other runs, given by the driver with each decision.
+    elsewhere: dict[str, int] = field(default_factory=dict)  # key -> attempts of other runs
+    breakers: BreakerBoard | None = None
+    held: Counter[str] = field(default_factory=Counter)  # key -> this run's active attempts
+    waiting_for: set[str] = field(default_factory=set)  # keys with a free slot wanted
 
     # ------------------------------------------------------------------ loading
 
@@ -160,8 +167,10 @@ class RunState:
 
     def _resume_task(self, task: Task) -> None:
         phase = task.status.phase
+        if task.status.fallback and task.action.fallback is not None:
+            task = replace(task, action=task.action.fallback)
         if phase in _ACTIVE and task.status.attempt_name:
-            self.active[task.status.attempt_name] = task
+            self._activate(task.status.attempt_name, task)
         elif phase == StepPhase.RETRYING:
             self.retrying.append(task)
         elif phase == StepPhase.WAITING:
@@ -308,6 +317,9 @@ class RunState:
         """Apply what was observed and what time it is; return what to do next."""
         self.actions = []
         self.dirty = False
+        self.elsewhere = observations.elsewhere
+        self.breakers = observations.breakers
+        self.waiting_for = set()
         if self.status.phase == RunPhase.PENDING:
             self._start_run(now)
         if not self.finished:
@@ -326,7 +338,21 @@ class RunState:
             end = self.status.completion_time or now
             if self.status.start_time is not None:
                 self.status.duration = _format_duration(end - self.status.start_time)
-        return Decision(self.actions, self._wake_at(), self.dirty, self.finished)
+        if self.breakers is not None and self.plan.breaker_keys:
+            shown = [
+                BreakerStatus.of(key, self.breakers.get(key)) for key in self.plan.breaker_keys
+            ]
+            if shown != (self.status.circuit_breakers or []):
+                self.status.circuit_breakers = shown
+                self.dirty = True
+        return Decision(
+            self.actions,
+            self._wake_at(),
+            self.dirty,
+            self.finished,
+            held={k: n for k, n in self.held.items() if n > 0},
+            waiting_for=frozenset(self.waiting_for),
+        )
 
     def _record_history(self, now: datetime) -> None:
         """Every transition but routine progress goes into the bounded audit history."""
@@ -451,13 +477,20 @@ class RunState:
     def _fill_slots(self, now: datetime) -> None:
         if self.paused:
             return
+        blocked: list[Task] = []
         while self.slot_queue and self._capacity() > 0:
             task = self.slot_queue.popleft()
             self.queued.discard(id(task.status))
             if task.status.phase in (StepPhase.PENDING, StepPhase.RETRYING) and self._may_start(
                 task
             ):
-                self._start_attempt(task, now)
+                if self._admit(task.action, task.status):
+                    self._start_attempt(task, now)
+                else:
+                    blocked.append(task)
+        for task in reversed(blocked):  # they keep their place in the queue
+            self.slot_queue.appendleft(task)
+            self.queued.add(id(task.status))
         if self.failing is None:
             for fan in list(self.fan_outs.values()):
                 self._start_items(fan, now)
@@ -467,11 +500,63 @@ class RunState:
             return True
         return task.role in ("compensation", "finally")
 
+    def _activate(self, name: str, task: Task) -> None:
+        self.active[name] = task
+        if task.action.concurrency is not None:
+            self.held[task.action.concurrency.key] += 1
+
+    def _deactivate(self, name: str) -> Task | None:
+        task = self.active.pop(name, None)
+        if task is not None and task.action.concurrency is not None:
+            self.held[task.action.concurrency.key] -= 1
+        return task
+
+    def _admit(self, action: ActionPlan, status: TaskStatus) -> bool:
+        """A free slot in the action's concurrency pool, counting every run's attempts."""
+        pool = action.concurrency
+        if pool is None:
+            return True
+        in_use = self.held[pool.key] + self.elsewhere.get(pool.key, 0)
+        if in_use < pool.limit:
+            return True
+        self.waiting_for.add(pool.key)
+        message = f"waiting for a slot of concurrency key {pool.key} ({in_use}/{pool.limit} in use)"
+        if (status.reason, status.message) != ("WaitingForConcurrency", message):
+            status.reason, status.message = "WaitingForConcurrency", message
+            self.dirty = True
+        return False
+
     def _start_attempt(self, task: Task, now: datetime) -> None:
         st = task.status
         st.attempts += 1
         st.retry_time = None
         st.start_time = st.start_time or now
+        breaker = task.action.breaker
+        if breaker is not None and self.breakers is not None:
+            if self.breakers.admit(breaker.key, task.attempt_name(), now):
+                st.fallback = None
+            elif task.action.fallback is not None:
+                task = replace(task, action=task.action.fallback)
+                st.fallback = True
+                self._event(
+                    "Warning",
+                    "CircuitOpenFallback",
+                    f"Circuit breaker {breaker.key} is open: {task.display} runs its fallback",
+                    task.step,
+                )
+            else:
+                st.attempt_name = task.attempt_name()
+                retry_at = self.breakers.get(breaker.key).retry_at
+                when = f" until {retry_at.isoformat()}" if retry_at else ""
+                self._task_failed(
+                    task,
+                    FailureReason.CIRCUIT_OPEN,
+                    f"circuit breaker {breaker.key} is open{when} after "
+                    f"{self.breakers.get(breaker.key).failures} consecutive failures",
+                    None,
+                    now,
+                )
+                return
         try:
             request = render_request(
                 task, self.context(task, self._action_expressions(task.action))
@@ -481,19 +566,31 @@ class RunState:
             self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
             return
         st.phase = StepPhase.RUNNING
+        if st.reason == "WaitingForConcurrency":
+            st.reason = st.message = None
         st.attempt_name = request.name
         st.attempt_start_time = now
-        self.active[request.name] = task
+        self._activate(request.name, task)
         self.actions.append(request)
         self.dirty = True
 
     def _on_result(self, result: AttemptResult, now: datetime) -> None:
-        task = self.active.pop(result.name, None)
+        task = self._deactivate(result.name)
         if task is None:
             return  # already recorded, cancelled, or not ours: results are idempotent
         self._release(task)
         verdict = judge(task, result, self.context(task, self._action_expressions(task.action)))
         task.status.exit_code = verdict.exit_code
+        breaker = task.action.breaker
+        if breaker is not None and self.breakers is not None:
+            self.breakers.record(
+                breaker.key,
+                result.name,
+                ok=verdict.failure is None,
+                now=now,
+                threshold=breaker.failure_threshold,
+                cool_down_seconds=breaker.cool_down_seconds,
+            )
         if verdict.failure is None:
             self._task_succeeded(task, verdict.outputs or {}, now)
         else:
@@ -677,9 +774,12 @@ class RunState:
     def _cancel_task(self, task: Task, reason: str, message: str, now: datetime) -> None:
         st = task.status
         name = st.attempt_name
-        if name and self.active.pop(name, None) is not None:
+        if name and (active := self._deactivate(name)) is not None:
             self.actions.append(CancelAttempt(name, reason))
             self._release(task)
+            breaker = active.action.breaker
+            if breaker is not None and self.breakers is not None:
+                self.breakers.abandon(breaker.key, name, now)
         st.phase, st.reason, st.message = StepPhase.CANCELLED, reason, message
         st.completion_time = now
         st.retry_time = None
@@ -918,7 +1018,13 @@ class RunState:
         assert fan.plan.fan_out is not None
         assert st.items is not None
         limit = fan.plan.fan_out.spec.parallelism or math.inf
-        while self._capacity() > 0 and len(st.items) < fan.total and fan.running < limit:
+        while (
+            self.fan_outs.get(fan.plan.name) is fan  # an item failing fast can end it
+            and self._capacity() > 0
+            and len(st.items) < fan.total
+            and fan.running < limit
+            and self._admit(fan.plan.fan_out.action, st)
+        ):
             item = ItemStatus(index=len(st.items))
             st.items.append(item)
             fan.running += 1
@@ -1304,7 +1410,7 @@ class RunState:
         for name, task in list(self.active.items()):
             deadline = _attempt_deadline(task)
             if deadline is not None and now >= deadline:
-                del self.active[name]
+                self._deactivate(name)
                 self._release(task)
                 self.actions.append(CancelAttempt(name, "TimedOut"))
                 self._task_failed(

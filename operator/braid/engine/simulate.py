@@ -23,6 +23,7 @@ from braid.engine.actions import (
     RecordEvent,
     StartAttempt,
 )
+from braid.engine.breakers import BreakerBoard
 from braid.engine.params import resolve_params
 from braid.engine.scheduler import RunState
 
@@ -65,19 +66,26 @@ def simulate(
     cancel_at: float | None = None,
     run_name: str = "run",
     max_decisions: int = 1_000_000,
+    breakers: BreakerBoard | None = None,
+    elsewhere: dict[str, int] | None = None,
+    start: datetime = EPOCH,
 ) -> SimulationResult:
     """Run to completion. ``decisions`` arrive at the given virtual seconds."""
     state = RunState.load(run_name, spec, WorkflowRunStatus(), resolve_params(spec, params))
     result = SimulationResult(state.status)
-    now = EPOCH
+    now = start
     pending: list[tuple[datetime, int, str, AttemptResult]] = []  # completions by time
     seq = 0
     running: set[str] = set()
     inbox: list[tuple[datetime, ApprovalDecision]] = sorted(
-        ((EPOCH + timedelta(seconds=t), d) for t, d in decisions or []), key=lambda x: x[0]
+        ((start + timedelta(seconds=t), d) for t, d in decisions or []), key=lambda x: x[0]
     )
-    cancel_time = EPOCH + timedelta(seconds=cancel_at) if cancel_at is not None else None
-    obs = Observations()
+    cancel_time = start + timedelta(seconds=cancel_at) if cancel_at is not None else None
+
+    def observations() -> Observations:
+        return Observations(breakers=breakers, elsewhere=dict(elsewhere or {}))
+
+    obs = observations()
     for _ in range(max_decisions):
         decision = state.decide(obs, now)
         result.decisions += 1
@@ -127,7 +135,7 @@ def simulate(
         if not candidates:
             raise AssertionError(f"run is stuck at {now}: nothing running and nothing scheduled")
         now = max(now, min(candidates))
-        obs = Observations()
+        obs = observations()
         while pending and pending[0][0] <= now:
             _, _, name, res = heapq.heappop(pending)
             if name in running:

@@ -103,6 +103,7 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
         timeout_seconds=action.timeout_seconds,
         container=container,
         webhook=webhook,
+        concurrency_key=action.concurrency.key if action.concurrency else None,
     )
 
 

@@ -16,6 +16,7 @@ LABEL_ITEM = "braid.dev/item"
 LABEL_ITERATION = "braid.dev/iteration"
 LABEL_BODY_STEP = "braid.dev/body-step"
 LABEL_ROLE = "braid.dev/role"
+LABEL_CONCURRENCY_KEY = "braid.dev/concurrency-key"
 TERMINATION_LOG = "/dev/termination-log"
 CONTAINER = "step"
 
@@ -63,6 +64,8 @@ def pod_for(
         labels[LABEL_ITERATION] = str(request.labels.iteration)
     if request.labels.body_step is not None:
         labels[LABEL_BODY_STEP] = request.labels.body_step
+    if request.concurrency_key is not None:
+        labels[LABEL_CONCURRENCY_KEY] = request.concurrency_key
     env = [{"name": k, "value": v} for k, v in container.env.items()]
     env += [
         {"name": "BRAID_RUN", "value": run_name},

@@ -30,6 +30,7 @@ from braid.engine import (
     RunState,
     StartAttempt,
 )
+from braid.engine.breakers import BreakerBoard
 from braid.local.executors import HTTPExecutor, ProcessExecutor
 
 Clock = Callable[[], datetime]
@@ -94,7 +95,10 @@ class LocalRun:
     ) -> None:
         running: dict[asyncio.Future[Any], str] = {}
         prompts: set[asyncio.Future[Any]] = set()
-        observations = Observations(decisions=list(self.decisions))
+        # One run locally: its breakers are its own (a retry storm still trips them), and its
+        # concurrency pools hold only its own attempts.
+        breakers = BreakerBoard()
+        observations = Observations(decisions=list(self.decisions), breakers=breakers)
         while True:
             now = self.clock()
             decision = state.decide(observations, now)
@@ -112,7 +116,7 @@ class LocalRun:
                                 task.cancel()
                 else:
                     self.on_event(action, now)
-                    if action.reason == "ApprovalRequested" and action.step:
+                    if action.reason == "ApprovalRequested" and (action.gate or action.step):
                         prompts.add(self._ask(action))
             if decision.finished:
                 for task in running:
@@ -132,7 +136,7 @@ class LocalRun:
             )
             interrupt_wait.cancel()
             observations = Observations(
-                decisions=list(self.decisions), cancel=self.cancel_requested
+                decisions=list(self.decisions), cancel=self.cancel_requested, breakers=breakers
             )
             for fut in done:
                 running.pop(fut, None)
