@@ -228,6 +228,15 @@ def exercise(kube: Kube) -> None:
     events = kube.json("get", "events", "--field-selector", f"involvedObject.name={run}")
     assert events["items"], "the operator recorded no events"
 
+    spec = json.loads(scripted_workflow("brief", 1, delay="0s"))
+    spec["spec"]["ttlStrategy"] = {"secondsAfterCompletion": 0}
+    kube.apply(json.dumps(spec))
+    gone = kube.create(run_of("brief"))
+    kube.wait_for(
+        "the finished run to be deleted (TTL)",
+        lambda: kube.run("get", "workflowrun", gone, check=False).returncode != 0,
+    )
+
 
 @pytest.mark.parametrize(
     "installed",

@@ -212,3 +212,39 @@ def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
     assert "Fraction of the items, rounded up." in out
     out = kube.run("explain", "workflowrun.status.conditions").stdout
     assert "Succeeded, ApprovalPending, SLABreached" in out
+
+
+def test_a_pod_deleted_under_a_running_step_is_retried_and_says_why(
+    kube: Kube, operator: Operator
+) -> None:
+    spec = json.loads(scripted_workflow("victim", 1, delay="600s"))
+    spec["spec"]["steps"][0]["retry"] = {"limit": 1, "backoff": {"initialDelaySeconds": 0}}
+    kube.apply(json.dumps(spec))
+    run = kube.create(run_of("victim"))
+    first = f"{run}-s0-1"
+    kube.wait_for(
+        "the first attempt", lambda: kube.run("get", "pod", first, check=False).returncode == 0
+    )
+    kube.run("delete", "pod", first, "--grace-period=0", "--force")
+    kube.wait_for(
+        "the retry", lambda: kube.run("get", "pod", f"{run}-s0-2", check=False).returncode == 0
+    )
+    history = kube.run_status(run)["history"]
+    retried = next(h for h in history if h["reason"] == "StepRetrying")
+    assert "PodLost" in retried["message"]
+    assert "deleted before the step finished" in retried["message"]
+
+
+def test_pod_gc_deletes_pods_once_their_results_are_recorded(
+    kube: Kube, operator: Operator
+) -> None:
+    spec = json.loads(scripted_workflow("tidy", 2, delay="0s", arg="kept"))
+    spec["spec"]["podGC"] = {"strategy": "OnPodCompletion"}
+    kube.apply(json.dumps(spec))
+    run = kube.create(run_of("tidy"))
+    status = kube.wait_finished(run)
+    assert status["outputs"] == {"last": "kept"}
+    kube.wait_for(
+        "the pods to be collected",
+        lambda: not kube.json("get", "pods", "-l", f"braid.dev/run={run}")["items"],
+    )

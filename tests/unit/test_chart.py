@@ -43,6 +43,7 @@ OPERATOR_USES = {
     ("braid.dev", "workflowruns", "get"),
     ("braid.dev", "workflowruns", "list"),
     ("braid.dev", "workflowruns", "watch"),
+    ("braid.dev", "workflowruns", "delete"),
     ("braid.dev", "workflowruns/status", "update"),
     ("braid.dev", "workflows", "get"),
     ("", "pods", "list"),

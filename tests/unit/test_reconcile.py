@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from braid.controller.reconcile import Reconciler, decisions_from
+from braid.controller.reconcile import LOST_AFTER, Reconciler, decisions_from
 from braid.engine import RecordEvent
 from braid.kube.client import ConflictError
+from braid.kube.pods import result_of
 from braid.metrics import Metrics
 
 
@@ -56,6 +57,10 @@ class FakeCluster:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.pods.pop(name, None)
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
+        if self.runs.get(name, {}).get("metadata", {}).get("uid") == uid:
+            del self.runs[name]
 
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
         self.events.append(event)
@@ -258,3 +263,84 @@ def test_metrics_follow_the_runs_transitions():
     assert value("braid_runs_finished_total", result="Failed") == 1
     assert value("braid_run_duration_seconds_count", result="Failed") == 1
     assert metrics.registry.get_sample_value("braid_active_runs", labels) is None  # no runs left
+
+
+def with_spec(**extra: Any) -> tuple[FakeCluster, Reconciler]:
+    cluster, reconciler = setup()
+    cluster.workflows["wf"]["spec"].update(extra)
+    return cluster, reconciler
+
+
+def test_a_pod_deleted_under_a_running_step_is_retried_with_the_reason():
+    cluster, reconciler = with_spec()
+    cluster.workflows["wf"]["spec"]["steps"][0]["retry"] = {"limit": 1}
+    reconcile(cluster, reconciler)
+    del cluster.pods["r-a-1"]  # kubectl delete pod, or the node went away
+    asyncio.run(reconciler.reconcile("ns", "r", [], lost=["r-a-1"]))
+    step = cluster.runs["r"]["status"]["steps"][0]
+    assert (step["phase"], step["reason"]) == ("Retrying", "PodLost")
+    assert "deleted before the step finished" in step["message"]
+
+
+def test_a_pod_missing_long_after_it_started_is_lost_even_without_the_deletion_event():
+    cluster, reconciler = with_spec()
+    reconcile(cluster, reconciler)
+    del cluster.pods["r-a-1"]
+    reconcile(cluster, reconciler)  # a second later: maybe not indexed yet, so not lost
+    assert cluster.runs["r"]["status"]["steps"][0]["phase"] == "Running"
+    later = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=LOST_AFTER + 5)
+    reconciler.clock = lambda: later
+    reconcile(cluster, reconciler)
+    step = cluster.runs["r"]["status"]["steps"][0]
+    assert (step["phase"], step["reason"]) == ("Failed", "PodLost")
+
+
+def test_an_evicted_pod_is_lost_not_an_error_of_the_step():
+    result = result_of(
+        {
+            "metadata": {"name": "p"},
+            "status": {"phase": "Failed", "reason": "Evicted", "message": "low on memory"},
+        }
+    )
+    assert result is not None
+    assert result.lost
+    assert result.error == "the pod was evicted: low on memory"
+
+
+def test_pod_gc_on_pod_completion_deletes_a_pod_once_its_result_is_recorded():
+    cluster, reconciler = with_spec(podGC={"strategy": "OnPodCompletion"})
+    reconcile(cluster, reconciler)
+    finish(cluster, "r-a-1", '{"x": 1}')
+    reconcile(cluster, reconciler)
+    assert list(cluster.pods) == ["r-b-1"]
+    assert cluster.runs["r"]["status"]["steps"][0]["outputs"] == {"x": 1}
+
+
+def test_pod_gc_on_run_completion_and_ttl_delete_after_the_run_finishes():
+    cluster, reconciler = with_spec(
+        podGC={"strategy": "OnRunCompletion"}, ttlStrategy={"secondsAfterSuccess": 30}
+    )
+    woken: list[float] = []
+    reconciler.on_wake = lambda _ns, _name, delay: woken.append(delay)
+    reconcile(cluster, reconciler)
+    finish(cluster, "r-a-1")
+    reconcile(cluster, reconciler)
+    assert sorted(cluster.pods) == ["r-a-1", "r-b-1"]  # still running: kept
+    finish(cluster, "r-b-1")
+    reconcile(cluster, reconciler)
+    assert cluster.runs["r"]["status"]["phase"] == "Succeeded"
+    assert cluster.pods == {}
+    assert 25 < woken[-1] <= 30  # woken when the TTL is due
+    reconciler.clock = lambda: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=60)
+    reconcile(cluster, reconciler)
+    assert "r" not in cluster.runs
+
+
+def test_ttl_after_failure_uses_its_own_seconds():
+    cluster, reconciler = with_spec(
+        ttlStrategy={"secondsAfterCompletion": 1000, "secondsAfterFailure": 0}
+    )
+    reconcile(cluster, reconciler)
+    cluster.pods["r-a-1"]["status"] = {"phase": "Failed", "reason": "Error", "message": "x"}
+    reconcile(cluster, reconciler)
+    assert "r" not in cluster.runs

@@ -526,6 +526,40 @@ class BudgetSpec(Model):
         return self
 
 
+class PodGCStrategy(StrEnum):
+    NEVER = "Never"
+    ON_POD_COMPLETION = "OnPodCompletion"
+    ON_RUN_COMPLETION = "OnRunCompletion"
+
+
+class PodGC(Model):
+    """When finished step pods are deleted. Their results are in the run's status first."""
+
+    strategy: PodGCStrategy = Field(
+        default=PodGCStrategy.NEVER,
+        description="Never; OnPodCompletion: as soon as the run's status records the result; "
+        "OnRunCompletion: all of the run's pods once it finishes.",
+    )
+
+
+class TTLStrategy(Model):
+    """When a finished run is deleted (with its pods and events)."""
+
+    seconds_after_completion: int | None = Field(
+        default=None, ge=0, description="After any outcome."
+    )
+    seconds_after_success: int | None = Field(
+        default=None, ge=0, description="After success; overrides secondsAfterCompletion."
+    )
+    seconds_after_failure: int | None = Field(
+        default=None, ge=0, description="After failure or cancellation; overrides it too."
+    )
+
+    def seconds(self, succeeded: bool) -> int | None:
+        specific = self.seconds_after_success if succeeded else self.seconds_after_failure
+        return specific if specific is not None else self.seconds_after_completion
+
+
 class Defaults(Model):
     """Defaults applied to every step that does not set its own."""
 
@@ -564,6 +598,12 @@ class WorkflowSpec(Model):
     defaults: Defaults | None = Field(default=None, description="Step defaults.")
     budget: BudgetSpec | None = Field(
         default=None, description="Token and cost budget of each run, and what happens past it."
+    )
+    pod_gc: PodGC | None = Field(
+        default=None, alias="podGC", description="When finished step pods are deleted."
+    )
+    ttl_strategy: TTLStrategy | None = Field(
+        default=None, description="When finished runs are deleted."
     )
 
     def param_specs(self) -> list[ParamSpec]:

@@ -30,6 +30,8 @@ class Runtime:
         self.reconciler = reconciler
         self.pods = pods  # the kopf index of pods by (namespace, run)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Pods deleted before they finished, per run, until a reconcile has seen them.
+        self.lost: dict[tuple[str, str], set[str]] = {}
         self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         reconciler.on_wake = self.wake
 
@@ -38,11 +40,13 @@ class Runtime:
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
             pods = list(self.pods.get(key, [])) if self.pods is not None else []
+            lost = self.lost.pop(key, set())
             metrics = self.reconciler.metrics
             began = time.perf_counter()
             try:
-                await self.reconciler.reconcile(namespace, name, pods)
+                await self.reconciler.reconcile(namespace, name, pods, lost)
             except Exception:
+                self.lost.setdefault(key, set()).update(lost)
                 if metrics is not None:
                     metrics.reconcile_errors.inc()
                 log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
@@ -69,6 +73,7 @@ class Runtime:
         if (timer := self.timers.pop((namespace, name), None)) is not None:
             timer.cancel()
         self.locks.pop((namespace, name), None)
+        self.lost.pop((namespace, name), None)
 
 
 _runtime: Runtime | None = None
@@ -131,6 +136,7 @@ def pods_by_run(
         "metadata": {"name": body["metadata"]["name"]},
         "status": dict(body.get("status") or {}),
         "key": labels.get(LABEL_CONCURRENCY_KEY),
+        "deleting": bool(body["metadata"].get("deletionTimestamp")),
     }
     return {(namespace, labels[LABEL_RUN]): snapshot}
 
@@ -170,12 +176,24 @@ async def run_changed(
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
 async def pod_changed(
     *,
+    type: str,
     namespace: str | None,
     labels: Mapping[str, str],
     status: kopf.Status,
     memo: Any,
     **kwargs: Any,
 ) -> None:
-    if namespace and status.get("phase") in ("Succeeded", "Failed"):
+    if not namespace:
+        return
+    finished = status.get("phase") in ("Succeeded", "Failed")
+    if type == "DELETED" and not finished:
+        # Deleted under a running step: the step is told its pod was lost.
+        runtime = _runtime_for(memo, kwargs["pods_by_run"])
+        runtime.lost.setdefault((namespace, labels[LABEL_RUN]), set()).add(kwargs["name"])
+        log.info(
+            "Observed a pod deleted before it finished", run=labels[LABEL_RUN], pod=kwargs["name"]
+        )
+        await runtime.trigger(namespace, labels[LABEL_RUN])
+    elif finished:
         log.debug("Observed finished pod", run=labels[LABEL_RUN], pod=kwargs["name"])
         await _runtime_for(memo, kwargs["pods_by_run"]).trigger(namespace, labels[LABEL_RUN])

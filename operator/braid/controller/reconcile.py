@@ -29,7 +29,7 @@ from braid.api.run import (
     WorkflowRunSpec,
     WorkflowRunStatus,
 )
-from braid.api.workflow import WorkflowSpec
+from braid.api.workflow import PodGCStrategy, WorkflowSpec
 from braid.controller.pools import Pools
 from braid.engine import (
     DIGEST_LENGTH,
@@ -101,6 +101,11 @@ def decisions_from(annotations: dict[str, str]) -> list[ApprovalDecision]:
     return out
 
 
+# A container attempt whose pod has not been seen for this long after it was created is lost
+# (its deletion happened while the operator was not watching).
+LOST_AFTER = 60.0
+
+
 @dataclass
 class Reconciler:
     cluster: Cluster
@@ -120,14 +125,24 @@ class Reconciler:
     # runs whose steps use a pool.
     pool_pods: Callable[[], list[tuple[tuple[str, str], str, str | None]]] = list
 
-    async def reconcile(self, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> None:
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        pods: Iterable[dict[str, Any]],
+        lost: Iterable[str] = (),
+    ) -> None:
+        """``pods``: the run's step pods as indexed; ``lost``: pods seen deleted before they
+        finished."""
+        pods = list(pods)
         run = await self.cluster.get_run(namespace, name)
         if run is None or run["metadata"].get("deletionTimestamp"):
             return
         raw_status = run.get("status") or {}
         status = WorkflowRunStatus.model_validate(raw_status) if raw_status else WorkflowRunStatus()
         if status.succeeded is not None:
-            return  # finished runs are history
+            await self._after_finish(run, status, pods)  # finished runs are history
+            return
         log_ = log.bind(namespace=namespace, run=name)
         try:
             # Only the spec: the status was parsed above, and parsing it twice costs the most.
@@ -152,14 +167,17 @@ class Reconciler:
         state = RunState.load(name, spec, status, params, run["metadata"].get("generation"))
         webhook_results = self.webhook_results.pop((namespace, name), [])
         key = (namespace, name)
+        now = self.clock()
         observations = Observations(
-            results=[r for r in (result_of(p) for p in pods) if r is not None] + webhook_results,
+            results=[r for r in (result_of(p) for p in pods) if r is not None]
+            + webhook_results
+            + self._lost(state, pods, set(lost), now),
             decisions=decisions_from(run["metadata"].get("annotations") or {}),
             cancel=bool(parsed.spec.cancelled),
             elsewhere=self.pools.elsewhere(key, self.pool_pods()) if state.plan.pools else {},
             breakers=self.breakers,
         )
-        decision = state.decide(observations, self.clock())
+        decision = state.decide(observations, now)
         # Reserved before any await, so two runs reconciled at once cannot both take a slot.
         for other in self.pools.update(key, decision.held, decision.waiting_for):
             self.on_wake(*other, 0.0)
@@ -205,9 +223,65 @@ class Reconciler:
                     if not action.progress:
                         await self.cluster.record_event(updated, action)
                     log_.info(action.message, reason=action.reason, step=action.step)
-        if decision.wake_at is not None:
+        spec_gc = state.plan.spec.pod_gc
+        if spec_gc is not None and spec_gc.strategy == PodGCStrategy.ON_POD_COMPLETION:
+            # Results are in the status now (written above, or unchanged): the pods can go.
+            for pod in pods:
+                pod_name = pod["metadata"]["name"]
+                if (
+                    result_of(pod) is not None
+                    and pod_name not in state.active
+                    and not pod.get("deleting")
+                ):
+                    await self.cluster.delete_pod(namespace, pod_name)
+        if decision.finished:
+            await self._after_finish(run, state.status, pods)
+        elif decision.wake_at is not None:
             delay = max(0.0, (decision.wake_at - self.clock()).total_seconds())
             self.on_wake(namespace, name, delay)
+
+    def _lost(
+        self, state: RunState, pods: list[dict[str, Any]], deleted: set[str], now: datetime
+    ) -> list[AttemptResult]:
+        """Container attempts whose pod went away before it finished: seen deleted, or not
+        there at all a while after it was created (the operator was down when it went)."""
+        present = {p["metadata"]["name"] for p in pods if not p.get("deleting")}
+        out = []
+        for attempt, task in state.active.items():
+            if task.action.container is None or attempt in present:
+                continue
+            started = task.status.attempt_start_time
+            missing_long = started is not None and (now - started).total_seconds() > LOST_AFTER
+            if attempt in deleted or missing_long:
+                out.append(
+                    AttemptResult(
+                        attempt, error="the pod was deleted before the step finished", lost=True
+                    )
+                )
+        return out
+
+    async def _after_finish(
+        self, run: dict[str, Any], status: WorkflowRunStatus, pods: list[dict[str, Any]]
+    ) -> None:
+        """Pod GC on completion, and the run's own deletion once its TTL has passed."""
+        spec = status.workflow_spec
+        if spec is None or status.completion_time is None:
+            return
+        meta = run["metadata"]
+        gc = spec.pod_gc.strategy if spec.pod_gc else PodGCStrategy.NEVER
+        if gc != PodGCStrategy.NEVER:
+            for pod in pods:
+                if not pod.get("deleting"):
+                    await self.cluster.delete_pod(meta["namespace"], pod["metadata"]["name"])
+        ttl = spec.ttl_strategy.seconds(bool(status.succeeded)) if spec.ttl_strategy else None
+        if ttl is None:
+            return
+        due = (status.completion_time - self.clock()).total_seconds() + ttl
+        if due <= 0:
+            await self.cluster.delete_run(meta["namespace"], meta["name"], meta["uid"])
+            log.info("Deleted finished run (TTL)", namespace=meta["namespace"], run=meta["name"])
+        else:
+            self.on_wake(meta["namespace"], meta["name"], due)
 
     async def _seed_retry(self, run: WorkflowRun, namespace: str) -> WorkflowRunStatus:
         retry = run.spec.retry_of

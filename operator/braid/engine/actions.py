@@ -102,6 +102,7 @@ class AttemptResult:
     error: str | None = None  # could not run at all (image pull, connection refused, ...)
     message: str | None = None  # e.g. the tail of stderr
     timed_out: bool = False
+    lost: bool = False  # the pod went away (deleted, evicted) before the step finished
 
 
 @dataclass(frozen=True)

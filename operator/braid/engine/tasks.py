@@ -125,6 +125,8 @@ def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict
             f"attempt exceeded timeoutSeconds={task.action.timeout_seconds}",
             result.exit_code,
         )
+    if result.lost:
+        return Verdict(None, FailureReason.POD_LOST, result.error or "the pod was lost")
     if result.error is not None:
         reason = FailureReason.WEBHOOK_FAILED if task.action.webhook else FailureReason.START_FAILED
         return Verdict(None, reason, result.error, result.exit_code)

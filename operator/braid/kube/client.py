@@ -30,6 +30,7 @@ class Cluster(Protocol):
     ) -> dict[str, Any]: ...
     async def create_pod(self, pod: dict[str, Any]) -> bool: ...
     async def delete_pod(self, namespace: str, name: str) -> None: ...
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None: ...
 
 
@@ -125,6 +126,25 @@ class KubeCluster:
             await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
         except ApiException as exc:
             if exc.status != 404:
+                raise
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a finished run (its TTL passed); the uid precondition spares a new run that
+        took the name meanwhile. Its pods go with it (owner references)."""
+        self.requests["DELETE workflowruns"] += 1
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "workflowruns",
+                name,
+                body=k8s.V1DeleteOptions(
+                    preconditions=k8s.V1Preconditions(uid=uid), propagation_policy="Background"
+                ),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
                 raise
 
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:

@@ -143,6 +143,9 @@ def result_of(pod: dict[str, Any]) -> AttemptResult | None:
         reason = status.get("reason") or "PodFailed"
         if reason == "DeadlineExceeded":
             return AttemptResult(name, timed_out=True, message=status.get("message"))
+        if reason in ("Evicted", "Preempting", "Terminated", "NodeLost", "Shutdown"):
+            detail = status.get("message") or "the node let it go"
+            return AttemptResult(name, error=f"the pod was {reason.lower()}: {detail}", lost=True)
         return AttemptResult(name, error=f"{reason}: {status.get('message') or 'the pod failed'}")
     code = terminated.get("exitCode")
     message = terminated.get("message")
