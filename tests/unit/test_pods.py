@@ -100,4 +100,5 @@ def test_results_from_pods():
     deadline = result_of(pod("Failed", reason="DeadlineExceeded", message="too slow"))
     assert deadline.timed_out
     evicted = result_of(pod("Failed", reason="Evicted", message="node pressure"))
-    assert evicted.error == "Evicted: node pressure"
+    assert evicted.error == "the pod was evicted: node pressure"
+    assert evicted.lost
