@@ -164,11 +164,13 @@ class Operator:
         args: tuple[str, ...] = (),
         name: str = "operator",
         env: dict[str, str] | None = None,
+        webhook_allow: tuple[str, ...] = ("127.0.0.1",),
     ) -> None:
         self.kube = kube
         self.namespaces = [str(kube.namespace)] if namespaces is None else namespaces
         self.env = {**kube.env, "KUBECONFIG": kubeconfig or kube.kubeconfig, **(env or {})}
-        self.args = args
+        # The examples' webhook servers listen on loopback, which the operator denies by default.
+        self.args = (*[f"--webhook-allow={a}" for a in webhook_allow], *args)
         self.log_path = log_dir / f"{name}-{kube.namespace}.log"
         self.process: subprocess.Popen[bytes] | None = None
         with socket.socket() as sock:

@@ -344,3 +344,14 @@ def test_ttl_after_failure_uses_its_own_seconds():
     cluster.pods["r-a-1"]["status"] = {"phase": "Failed", "reason": "Error", "message": "x"}
     reconcile(cluster, reconciler)
     assert "r" not in cluster.runs
+
+
+def test_a_shard_leaves_other_shards_runs_alone():
+    cluster, reconciler = setup()
+    reconciler.shard = lambda labels: labels.get("shard") == "a"
+    reconcile(cluster, reconciler)
+    assert cluster.pods == {}
+    assert "status" not in cluster.runs["r"]
+    cluster.runs["r"]["metadata"]["labels"] = {"shard": "a"}
+    reconcile(cluster, reconciler)
+    assert list(cluster.pods) == ["r-a-1"]

@@ -28,7 +28,9 @@ from braid.cli.plugin import register as register_plugin
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
 from braid.engine.validate import resolve_run_spec, validate_manifests
+from braid.kube.selectors import parse_selector
 from braid.local.runner import LocalRun, stdin_is_terminal
+from braid.webhook import WebhookPolicy
 
 app = typer.Typer(
     name="braid",
@@ -284,6 +286,24 @@ def operator(
     metrics_port: int | None = typer.Option(
         8080, help="Serve Prometheus /metrics on this port; 0 turns it off."
     ),
+    webhook_allow: list[str] = typer.Option(
+        [],
+        "--webhook-allow",
+        help="Networks, addresses or host names webhook steps may call (repeatable); when "
+        "given, nothing else is reachable, and they win over --webhook-deny.",
+    ),
+    webhook_deny: list[str] = typer.Option(
+        [],
+        "--webhook-deny",
+        help="Networks webhook steps may not call (repeatable); replaces the default "
+        "(loopback, link-local incl. cloud metadata, 0.0.0.0/8); 'none' for no deny list.",
+    ),
+    selector: str = typer.Option(
+        "",
+        "--selector",
+        help="Shard: only runs whose labels match this selector (k=v, k!=v, k, !k; "
+        "comma-separated), watched with a server-side label selector.",
+    ),
     metrics_address: str = typer.Option("0.0.0.0", help="Address to serve metrics on."),  # noqa: S104
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -293,6 +313,12 @@ def operator(
         rank = resolve_priority(priority, os.environ.get("POD_NAME") or socket.gethostname())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--priority") from None
+    deny = None if not webhook_deny else [d for d in webhook_deny if d != "none"]
+    try:
+        WebhookPolicy.parse(webhook_allow, deny)
+        parse_selector(selector)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     run_operator(
         namespace,
         health_port,
@@ -301,6 +327,9 @@ def operator(
         metrics_address,
         peering=peering or None,
         priority=rank,
+        webhook_allow=webhook_allow,
+        webhook_deny=deny,
+        selector=selector or None,
     )
 
 

@@ -73,10 +73,14 @@ def run_operator(
     metrics_address: str = "0.0.0.0",  # noqa: S104 - Prometheus scrapes it from the cluster
     peering: str | None = None,
     priority: int = 0,
+    webhook_allow: list[str] | None = None,
+    webhook_deny: list[str] | None = None,
+    selector: str | None = None,
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
     from braid.controller import handlers  # noqa: F401, PLC0415 - registers the handlers
+    from braid.webhook import WebhookPolicy  # noqa: PLC0415
 
     health = f"http://{health_address}:{health_port}/healthz" if health_port else None
     asyncio.run(
@@ -88,6 +92,11 @@ def run_operator(
             peering_name=peering or None,
             priority=priority,
             liveness_endpoint=health,
-            memo=kopf.Memo(metrics_port=metrics_port, metrics_address=metrics_address),
+            memo=kopf.Memo(
+                metrics_port=metrics_port,
+                metrics_address=metrics_address,
+                webhook_policy=WebhookPolicy.parse(webhook_allow or [], webhook_deny),
+                selector=selector,
+            ),
         )
     )

@@ -47,8 +47,9 @@ from braid.engine.retry import seed_status
 from braid.engine.validate import validate_workflow
 from braid.kube.client import Cluster, ConflictError
 from braid.kube.pods import pod_for, result_of
+from braid.kube.selectors import Matcher
 from braid.metrics import Before, Metrics
-from braid.webhook import call_webhook
+from braid.webhook import WebhookPolicy, call_webhook
 
 log = structlog.get_logger("braid.controller")
 
@@ -124,6 +125,10 @@ class Reconciler:
     # Every indexed step pod holding a concurrency key, as (run, key, phase); read only for
     # runs whose steps use a pool.
     pool_pods: Callable[[], list[tuple[tuple[str, str], str, str | None]]] = list
+    # Where webhook steps may send requests (the operator's --webhook-allow/--webhook-deny).
+    webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
+    # A shard reconciles only the runs whose labels match (--selector).
+    shard: Matcher = lambda _labels: True
 
     async def reconcile(
         self,
@@ -138,6 +143,8 @@ class Reconciler:
         run = await self.cluster.get_run(namespace, name)
         if run is None or run["metadata"].get("deletionTimestamp"):
             return
+        if not self.shard(run["metadata"].get("labels") or {}):
+            return  # another shard's run (its pods' events reach every shard)
         raw_status = run.get("status") or {}
         status = WorkflowRunStatus.model_validate(raw_status) if raw_status else WorkflowRunStatus()
         if status.succeeded is not None:
@@ -353,10 +360,11 @@ class Reconciler:
 
         async def call() -> None:
             if self.http is not None:
-                result = await call_webhook(self.http, action)
+                result = await call_webhook(self.http, action, self.webhook_policy)
             else:
-                async with httpx.AsyncClient() as client:
-                    result = await call_webhook(client, action)
+                # No redirects: a permitted host must not bounce the call somewhere denied.
+                async with httpx.AsyncClient(follow_redirects=False) as client:
+                    result = await call_webhook(client, action, self.webhook_policy)
             self.webhook_results.setdefault((namespace, name), []).append(result)
             self.on_wake(namespace, name, 0.0)
 
