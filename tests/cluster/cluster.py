@@ -3,6 +3,7 @@
     python tests/cluster/cluster.py up      # build if needed, start, print the kubeconfig path
     python tests/cluster/cluster.py down    # stop everything it started, delete its data
     python tests/cluster/cluster.py status
+    python tests/cluster/cluster.py restart etcd kube-apiserver   # crash and restart them
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes and pod
 lifecycle, driven by stages.yaml) run as local processes bound to 127.0.0.1, with a throw-away
@@ -168,6 +169,7 @@ def write_kubeconfig(pki: Path, port: int) -> None:
 
 
 def start(name: str, argv: list[str], logs: Path) -> int:
+    (STATE_DIR / f"{name}.argv.json").write_text(json.dumps(argv))  # for `restart`
     out = (logs / f"{name}.log").open("ab")
     process = subprocess.Popen(
         argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -478,13 +480,42 @@ def down() -> None:
         log("down: stopped " + ", ".join(pids))
 
 
+def restart(names: list[str]) -> None:
+    """Kill components (SIGKILL, like a crash) and start them again with the same arguments
+    and data: the fault tests restart etcd and the API server under running workflows."""
+    state = load_state()
+    if not state:
+        raise SystemExit("the cluster is not up")
+    pids: dict[str, int] = state["pids"]
+    for name in names:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pids[name], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and alive(pids[name]):
+            time.sleep(0.1)
+    started: dict[str, int] = {}
+    for name in names:
+        argv = json.loads((STATE_DIR / f"{name}.argv.json").read_text())
+        pids[name] = started[name] = start(name, argv, STATE_DIR / "logs")
+        STATE_FILE.write_text(json.dumps(state, indent=2))
+        if name == "etcd":
+            url = f"http://127.0.0.1:{state['ports']['etcd']}/health"
+            wait_for("etcd", lambda url=url: http_ok(url), 30, started)
+    api = f"https://127.0.0.1:{state['ports']['apiserver']}/readyz"
+    wait_for("kube-apiserver", lambda: https_ok(api, STATE_DIR / "pki"), 90, started)
+    log(f"restarted {', '.join(names)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
+    parser.add_argument("command", choices=["up", "down", "status", "build", "restart"])
+    parser.add_argument("components", nargs="*", help="restart: etcd, kube-apiserver, ...")
     args = parser.parse_args()
-    if args.command == "up":
+    if args.command == "restart":
+        restart(args.components)
+    elif args.command == "up":
         up()
     elif args.command == "down":
         down()
