@@ -129,6 +129,13 @@ class BudgetStatus(Model):
     digest: str | None = Field(default=None, description="Digest to approve with.")
 
 
+class ItemsSummary(Model):
+    """Fan-out items folded out of the per-item list to keep the run object small."""
+
+    succeeded: int = Field(default=0, description="Succeeded items not listed.")
+    failed: int = Field(default=0, description="Failed or cancelled items not listed.")
+
+
 class BreakerStatus(Model):
     """A circuit breaker this run's steps go through, as the operator saw it last."""
 
@@ -247,6 +254,14 @@ class StepStatus(TaskStatus):
     kind: str = Field(description="container, webhook, approval, fanOut, loop or finally.")
     items: list[ItemStatus] | None = Field(default=None, description="Fan-out items.")
     item_count: int | None = Field(default=None, description="Number of fan-out items.")
+    items_started: int | None = Field(
+        default=None, description="Fan-out items started so far (the next one is this index)."
+    )
+    items_summary: ItemsSummary | None = Field(
+        default=None,
+        description="Large fan-outs (over 200 items): items no longer listed in items — every "
+        "success, and failures beyond the 50 most recent — counted here instead.",
+    )
     iterations: list[IterationStatus] | None = Field(default=None, description="Loop iterations.")
     approvals: list[ApprovalRecord] | None = Field(
         default=None, description="Decisions recorded on this approval gate."

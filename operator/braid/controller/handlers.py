@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from braid.api.common import GROUP, VERSION
 from braid.controller.pools import pod_keys
-from braid.controller.reconcile import Reconciler
+from braid.controller.reconcile import PodView, Reconciler
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN
 from braid.kube.selectors import parse_selector
@@ -27,9 +27,10 @@ RUNS = (GROUP, VERSION, "workflowruns")
 class Runtime:
     """Per-operator state: the reconciler, one lock and one wake-up timer per run."""
 
-    def __init__(self, reconciler: Reconciler, pods: Any) -> None:
+    def __init__(self, reconciler: Reconciler, pods: Any, by_name: Any = None) -> None:
         self.reconciler = reconciler
         self.pods = pods  # the kopf index of pods by (namespace, run)
+        self.by_name = by_name  # the kopf index of pods by (namespace, name)
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Pods deleted before they finished, per run, until a reconcile has seen them.
         self.lost: dict[tuple[str, str], set[str]] = {}
@@ -40,7 +41,7 @@ class Runtime:
         key = (namespace, name)
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:
-            pods = list(self.pods.get(key, [])) if self.pods is not None else []
+            pods = self.pod_view(key)
             lost = self.lost.pop(key, set())
             metrics = self.reconciler.metrics
             began = time.perf_counter()
@@ -55,6 +56,18 @@ class Runtime:
             finally:
                 if metrics is not None:
                     metrics.reconcile_duration.observe(time.perf_counter() - began)
+
+    def pod_view(self, key: tuple[str, str]) -> PodView:
+        if self.pods is None or self.by_name is None:
+            return PodView()
+        namespace = key[0]
+        by_run, by_name = self.pods, self.by_name
+
+        def lookup(pod: str) -> dict[str, Any] | None:
+            found = by_name.get((namespace, pod))
+            return next(iter(found), None) if found else None
+
+        return PodView(lookup=lookup, every=lambda: list(by_run.get(key, [])))
 
     def wake(self, namespace: str, name: str, delay: float) -> None:
         key = (namespace, name)
@@ -133,20 +146,31 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-def pods_by_run(
-    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    snapshot = {
+def _snapshot(body: kopf.Body, labels: Mapping[str, str]) -> dict[str, Any]:
+    """What a reconcile needs of a step pod; the rest of the Pod is not kept in memory."""
+    return {
         "metadata": {"name": body["metadata"]["name"]},
         "status": dict(body.get("status") or {}),
         "key": labels.get(LABEL_CONCURRENCY_KEY),
         "deleting": bool(body["metadata"].get("deletionTimestamp")),
     }
-    return {(namespace, labels[LABEL_RUN]): snapshot}
 
 
-def _runtime_for(memo: Any, pods: Any) -> Runtime:
+@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
+def pods_by_run(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {(namespace, labels[LABEL_RUN]): _snapshot(body, labels)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
+def pods_by_name(
+    *, namespace: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {(namespace, name): _snapshot(body, labels)}
+
+
+def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
     global _runtime  # noqa: PLW0603 - one runtime per operator process
     if _runtime is None:
         reconciler = Reconciler(memo["cluster"], metrics=memo.get("metrics"))
@@ -156,7 +180,7 @@ def _runtime_for(memo: Any, pods: Any) -> Runtime:
         reconciler.pool_pods = lambda: pod_keys(pods) if pods is not None else []
         if reconciler.metrics is not None:
             reconciler.metrics.watch_shared(reconciler.pools.in_use, reconciler.breakers)
-        _runtime = Runtime(reconciler, pods)
+        _runtime = Runtime(reconciler, pods, by_name)
     return _runtime
 
 
@@ -170,7 +194,7 @@ async def run_changed(
     memo: Any,
     **kwargs: Any,
 ) -> None:
-    runtime = _runtime_for(memo, kwargs["pods_by_run"])
+    runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
     if namespace is None:
         return
     if type == "DELETED":
@@ -196,7 +220,7 @@ async def pod_changed(
     finished = status.get("phase") in ("Succeeded", "Failed")
     if type == "DELETED" and not finished:
         # Deleted under a running step: the step is told its pod was lost.
-        runtime = _runtime_for(memo, kwargs["pods_by_run"])
+        runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
         runtime.lost.setdefault((namespace, labels[LABEL_RUN]), set()).add(kwargs["name"])
         log.info(
             "Observed a pod deleted before it finished", run=labels[LABEL_RUN], pod=kwargs["name"]
@@ -204,4 +228,5 @@ async def pod_changed(
         await runtime.trigger(namespace, labels[LABEL_RUN])
     elif finished:
         log.debug("Observed finished pod", run=labels[LABEL_RUN], pod=kwargs["name"])
-        await _runtime_for(memo, kwargs["pods_by_run"]).trigger(namespace, labels[LABEL_RUN])
+        runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
+        await runtime.trigger(namespace, labels[LABEL_RUN])

@@ -27,6 +27,7 @@ from braid.api.run import (
     BreakerStatus,
     BudgetStatus,
     HistoryEntry,
+    ItemsSummary,
     ItemStatus,
     IterationStatus,
     LoopTaskStatus,
@@ -67,6 +68,12 @@ _ACTIVE = frozenset({StepPhase.RUNNING})
 _NEVER = datetime.min.replace(tzinfo=UTC)
 DIGEST_LENGTH = 8
 HISTORY_LIMIT = 100
+# Fan-outs with more items than this keep per-item detail only for items that are running,
+# retrying or among the last KEEP_FAILED failures; the rest are counted in itemsSummary, so the
+# run object stays far below the API server's size limit and reconciles stay cheap. Their
+# outputs carry counts but not the per-item list.
+COMPACT_ABOVE = 200
+KEEP_FAILED = 50
 # Reasons of an Unknown Succeeded condition that mean "going on normally", not "failing".
 IN_PROGRESS_REASONS = frozenset({"Running", "AwaitingApproval"})
 
@@ -184,6 +191,9 @@ class RunState:
             if isinstance(items, str):
                 return  # unreachable for a run that started the fan-out; it stays as recorded
             fan = self._new_fan_out(plan, items)
+            if st.items_summary is not None:
+                fan.succeeded += st.items_summary.succeeded
+                fan.failed += st.items_summary.failed
             for item in st.items or []:
                 task = self._item_task(plan, item, items)
                 self._resume_task(task)
@@ -759,6 +769,7 @@ class RunState:
                     fan.succeeded += 1
                 else:
                     fan.failed += 1
+                self._compact(fan)
                 self._check_fan_out(fan, now)
         elif task.role == "body":
             self._advance_loop(self.plan.steps[task.step], now)
@@ -1003,7 +1014,7 @@ class RunState:
                 plan.name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
             )
             return
-        st.items, st.item_count = [], len(items)
+        st.items, st.item_count, st.items_started = [], len(items), 0
         fan = self._new_fan_out(plan, items)
         self._event(
             "Normal",
@@ -1018,17 +1029,40 @@ class RunState:
         assert fan.plan.fan_out is not None
         assert st.items is not None
         limit = fan.plan.fan_out.spec.parallelism or math.inf
+        if st.items_started is None:  # a status written before itemsStarted existed
+            st.items_started = len(st.items)
         while (
             self.fan_outs.get(fan.plan.name) is fan  # an item failing fast can end it
             and self._capacity() > 0
-            and len(st.items) < fan.total
+            and st.items_started < fan.total
             and fan.running < limit
             and self._admit(fan.plan.fan_out.action, st)
         ):
-            item = ItemStatus(index=len(st.items))
+            item = ItemStatus(index=st.items_started)
             st.items.append(item)
+            st.items_started += 1
             fan.running += 1
             self._start_attempt(self._item_task(fan.plan, item, fan.items), now)
+
+    def _compact(self, fan: _FanOut) -> None:
+        """Fold finished items of a large fan-out into its summary (see COMPACT_ABOVE)."""
+        st = self.steps[fan.plan.name]
+        if fan.total <= COMPACT_ABOVE or st.items is None:
+            return
+        summary = st.items_summary or ItemsSummary()
+        kept: list[ItemStatus] = []
+        failed = [i for i in st.items if i.phase.final and i.phase != StepPhase.SUCCEEDED]
+        keep_failed = {id(i) for i in failed[-KEEP_FAILED:]}
+        for item in st.items:
+            if not item.phase.final or id(item) in keep_failed:
+                kept.append(item)
+            elif item.phase == StepPhase.SUCCEEDED:
+                summary.succeeded += 1
+            else:
+                summary.failed += 1
+        if len(kept) != len(st.items):
+            st.items, st.items_summary = kept, summary
+            self.dirty = True
 
     def _check_fan_out(self, fan: _FanOut, now: datetime) -> None:
         name = fan.plan.name
@@ -1065,16 +1099,15 @@ class RunState:
         for item in st.items:
             if not item.phase.final:
                 self._cancel_item(fan, item, now)
-        gathered: list[Any] = [None] * fan.total
-        for item in st.items:
-            if item.phase == StepPhase.SUCCEEDED:
-                gathered[item.index] = item.outputs or {}
-        st.outputs = {
-            "items": gathered,
-            "succeeded": fan.succeeded,
-            "failed": fan.failed,
-            "total": fan.total,
-        }
+        st.outputs = {"succeeded": fan.succeeded, "failed": fan.failed, "total": fan.total}
+        if fan.total <= COMPACT_ABOVE:
+            gathered: list[Any] = [None] * fan.total
+            for item in st.items:
+                if item.phase == StepPhase.SUCCEEDED:
+                    gathered[item.index] = item.outputs or {}
+            st.outputs = {"items": gathered, **st.outputs}
+        else:
+            self._compact(fan)
         del self.fan_outs[name]
         self._finish_step(name, phase, reason, message, now)
 
