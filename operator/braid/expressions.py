@@ -45,10 +45,20 @@ class ExpressionError(Exception):
         self.path = path
         self.source = source
         self.message = message
-        super().__init__(f"{path}: {message} (in expression {source!r})")
+        super().__init__(f"{path}: {message} (in expression {clip(source)!r})")
 
     def field_error(self) -> FieldError:
-        return FieldError(self.path, f"{self.message} (in expression {self.source!r})")
+        return FieldError(self.path, f"{self.message} (in expression {clip(self.source)!r})")
+
+
+def clip(source: str, limit: int = 200) -> str:
+    """An expression as quoted in an error: whole when short, its start when not."""
+    if len(source) <= limit:
+        return source
+    return f"{source[:limit]}… ({len(source)} characters)"
+
+
+MAX_SOURCE = 10_000
 
 
 @lru_cache(maxsize=4096)
@@ -97,7 +107,7 @@ class Expression:
     def evaluate(self, context: dict[str, Any]) -> Any:
         try:
             return to_json(self._program.execute(context))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a user's expression is theirs
             raise ExpressionError(self.path, self.source, _runtime_message(exc)) from None
 
     def evaluate_bool(self, context: dict[str, Any]) -> bool:
@@ -117,11 +127,15 @@ class Expression:
 def _runtime_message(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0]!r} (use has() to test optional fields)"
+    if isinstance(exc, IndexError):
+        return f"{exc} (check size() before indexing)"
     return _short(str(exc))
 
 
 def compile_expression(source: str, path: str) -> Expression:
     """Compile once; raises ExpressionError naming ``path`` on a syntax error."""
+    if len(source) > MAX_SOURCE:
+        raise ExpressionError(path, source, f"longer than {MAX_SOURCE} characters")
     try:
         program = _compile(source)
     except (ValueError, RuntimeError) as exc:

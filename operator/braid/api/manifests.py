@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -19,10 +20,40 @@ _KINDS: dict[str, type[Workflow | WorkflowRun]] = {
 }
 
 
+MAX_DEPTH = 64
+
+
+def too_deep(obj: Any) -> str | None:
+    """The path of the first value nested deeper than MAX_DEPTH (hostile input), if any."""
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return path
+        if isinstance(value, dict):
+            stack.extend(
+                (v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items()
+            )
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
+
+
+def check_depth(obj: Any, where: str = "") -> None:
+    """Refuse hostile nesting before anything recursive (validation, JSON encoding) sees it."""
+    deep = too_deep(obj)
+    if deep is not None:
+        head = ".".join(deep.split(".")[:4])
+        raise InvalidSpecError(
+            [FieldError(f"{where}{head}", f"nested deeper than {MAX_DEPTH} levels")]
+        )
+
+
 def parse_object(obj: Any, where: str = "") -> Manifest:
     """Validate one decoded manifest; errors carry paths such as ``spec.steps[2].when``."""
     if not isinstance(obj, dict):
         raise InvalidSpecError([FieldError(where, "a manifest must be a YAML mapping")])
+    check_depth(obj, where)
     kind = obj.get("kind")
     model = _KINDS.get(str(kind))
     if model is None:
@@ -30,7 +61,9 @@ def parse_object(obj: Any, where: str = "") -> Manifest:
             [FieldError(f"{where}kind", f"must be Workflow or WorkflowRun, got {kind!r}")]
         )
     try:
-        return model.model_validate(obj)
+        # Strict JSON mode, as the API server types values: true is not an integer and "5" is
+        # not a number (lax mode would take both).
+        return model.model_validate_json(json.dumps(obj, default=str), strict=True)
     except ValidationError as exc:
         raise from_validation_error(exc, where.rstrip(".")) from None
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from pydantic.config import JsonDict
 
 from braid.api.common import NAME_MAX, NAME_PATTERN, Model, ObjectMeta
@@ -31,7 +31,10 @@ def _exactly_one(*fields: str) -> tuple[str, str]:
 
 _MAP_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
-Expression = str
+MAX_EXPRESSION = 10_000
+MAX_TEXT = 4_096
+
+Expression = Annotated[str, StringConstraints(max_length=MAX_EXPRESSION)]
 """A CEL expression (https://cel.dev); see the README for the names in scope."""
 
 JSON = Any
@@ -45,7 +48,9 @@ class ParamSpec(Model):
         max_length=63,
         description="Name of the param, available to expressions as params.<name>.",
     )
-    description: str | None = Field(default=None, description="What the param is for.")
+    description: str | None = Field(
+        default=None, max_length=MAX_TEXT, description="What the param is for."
+    )
     default: JSON = Field(
         default=None,
         description="Value used when a run does not set the param. Without a default the param "
@@ -76,7 +81,9 @@ class ResourceRequirements(Model):
 class ContainerSpec(Model):
     """Run a container. Locally the command runs as a process and the image is ignored."""
 
-    image: str = Field(min_length=1, description="Container image used in a cluster.")
+    image: str = Field(
+        min_length=1, max_length=1024, description="Container image used in a cluster."
+    )
     command: list[str] | None = Field(
         default=None,
         description="Entrypoint; each item may contain ${{ <CEL> }} interpolations.",
@@ -290,7 +297,9 @@ class _StepBase(Model):
         description="Unique step name (DNS label). Expressions refer to it as steps.<name> or "
         'steps["<name>"].',
     )
-    description: str | None = Field(default=None, description="What the step does.")
+    description: str | None = Field(
+        default=None, max_length=MAX_TEXT, description="What the step does."
+    )
     when: Expression | None = Field(
         default=None, description="CEL; the step runs only when true, else it is Skipped."
     )
@@ -570,7 +579,9 @@ class Defaults(Model):
 class WorkflowSpec(Model):
     """The desired shape of every run of this workflow."""
 
-    description: str | None = Field(default=None, description="What the workflow does.")
+    description: str | None = Field(
+        default=None, max_length=MAX_TEXT, description="What the workflow does."
+    )
     params: list[ParamSpec] | None = Field(default=None, description="Declared inputs.")
     steps: list[Step] = Field(
         min_length=1, max_length=10000, description="The steps.", json_schema_extra=_MAP_LIST

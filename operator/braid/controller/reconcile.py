@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from braid.api.common import ConditionStatus
 from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
+from braid.api.manifests import check_depth
 from braid.api.run import (
     CONDITION_SUCCEEDED,
     RunPhase,
@@ -102,6 +103,26 @@ def decisions_from(annotations: dict[str, str]) -> list[ApprovalDecision]:
     return out
 
 
+class PodView:
+    """A run's step pods: looked up by name (what a reconcile mostly needs: the attempts the
+    engine waits for), or all of them (pod GC). Lookups stay O(1) however many finished pods a
+    huge fan-out leaves behind."""
+
+    def __init__(
+        self,
+        pods: Iterable[dict[str, Any]] = (),
+        *,
+        lookup: Callable[[str], dict[str, Any] | None] | None = None,
+        every: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        if lookup is None or every is None:
+            listed = list(pods)
+            by_name = {p["metadata"]["name"]: p for p in listed}
+            lookup, every = by_name.get, lambda: listed
+        self.get: Callable[[str], dict[str, Any] | None] = lookup
+        self.all: Callable[[], list[dict[str, Any]]] = every
+
+
 # A container attempt whose pod has not been seen for this long after it was created is lost
 # (its deletion happened while the operator was not watching).
 LOST_AFTER = 60.0
@@ -134,12 +155,12 @@ class Reconciler:
         self,
         namespace: str,
         name: str,
-        pods: Iterable[dict[str, Any]],
+        pods: Iterable[dict[str, Any]] | PodView,
         lost: Iterable[str] = (),
     ) -> None:
         """``pods``: the run's step pods as indexed; ``lost``: pods seen deleted before they
         finished."""
-        pods = list(pods)
+        view = pods if isinstance(pods, PodView) else PodView(pods)
         run = await self.cluster.get_run(namespace, name)
         if run is None or run["metadata"].get("deletionTimestamp"):
             return
@@ -148,10 +169,11 @@ class Reconciler:
         raw_status = run.get("status") or {}
         status = WorkflowRunStatus.model_validate(raw_status) if raw_status else WorkflowRunStatus()
         if status.succeeded is not None:
-            await self._after_finish(run, status, pods)  # finished runs are history
+            await self._after_finish(run, status, view)  # finished runs are history
             return
         log_ = log.bind(namespace=namespace, run=name)
         try:
+            check_depth(run.get("spec"), "spec.")
             # Only the spec: the status was parsed above, and parsing it twice costs the most.
             parsed = WorkflowRun(
                 metadata=run["metadata"], spec=WorkflowRunSpec.model_validate(run["spec"])
@@ -176,9 +198,14 @@ class Reconciler:
         key = (namespace, name)
         now = self.clock()
         observations = Observations(
-            results=[r for r in (result_of(p) for p in pods) if r is not None]
+            # Only pods the engine waits for: a huge fan-out's finished pods cost nothing.
+            results=[
+                r
+                for r in (result_of(p) for p in map(view.get, state.active) if p is not None)
+                if r is not None
+            ]
             + webhook_results
-            + self._lost(state, pods, set(lost), now),
+            + self._lost(state, view, set(lost), now),
             decisions=decisions_from(run["metadata"].get("annotations") or {}),
             cancel=bool(parsed.spec.cancelled),
             elsewhere=self.pools.elsewhere(key, self.pool_pods()) if state.plan.pools else {},
@@ -233,7 +260,7 @@ class Reconciler:
         spec_gc = state.plan.spec.pod_gc
         if spec_gc is not None and spec_gc.strategy == PodGCStrategy.ON_POD_COMPLETION:
             # Results are in the status now (written above, or unchanged): the pods can go.
-            for pod in pods:
+            for pod in view.all():
                 pod_name = pod["metadata"]["name"]
                 if (
                     result_of(pod) is not None
@@ -242,20 +269,20 @@ class Reconciler:
                 ):
                     await self.cluster.delete_pod(namespace, pod_name)
         if decision.finished:
-            await self._after_finish(run, state.status, pods)
+            await self._after_finish(run, state.status, view)
         elif decision.wake_at is not None:
             delay = max(0.0, (decision.wake_at - self.clock()).total_seconds())
             self.on_wake(namespace, name, delay)
 
     def _lost(
-        self, state: RunState, pods: list[dict[str, Any]], deleted: set[str], now: datetime
+        self, state: RunState, pods: PodView, deleted: set[str], now: datetime
     ) -> list[AttemptResult]:
         """Container attempts whose pod went away before it finished: seen deleted, or not
         there at all a while after it was created (the operator was down when it went)."""
-        present = {p["metadata"]["name"] for p in pods if not p.get("deleting")}
         out = []
         for attempt, task in state.active.items():
-            if task.action.container is None or attempt in present:
+            pod = pods.get(attempt)
+            if task.action.container is None or (pod is not None and not pod.get("deleting")):
                 continue
             started = task.status.attempt_start_time
             missing_long = started is not None and (now - started).total_seconds() > LOST_AFTER
@@ -268,7 +295,7 @@ class Reconciler:
         return out
 
     async def _after_finish(
-        self, run: dict[str, Any], status: WorkflowRunStatus, pods: list[dict[str, Any]]
+        self, run: dict[str, Any], status: WorkflowRunStatus, pods: PodView
     ) -> None:
         """Pod GC on completion, and the run's own deletion once its TTL has passed."""
         spec = status.workflow_spec
@@ -277,7 +304,7 @@ class Reconciler:
         meta = run["metadata"]
         gc = spec.pod_gc.strategy if spec.pod_gc else PodGCStrategy.NEVER
         if gc != PodGCStrategy.NEVER:
-            for pod in pods:
+            for pod in pods.all():
                 if not pod.get("deleting"):
                     await self.cluster.delete_pod(meta["namespace"], pod["metadata"]["name"])
         ttl = spec.ttl_strategy.seconds(bool(status.succeeded)) if spec.ttl_strategy else None
@@ -322,6 +349,7 @@ class Reconciler:
                     ]
                 )
             try:
+                check_depth(obj.get("spec"), f"Workflow {ref}: spec.")
                 spec = WorkflowSpec.model_validate(obj.get("spec") or {})
             except ValidationError as exc:
                 raise from_validation_error(exc, f"Workflow {ref}: spec") from None

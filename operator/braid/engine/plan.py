@@ -7,6 +7,7 @@ reject the same workflows with the same field-path messages.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -34,6 +35,7 @@ from braid.expressions import (
     ExpressionError,
     Template,
     ValueTemplate,
+    clip,
     compile_expression,
     compile_template,
     compile_value_template,
@@ -335,14 +337,23 @@ def _check_references(
             upstream[owner] = seen
         return upstream[owner]
 
+    params = {p.name for p in compiler.spec.param_specs()}
     for expr, owner, extra in compiler.expressions:
+        for name in sorted(param_refs(expr) - params):
+            compiler.errors.append(
+                FieldError(
+                    expr.path,
+                    f"unknown param {name!r} in {clip(expr.source)!r}; declared: "
+                    f"{', '.join(sorted(params)) or 'none'}",
+                )
+            )
         unknown = expr.unknown_names() - extra
         scoped = {"item", "index", "iteration", "previous", "response"} - extra
         for name in sorted(unknown | (expr.variables & scoped)):
             compiler.errors.append(
                 FieldError(
                     expr.path,
-                    f"unknown name {name!r} in {expr.source!r}; in scope here: "
+                    f"unknown name {name!r} in {clip(expr.source)!r}; in scope here: "
                     f"{', '.join(sorted({'params', 'steps', 'run'} | extra))}",
                 )
             )
@@ -354,8 +365,8 @@ def _check_references(
                 compiler.errors.append(
                     FieldError(
                         expr.path,
-                        f"unknown step {ref!r} in {expr.source!r}; steps whose names contain '-' "
-                        'are written steps["the-name"]',
+                        f"unknown step {ref!r} in {clip(expr.source)!r}; steps whose names "
+                        """contain '-' are written steps["the-name"]""",
                     )
                 )
             elif owner is not None and ref != owner and ref not in ancestors_of(owner):
@@ -367,6 +378,19 @@ def _check_references(
                     )
                 )
         _trial(compiler, expr)
+
+
+_PARAM_DOT = re.compile(r"\bparams\.([A-Za-z_][A-Za-z0-9_]*)")
+_PARAM_INDEX = re.compile(r"\bparams\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
+
+
+def param_refs(expr: Expression) -> set[str]:
+    """The params an expression names (``params.x``, ``params["x"]``)."""
+    if "params" not in expr.variables:
+        return set()
+    return {m.group(1) for m in _PARAM_DOT.finditer(expr.source)} | {
+        m.group(2) for m in _PARAM_INDEX.finditer(expr.source)
+    }
 
 
 def _trial(compiler: _Compiler, expr: Expression) -> None:
