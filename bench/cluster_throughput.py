@@ -3,6 +3,7 @@ moves runs along.
 
     python tests/cluster/cluster.py up
     KUBECONFIG=~/.cache/braid/cluster/admin.kubeconfig python bench/cluster_throughput.py 10 100 500
+    BRAID_BENCH_SHARDS=2 ... python bench/cluster_throughput.py 100 500   # K sharded operators
 
 Step pods complete on their own through kwok (scripted annotations, no delay), so what is
 measured is the operator, the API server and kwok, not step work.
@@ -30,9 +31,10 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config, watch
 
+from results import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-README = Path(__file__).with_name("README.md")
-BEGIN, END = "<!-- cluster-bench:begin -->", "<!-- cluster-bench:end -->"
+SHARDS = int(os.environ.get("BRAID_BENCH_SHARDS", "1"))
 STEPS = 3
 
 WORKFLOW = {
@@ -132,7 +134,7 @@ async def measure(n: int, namespace: str) -> dict[str, object]:
                 {
                     "apiVersion": "braid.dev/v1alpha1",
                     "kind": "WorkflowRun",
-                    "metadata": {"name": f"r{i}"},
+                    "metadata": {"name": f"r{i}", "labels": {"shard": str(i % SHARDS)}},
                     "spec": {"workflowRef": {"name": "bench"}},
                 }
                 for i in range(n)
@@ -182,39 +184,48 @@ def main() -> None:
         namespace = f"bench-{uuid.uuid4().hex[:6]}"
         kubectl("create", "namespace", namespace)
         kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(WORKFLOW))
-        log = Path(f"/tmp/braid-bench-operator-{n}.log").open("wb")  # noqa: SIM115 - lives as long as the operator
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "braid.cli",
-                "operator",
-                "-n",
-                namespace,
-                "--log-format",
-                "json",
-                "--metrics-port",
-                "0",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        logs = [Path(f"/tmp/braid-bench-operator-{n}-{k}.log") for k in range(SHARDS)]
+        operators = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "braid.cli",
+                    "operator",
+                    "-n",
+                    namespace,
+                    "--log-format",
+                    "json",
+                    "--metrics-port",
+                    "0",
+                    *([f"--selector=shard={k}"] if SHARDS > 1 else []),
+                ],
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+            for k, log in enumerate(logs)
+        ]
         try:
             time.sleep(4)  # kopf: initial listing and index population
             result = asyncio.run(measure(n, namespace))
-            cpu, rss = proc_stats(operator.pid)
+            stats = [proc_stats(op.pid) for op in operators]
+            cpu, rss = sum(c for c, _ in stats), max(r for _, r in stats)
         finally:
-            operator.terminate()
-            operator.wait(timeout=30)
+            for op in operators:
+                op.terminate()
+                op.wait(timeout=30)
             kubectl("delete", "namespace", namespace, "--wait=false")
-        # The operator's own client-side count, logged as it stops: exact attribution.
-        stopped = [
-            json.loads(line)
-            for line in Path(log.name).read_text().splitlines()
-            if '"Stopped operator"' in line
-        ]
-        own = stopped[-1]["requests"] if stopped else {}
+        # The operators' own client-side counts, logged as they stop: exact attribution.
+        own: dict[str, int] = {}
+        for log in logs:
+            stopped = [
+                json.loads(line)
+                for line in log.read_text().splitlines()
+                if '"Stopped operator"' in line
+            ]
+            for key, value in (stopped[-1]["requests"] if stopped else {}).items():
+                own[key] = own.get(key, 0) + value
         steps = n * STEPS
         result["per_step"] = {k: round(v / steps, 2) for k, v in sorted(own.items())}
         result["writes_per_step"] = (
@@ -224,22 +235,19 @@ def main() -> None:
         rows.append(result)
         print(json.dumps(result), flush=True)
     table = [
+        f"{SHARDS} operator(s); CPU is their sum, RSS the largest.\n" if SHARDS > 1 else "",
         "| concurrent runs | transition p50 | p99 | operator writes / step | operator requests / step | all API writes / step (kwok, scheduler, ...) | operator CPU | peak RSS | runs / min |",
         "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        verbs = ", ".join(f"{k}: {v}" for k, v in r["per_step"].items())  # type: ignore[union-attr]
+        verbs = ", ".join(f"{k}: {v}" for k, v in r["per_step"].items())  # type: ignore[attr-defined]
         table.append(
             f"| {r['runs']} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['writes_per_step']:.2f} | {verbs} | "
             f"{r['cluster_writes_per_step']:.1f} | {r['cpu_s']:.1f} s | {r['rss_mb']:.0f} MiB | {r['runs_per_minute']:.0f} |"
         )
-    text = "\n".join(table)
+    text = "\n".join(line for line in table if line)
     print(text)
-    readme = README.read_text()
-    if BEGIN in readme:
-        head, _, rest = readme.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    write_results("cluster-bench" if SHARDS == 1 else "shard-bench", text)
 
 
 if __name__ == "__main__":

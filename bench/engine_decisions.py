@@ -16,17 +16,15 @@ import sys
 import time
 from collections import deque
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from braid.api.run import WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.engine import AttemptResult, Observations, RunState, StartAttempt
 from braid.engine.simulate import EPOCH
+from results import write_results
 
 CMD = {"image": "x", "command": ["true"], "args": ["${{ params.p }}"]}
-README = Path(__file__).with_name("README.md")
-BEGIN, END = "<!-- engine-bench:begin -->", "<!-- engine-bench:end -->"
 
 
 def chain(n: int) -> WorkflowSpec:
@@ -147,11 +145,8 @@ def main() -> None:
     text = "\n".join(table)
     print(text)
     if not args.quick:
-        readme = README.read_text()
-        head, _, rest = readme.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-        print(f"wrote {README}", file=sys.stderr)
+        write_results("engine-bench", text)
+        print("wrote bench/README.md", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,13 @@ import statistics
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from braid.controller.reconcile import PodView, Reconciler
 from braid.engine import RecordEvent
-
-README = Path(__file__).with_name("README.md")
-BEGIN, END = "<!-- huge-fanout:begin -->", "<!-- huge-fanout:end -->"
+from results import write_results
 
 
 class MemoryCluster:
@@ -158,10 +155,7 @@ def main() -> None:
     )
     print(text)
     if not args.quick:
-        readme = README.read_text()
-        head, _, rest = readme.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+        write_results("huge-fanout", text)
 
 
 if __name__ == "__main__":

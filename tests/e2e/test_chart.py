@@ -126,6 +126,14 @@ class Install:
             {**self.values, "crds.install": "false"}, namespace=self.namespace, release=self.release
         )
 
+    def prepare(self) -> tuple[list[dict[str, Any]], str, str]:
+        """Install with the test's namespace filled in; the rendered objects, the operator's
+        ServiceAccount and a kubeconfig holding a token for it."""
+        self.values = {k: v.replace("{ns}", self.namespace) for k, v in self.values.items()}
+        docs = self.install()
+        account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+        return docs, account, self.service_account_kubeconfig(account)
+
     def service_account_kubeconfig(self, name: str) -> str:
         token = self.kube.run("create", "token", name, "--duration=1h").stdout.strip()
         admin = yaml.safe_load(Path(self.kube.kubeconfig).read_text())
@@ -248,11 +256,8 @@ def test_the_operator_runs_as_the_charts_service_account_with_exactly_its_rights
     kube: Kube, installed: Install, tmp_path: Path
 ) -> None:
     ns = installed.namespace
-    installed.values = {k: v.replace("{ns}", ns) for k, v in installed.values.items()}
-    docs = installed.install()
+    docs, account, kubeconfig = installed.prepare()
     granted = operator_rules(docs)
-    account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    kubeconfig = installed.service_account_kubeconfig(account)
     clusterwide = "watch.namespaces[0]" not in installed.values
     operator = Operator(
         kube,
@@ -297,10 +302,7 @@ def test_hot_standby_two_replicas_one_works_then_the_other_takes_over(
     kube: Kube, installed: Install, tmp_path: Path
 ) -> None:
     ns = installed.namespace
-    installed.values = {k: v.replace("{ns}", ns) for k, v in installed.values.items()}
-    docs = installed.install()
-    account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    kubeconfig = installed.service_account_kubeconfig(account)
+    docs, account, kubeconfig = installed.prepare()
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = tuple(
         a

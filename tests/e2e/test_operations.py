@@ -35,6 +35,9 @@ def test_two_shards_split_the_runs_by_label(kube: Kube, tmp_path: Path) -> None:
         for names in runs.values():
             for name in names:
                 kube.wait_finished(name)
+        for name in runs["a"]:
+            pods = kube.json("get", "pods", "-l", f"braid.dev/run={name}")["items"]
+            assert all(p["metadata"]["labels"]["shard"] == "a" for p in pods)
         for s, op in shards.items():
             other = "b" if s == "a" else "a"
             log = op.log()

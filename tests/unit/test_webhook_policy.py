@@ -9,7 +9,7 @@ import pytest
 
 from braid.engine import StartAttempt
 from braid.engine.actions import AttemptLabels, WebhookRequest
-from braid.kube.selectors import parse_selector
+from braid.kube.selectors import parse_selector, selector_keys
 from braid.webhook import WebhookPolicy, WebhookRefusedError, call_webhook
 
 
@@ -96,3 +96,8 @@ def test_shard_selectors_match_labels(selector, labels, expected):
 def test_a_bad_selector_names_the_term():
     with pytest.raises(ValueError, match="cannot read 'shard in \\(a\\)'"):
         parse_selector("team=x,shard in (a)")
+
+
+def test_a_shard_reads_the_keys_of_its_selector():
+    assert selector_keys("shard=a,!canary,team!=x") == {"shard", "canary", "team"}
+    assert selector_keys("") == frozenset()

@@ -16,7 +16,7 @@ from braid.controller.pools import pod_keys
 from braid.controller.reconcile import PodView, Reconciler
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN
-from braid.kube.selectors import parse_selector
+from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
 
 log = structlog.get_logger("braid.controller")
@@ -111,9 +111,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # for both); the resources are discovered once, at start, as checked below.
     settings.scanning.disabled = True
     if memo.get("selector"):
-        # A shard: the API server sends only the runs it owns (pods of other shards' runs
-        # still arrive, and the reconciler leaves them alone).
+        # A shard: the API server sends only the runs it owns.
         settings.watching.label_selectors[GROUP, "workflowruns"] = memo["selector"]
+        # Its runs' pods carry the selector's labels (see Reconciler.shard_keys).
+        settings.watching.label_selectors["", "v1", "pods"] = memo["selector"]
     cluster = await KubeCluster.from_kubeconfig()
     memo["cluster"] = cluster
     missing = {"workflows", "workflowruns"} - await cluster.served_resources(GROUP, VERSION)
@@ -177,6 +178,7 @@ def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
         if memo.get("webhook_policy") is not None:
             reconciler.webhook_policy = memo["webhook_policy"]
         reconciler.shard = parse_selector(memo.get("selector") or "")
+        reconciler.shard_keys = selector_keys(memo.get("selector") or "")
         reconciler.pool_pods = lambda: pod_keys(pods) if pods is not None else []
         if reconciler.metrics is not None:
             reconciler.metrics.watch_shared(reconciler.pools.in_use, reconciler.breakers)

@@ -148,8 +148,10 @@ class Reconciler:
     pool_pods: Callable[[], list[tuple[tuple[str, str], str, str | None]]] = list
     # Where webhook steps may send requests (the operator's --webhook-allow/--webhook-deny).
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
-    # A shard reconciles only the runs whose labels match (--selector).
+    # A shard reconciles only the runs whose labels match (--selector), and gives their pods
+    # the labels its selector reads, so it can watch just those pods too.
     shard: Matcher = lambda _labels: True
+    shard_keys: frozenset[str] = frozenset()
 
     async def reconcile(
         self,
@@ -165,7 +167,7 @@ class Reconciler:
         if run is None or run["metadata"].get("deletionTimestamp"):
             return
         if not self.shard(run["metadata"].get("labels") or {}):
-            return  # another shard's run (its pods' events reach every shard)
+            return  # another shard's run
         raw_status = run.get("status") or {}
         status = WorkflowRunStatus.model_validate(raw_status) if raw_status else WorkflowRunStatus()
         if status.succeeded is not None:
@@ -225,6 +227,11 @@ class Reconciler:
                     run_name=name,
                     run_uid=run["metadata"]["uid"],
                     workflow=workflow,
+                    inherited={
+                        k: v
+                        for k, v in (run["metadata"].get("labels") or {}).items()
+                        if k in self.shard_keys
+                    },
                 )
                 created = await self.cluster.create_pod(pod)
                 log_.info(

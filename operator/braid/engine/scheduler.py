@@ -685,22 +685,10 @@ class RunState:
         allowed = decision.trusted or _may_approve(
             budget.approvers, decision.user, decision.groups, admitted=decision.admitted
         )
-        verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
         records = record.approvals or []
-        if any(r.user == decision.user and r.decision == verdict for r in records):
+        if not self._record(records, decision, allowed=allowed, digest=record.digest, now=now):
             return
-        records.append(
-            ApprovalRecord(
-                user=decision.user,
-                decision=verdict,
-                time=now,
-                reason=decision.reason,
-                digest=record.digest,
-                bound=decision.digest is not None,
-            )
-        )
         record.approvals = records
-        self.dirty = True
         if not allowed:
             self._event(
                 "Warning",
@@ -873,6 +861,33 @@ class RunState:
                     return record.digest
         return None
 
+    def _record(
+        self,
+        records: list[ApprovalRecord],
+        decision: ApprovalDecision,
+        *,
+        allowed: bool,
+        digest: str | None,
+        now: datetime,
+    ) -> bool:
+        """Add a decision to a gate's records; False when it is already there (level-based:
+        the same annotation is observed on every reconcile)."""
+        verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
+        if any(r.user == decision.user and r.decision == verdict for r in records):
+            return False
+        records.append(
+            ApprovalRecord(
+                user=decision.user,
+                decision=verdict,
+                time=now,
+                reason=decision.reason,
+                digest=digest,
+                bound=decision.digest is not None,
+            )
+        )
+        self.dirty = True
+        return True
+
     def _on_decision(self, decision: ApprovalDecision, now: datetime) -> None:
         if decision.step == BUDGET_GATE and self.plan.spec.budget is not None:
             self._on_budget_decision(decision, now)
@@ -903,21 +918,9 @@ class RunState:
         allowed = decision.trusted or _may_approve(
             spec.approvers, decision.user, decision.groups, admitted=decision.admitted
         )
-        verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
-        if any(r.user == decision.user and r.decision == verdict for r in records):
-            return  # level-based: the same annotation is observed on every reconcile
-        records.append(
-            ApprovalRecord(
-                user=decision.user,
-                decision=verdict,
-                time=now,
-                reason=decision.reason,
-                digest=current,
-                bound=decision.digest is not None,
-            )
-        )
+        if not self._record(records, decision, allowed=allowed, digest=current, now=now):
+            return
         st.approvals = records
-        self.dirty = True
         if not allowed:
             self._event(
                 "Warning",

@@ -46,12 +46,20 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def pod_for(
-    request: StartAttempt, *, namespace: str, run_name: str, run_uid: str, workflow: str
+    request: StartAttempt,
+    *,
+    namespace: str,
+    run_name: str,
+    run_uid: str,
+    workflow: str,
+    inherited: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Pod of one container attempt: deterministic name, owned by the run."""
+    """The Pod of one container attempt: deterministic name, owned by the run. ``inherited``:
+    run labels the pod carries too (a shard's selector keys, so it watches only its pods)."""
     container = request.container
     assert container is not None
     labels = {
+        **(inherited or {}),
         LABEL_WORKFLOW: workflow[:63],
         LABEL_RUN: run_name[:63],
         LABEL_STEP: request.labels.step,

@@ -12,6 +12,14 @@ _TERM = re.compile(rf"^\s*(!?){_KEY}\s*(?:(==|=|!=)\s*([-A-Za-z0-9_.]*))?\s*$")
 Matcher = Callable[[Mapping[str, str]], bool]
 
 
+def selector_keys(text: str) -> frozenset[str]:
+    """The label keys a selector reads (runs pass these on to their pods)."""
+    parse_selector(text)
+    return frozenset(
+        m.group(2) for term in text.split(",") if (m := _TERM.match(term)) and text.strip()
+    )
+
+
 def parse_selector(text: str) -> Matcher:
     """A predicate on labels; raises ValueError naming the term it cannot read."""
     tests: list[Matcher] = []
