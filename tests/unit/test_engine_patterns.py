@@ -630,3 +630,23 @@ def test_history_keeps_the_audit_trail_bounded():
     assert all(h.reason != "StepSucceeded" for h in history)  # routine progress is not audit
     early = simulate(spec, lambda act: ok()).status.history
     assert [h.reason for h in early] == ["RunStarted", "RunSucceeded"]
+
+
+def test_compensations_that_fail_at_once_do_not_stall_the_run():
+    """A compensation whose template cannot render fails without starting; the next one must
+    still be started in the same decision (a pass that queued, failed and queued again used to
+    look like no progress and leave the run with queued work and nothing to wake it)."""
+    undo = {"container": {"image": "x", "command": ["undo", "${{ steps.a.outputs.missing }}"]}}
+    spec = workflow(
+        [
+            container("a", compensation=undo),
+            container("b", compensation=undo),
+            container("c"),
+        ],
+        **{"finally": [{"name": "tell", "container": CMD}]},
+    )
+    r = simulate(spec, lambda a: Outcome(exit_code=1) if a.labels.step == "c" else ok())
+    assert r.status.phase == RunPhase.FAILED
+    comps = [s.compensation.phase for s in r.status.steps[:2]]
+    assert comps == [StepPhase.FAILED, StepPhase.FAILED]
+    assert r.status.finally_[0].phase == StepPhase.SUCCEEDED

@@ -126,6 +126,7 @@ class RunState:
     elsewhere: dict[str, int] = field(default_factory=dict)  # key -> attempts of other runs
     breakers: BreakerBoard | None = None
     held: Counter[str] = field(default_factory=Counter)  # key -> this run's active attempts
+    moves: int = 0  # tasks queued, started or finished: _advance loops while this changes
     waiting_for: set[str] = field(default_factory=set)  # keys with a free slot wanted
 
     # ------------------------------------------------------------------ loading
@@ -318,6 +319,7 @@ class RunState:
 
     def _enqueue(self, task: Task) -> None:
         if id(task.status) not in self.queued:
+            self.moves += 1
             self.queued.add(id(task.status))
             self.slot_queue.append(task)
 
@@ -392,7 +394,7 @@ class RunState:
     def _advance(self, now: datetime) -> None:
         """Start whatever may start now, repeating until nothing changes."""
         while True:
-            before = (len(self.ready), len(self.slot_queue), len(self.active), self.status.phase)
+            before = (self.moves, len(self.ready), len(self.active), self.status.phase)
             if self.failing is None:
                 while self.ready:
                     self._begin_step(self.ready.popleft(), now)
@@ -406,7 +408,9 @@ class RunState:
                 self._advance_compensation()
             if self.status.phase == RunPhase.FINALIZING:
                 self._advance_finally(now)
-            after = (len(self.ready), len(self.slot_queue), len(self.active), self.status.phase)
+            # A task can be queued, started, fail at once (a template error, an open breaker)
+            # and the next be queued within one pass: counting moves, not queue lengths, sees it.
+            after = (self.moves, len(self.ready), len(self.active), self.status.phase)
             if after == before and not self.ready:
                 return
 
@@ -747,6 +751,7 @@ class RunState:
 
     def _task_done(self, task: Task, now: datetime) -> None:
         """A task reached a final phase: tell whatever owns it."""
+        self.moves += 1
         if task.role == "step":
             st = task.status
             self._finish_step(task.step, st.phase, st.reason or "", st.message, now)
