@@ -1,0 +1,1 @@
+"""Reading runs back: pictures of workflows and runs."""

@@ -1,0 +1,205 @@
+"""A workflow's DAG as a picture: Mermaid text and a self-contained SVG. Pure: from the spec
+(and, for a run, its status) to text; fan-outs and loops are drawn as such, and a run's nodes
+are coloured by phase with their attempts and durations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from html import escape
+
+from braid.api.run import StepStatus, WorkflowRunStatus
+from braid.api.workflow import WorkflowSpec
+from braid.engine.plan import StepPlan, plan_for
+
+# Phase -> (fill, stroke); Pending/unknown stays white.
+COLOURS = {
+    "Succeeded": ("#d4edda", "#28a745"),
+    "Failed": ("#f8d7da", "#dc3545"),
+    "Running": ("#cce5ff", "#007bff"),
+    "Retrying": ("#fff3cd", "#fd7e14"),
+    "Waiting": ("#fff3cd", "#ffc107"),
+    "Skipped": ("#e2e3e5", "#6c757d"),
+    "Cancelled": ("#e2e3e5", "#343a40"),
+    "Pending": ("#ffffff", "#6c757d"),
+}
+
+
+@dataclass
+class Node:
+    name: str
+    kind: str
+    lines: list[str]
+    phase: str | None = None
+
+
+@dataclass
+class Graph:
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    finally_: list[Node] = field(default_factory=list)
+
+
+def _duration(st: StepStatus) -> str | None:
+    if st.start_time is None or st.completion_time is None:
+        return None
+    seconds = (st.completion_time - st.start_time) / timedelta(seconds=1)
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _describe(plan: StepPlan) -> list[str]:
+    fan, loop = plan.fan_out, plan.loop
+    if fan is not None:
+        size = f"{len(fan.spec.items)} items" if fan.spec.items is not None else "items from CEL"
+        width = f", {fan.spec.parallelism} at a time" if fan.spec.parallelism else ""
+        return [f"fan-out: {size}{width}"]
+    if loop is not None:
+        body = " → ".join(b.name for b in loop.body)
+        return [f"loop (at most {loop.spec.max_iterations}): {body}"]
+    if plan.action is not None and plan.action.approval is not None:
+        return ["approval"]
+    return [plan.kind]
+
+
+def _runtime(st: StepStatus) -> list[str]:
+    out = []
+    if st.attempts > 1:
+        out.append(f"{st.attempts} attempts")
+    if st.item_count is not None:
+        done = (st.outputs or {}).get("succeeded")
+        out.append(
+            f"{done}/{st.item_count} items ok" if done is not None else f"{st.item_count} items"
+        )
+    if st.iterations:
+        out.append(f"{len(st.iterations)} iterations")
+    duration = _duration(st)
+    if duration:
+        out.append(duration)
+    return [", ".join(out)] if out else []
+
+
+def graph_of(spec: WorkflowSpec, status: WorkflowRunStatus | None = None) -> Graph:
+    plan = plan_for(spec)
+    steps = {s.name: s for s in status.steps} if status else {}
+    graph = Graph()
+    for name in plan.order:
+        p = plan.steps[name]
+        st = steps.get(name)
+        node = Node(name, p.kind, _describe(p))
+        if st is not None:
+            node.phase = st.phase.value
+            node.lines += _runtime(st)
+        graph.nodes.append(node)
+        graph.edges += [(dep, name) for dep in p.deps]
+    finals = {s.name: s for s in (status.finally_ or [])} if status else {}
+    for fin in plan.finally_steps:
+        st = finals.get(fin.name)
+        node = Node(fin.name, "finally", ["finally"])
+        if st is not None:
+            node.phase = st.phase.value
+            node.lines += _runtime(st)
+        graph.finally_.append(node)
+    return graph
+
+
+def _id(name: str) -> str:
+    return "n_" + name.replace("-", "_")
+
+
+def mermaid(graph: Graph) -> str:
+    shapes = {"fanOut": ("[[", "]]"), "loop": ("{{", "}}"), "approval": ("{", "}")}
+    out = ["flowchart TD"]
+    for node in [*graph.nodes, *graph.finally_]:
+        kind = "approval" if node.lines[:1] == ["approval"] else node.kind
+        left, right = shapes.get(kind, ("[", "]"))
+        label = "<br/>".join([node.name, *node.lines]).replace('"', "'")
+        css = f":::{node.phase}" if node.phase else ""
+        out.append(f'  {_id(node.name)}{left}"{label}"{right}{css}')
+    out += [f"  {_id(a)} --> {_id(b)}" for a, b in graph.edges]
+    if graph.finally_:
+        sinks = [n.name for n in graph.nodes if not any(a == n.name for a, _ in graph.edges)]
+        out += [f"  {_id(s)} -.-> {_id(f.name)}" for s in sinks for f in graph.finally_[:1]]
+    for phase in sorted({n.phase for n in [*graph.nodes, *graph.finally_] if n.phase}):
+        fill, stroke = COLOURS.get(phase, COLOURS["Pending"])
+        out.append(f"  classDef {phase} fill:{fill},stroke:{stroke}")
+    return "\n".join(out) + "\n"
+
+
+def _layers(graph: Graph) -> dict[str, int]:
+    """Longest path from a root: a step sits one layer below its deepest dependency."""
+    deps: dict[str, list[str]] = defaultdict(list)
+    for a, b in graph.edges:
+        deps[b].append(a)
+    layer: dict[str, int] = {}
+    for node in graph.nodes:  # declaration order is topological (dependencies come first)
+        layer[node.name] = 1 + max((layer[d] for d in deps[node.name]), default=-1)
+    last = max(layer.values(), default=-1)
+    for node in graph.finally_:
+        layer[node.name] = last + 1
+    return layer
+
+
+WIDTH, HEIGHT, GAP_X, GAP_Y, MARGIN = 200, 58, 30, 44, 20
+
+
+def svg(graph: Graph, title: str = "") -> str:
+    layer = _layers(graph)
+    rows: dict[int, list[Node]] = defaultdict(list)
+    for node in [*graph.nodes, *graph.finally_]:
+        rows[layer[node.name]].append(node)
+    widest = max((len(r) for r in rows.values()), default=1)
+    width = MARGIN * 2 + widest * WIDTH + (widest - 1) * GAP_X
+    height = MARGIN * 2 + len(rows) * HEIGHT + max(len(rows) - 1, 0) * GAP_Y + (24 if title else 0)
+    top = MARGIN + (24 if title else 0)
+    where: dict[str, tuple[float, float]] = {}
+    for index, row in sorted(rows.items()):
+        span = len(row) * WIDTH + (len(row) - 1) * GAP_X
+        x0 = (width - span) / 2
+        for i, node in enumerate(row):
+            where[node.name] = (x0 + i * (WIDTH + GAP_X), top + index * (HEIGHT + GAP_Y))
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">'
+    )
+    arrow = (
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/>'
+        "</marker></defs>"
+    )
+    parts = [head, arrow]
+    if title:
+        parts.append(
+            f'<text x="{MARGIN}" y="{MARGIN + 4}" font-size="14" font-weight="bold">'
+            f"{escape(title)}</text>"
+        )
+    for a, b in graph.edges:
+        (ax, ay), (bx, by) = where[a], where[b]
+        parts.append(
+            f'<line x1="{ax + WIDTH / 2:.0f}" y1="{ay + HEIGHT:.0f}" x2="{bx + WIDTH / 2:.0f}" '
+            f'y2="{by:.0f}" stroke="#555" marker-end="url(#arrow)"/>'
+        )
+    for node in [*graph.nodes, *graph.finally_]:
+        x, y = where[node.name]
+        fill, stroke = COLOURS.get(node.phase or "Pending", COLOURS["Pending"])
+        dash = ' stroke-dasharray="6 3"' if node.kind in ("fanOut", "loop", "finally") else ""
+        rx = 14 if node.kind == "loop" else 4
+        parts.append(f'<g class="step" data-step="{escape(node.name)}">')
+        parts.append(
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="{WIDTH}" height="{HEIGHT}" rx="{rx}" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dash}/>'
+        )
+        if node.kind == "fanOut":  # a stack: more than one of it
+            parts.append(
+                f'<rect x="{x + 4:.0f}" y="{y - 4:.0f}" width="{WIDTH}" height="{HEIGHT}" rx="4" '
+                f'fill="none" stroke="{stroke}" stroke-width="1"/>'
+            )
+        for i, text in enumerate([node.name, *node.lines][:3]):
+            weight = ' font-weight="bold"' if i == 0 else ""
+            parts.append(
+                f'<text x="{x + WIDTH / 2:.0f}" y="{y + 18 + i * 15:.0f}" text-anchor="middle"'
+                f"{weight}>{escape(text[:34])}</text>"
+            )
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

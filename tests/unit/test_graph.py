@@ -1,0 +1,113 @@
+"""`braid graph`: every example drawn as Mermaid and SVG with all its steps, fan-outs and loops
+shown as such, and a run's nodes coloured by phase with attempts and durations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from braid.analysis.graph import COLOURS, graph_of, mermaid, svg
+from braid.api.workflow import Workflow
+from braid.engine.simulate import Outcome, simulate
+from tests.conftest import container, ok, workflow
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*/workflow.yaml"))
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def spec_of(path: Path):
+    doc = next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "Workflow")
+    return Workflow.model_validate(doc).spec
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
+def test_every_example_is_drawn_with_all_its_steps(path):
+    spec = spec_of(path)
+    drawn = graph_of(spec)
+    names = [s.name for s in spec.steps] + [f.name for f in spec.finally_ or []]
+    text = mermaid(drawn)
+    assert text.startswith("flowchart TD\n")
+    for name in names:
+        assert f"n_{name.replace('-', '_')}" in text
+    root = ET.fromstring(svg(drawn, title=path.parent.name))
+    drawn_steps = [g.get("data-step") for g in root.iter(f"{SVG}g")]
+    assert drawn_steps == names
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert all(name in texts for name in names)
+    assert len(root.findall(f"{SVG}line")) == len(drawn.edges)
+
+
+def test_fan_outs_and_loops_have_shapes_of_their_own():
+    spec = spec_of(ROOT / "examples" / "03-orchestrator-worker" / "workflow.yaml")
+    assert "n_work[[" in mermaid(graph_of(spec))
+    loop = spec_of(ROOT / "examples" / "05-react-loop" / "workflow.yaml")
+    text = mermaid(graph_of(loop))
+    assert "n_solve{{" in text
+    assert "loop (at most 10): think → observe" in text
+
+
+def test_a_run_is_coloured_by_phase_with_attempts_and_durations():
+    spec = workflow([container("fetch"), container("publish", retry={"limit": 1})])
+
+    def script(a):
+        return Outcome(seconds=3, exit_code=1) if a.labels.step == "publish" else ok(seconds=2)
+
+    run = simulate(spec, script)
+    drawn = graph_of(spec, run.status)
+    phases = {n.name: n.phase for n in drawn.nodes}
+    assert phases[spec.steps[-1].name] == "Failed"
+    assert "Succeeded" in phases.values()
+    failed = next(n for n in drawn.nodes if n.name == spec.steps[-1].name)
+    assert any("attempts" in line for line in failed.lines)
+    assert any(line.endswith("s") for line in failed.lines)
+    text = mermaid(drawn)
+    assert f"classDef Failed fill:{COLOURS['Failed'][0]}" in text
+    root = ET.fromstring(svg(drawn))
+    fills = {r.get("fill") for r in root.iter(f"{SVG}rect")}
+    assert COLOURS["Failed"][0] in fills
+
+
+def test_the_cli_draws_a_file_and_a_run_object(tmp_path):
+    example = ROOT / "examples" / "01-sequential" / "workflow.yaml"
+    out = subprocess.run(
+        [sys.executable, "-m", "braid.cli", "graph", str(example)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.startswith("flowchart TD")
+    spec = spec_of(example)
+    status = simulate(spec, lambda a: ok({"brief": "x", "notes": "n", "draft": "d"})).status
+    run = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "r1"},
+        "spec": {"workflowRef": {"name": "x"}},
+        "status": status.wire(),
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    target = tmp_path / "run.svg"
+    subprocess.run(
+        [sys.executable, "-m", "braid.cli", "graph", str(path), "--out", str(target)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    root = ET.parse(target).getroot()
+    assert next(t.text for t in root.iter(f"{SVG}text")) == "r1"
+    bad = subprocess.run(
+        [sys.executable, "-m", "braid.cli", "graph", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "no such file" in bad.stderr
