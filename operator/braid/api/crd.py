@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from braid.api.analysis import WorkflowStatus
 from braid.api.common import GROUP, VERSION
 from braid.api.run import WorkflowRunSpec, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
@@ -160,7 +161,7 @@ def workflow_crd() -> dict[str, Any]:
         "A reusable agentic workflow: steps, their order and the rules they run under. "
         "Start it by creating a WorkflowRun.",
         schema_of(WorkflowSpec),
-        _free_form("Observed state of the workflow (reserved for analysis results)."),
+        schema_of(WorkflowStatus),
         [
             {
                 "name": "Description",

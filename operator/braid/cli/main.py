@@ -10,7 +10,7 @@ import re
 import socket
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ from rich.console import Console
 
 from braid import __version__
 from braid.analysis.graph import graph_of, mermaid, svg
+from braid.analysis.report import analysis_report
+from braid.analysis.stats import analyze as analyze_runs
+from braid.analysis.stats import gantt_svg
 from braid.api.crd import render_crds
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
@@ -215,6 +218,12 @@ def run(
     reject: list[str] = typer.Option([], "--reject", help="Reject gate STEP (or STEP=REASON)."),
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json"),
     workdir: Path | None = typer.Option(None, help="Where attempt logs and outputs are kept."),
+    record: Path | None = typer.Option(
+        None,
+        "--record",
+        help="Also write the finished run as a WorkflowRun object with its status (input for "
+        "`braid analyze --runs` and `braid graph`).",
+    ),
 ) -> None:
     """Run a workflow locally: container steps as processes, webhooks as HTTP calls."""
     manifests = [m for _, ms in _load(files) for m in ms]
@@ -251,6 +260,19 @@ def run(
         err.print("[red]interrupted twice: stopped without finishing compensation[/]")
         raise typer.Exit(EXIT_CANCELLED) from None
     document = run_document(run_name, status, local.workdir)
+    if record is not None:
+        record.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "braid.dev/v1alpha1",
+                    "kind": "WorkflowRun",
+                    "metadata": {"name": run_name},
+                    "spec": {"workflow": spec.wire()},
+                    "status": status.wire(),
+                },
+                indent=2,
+            )
+        )
     if output == OutputFormat.JSON:
         sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     else:
@@ -363,7 +385,7 @@ def graph(
         else:
             args = ["kubectl", "get", "workflowrun", source, "-o", "json"]
             args += ["-n", namespace] if namespace else []
-            got = subprocess.run(args, capture_output=True, text=True, check=False)  # noqa: S603
+            got = subprocess.run(args, capture_output=True, text=True, check=False)
             if got.returncode != 0:
                 err.print(f"[red]error[/]: {source}: no such file, and {got.stderr.strip()}")
                 raise typer.Exit(1)
@@ -392,6 +414,110 @@ def graph(
         err.print(f"wrote {out}")
     else:
         sys.stdout.write(text)
+
+
+def _kubectl_json(*args: str) -> Any:
+    got = subprocess.run(
+        ["kubectl", *args, "-o", "json"], capture_output=True, text=True, check=False
+    )
+    if got.returncode != 0:
+        err.print(f"[red]error[/]: kubectl {' '.join(args)}: {got.stderr.strip()}")
+        raise typer.Exit(1)
+    return json.loads(got.stdout)
+
+
+def _run_objects(paths: list[Path]) -> list[dict[str, Any]]:
+    """WorkflowRun objects (with status) from files: single objects, Lists, several docs."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict):
+                out += doc.get("items", []) if doc.get("kind", "").endswith("List") else [doc]
+    return [d for d in out if d.get("kind") == "WorkflowRun" and d.get("status")]
+
+
+@app.command()
+def analyze(
+    workflow: str = typer.Argument(..., help="The Workflow: a name in the cluster, or a file."),
+    runs: list[Path] = typer.Option(
+        [],
+        "--runs",
+        help="Files of finished WorkflowRuns (kubectl get -o yaml/json, or "
+        "`braid run --record`); without it the runs come from the cluster.",
+    ),
+    namespace: str | None = typer.Option(None, "--namespace", "-n"),
+    output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json"),
+    write: bool = typer.Option(
+        False, "--write", help="Write the analysis to the Workflow's status.analysis."
+    ),
+    gantt: Path | None = typer.Option(None, "--gantt", help="Draw the slowest run (SVG) here."),
+) -> None:
+    """Per-step statistics over a workflow's finished runs, its critical path, bottlenecks and
+    ranked recommendations; optionally written back to the Workflow as data."""
+    ns = ["-n", namespace] if namespace else []
+    if Path(workflow).exists():
+        manifests = [
+            m for m in parse_documents(Path(workflow).read_text()) if isinstance(m, Workflow)
+        ]
+        if not manifests:
+            err.print(f"[red]error[/]: {workflow} holds no Workflow")
+            raise typer.Exit(1)
+        wf = manifests[0]
+    else:
+        wf = Workflow.model_validate(_kubectl_json("get", "workflow", workflow, *ns))
+    name = wf.metadata.name or workflow
+    if runs:
+        objects = _run_objects(runs)
+    else:
+        listed = _kubectl_json("get", "workflowruns", *ns)["items"]
+        objects = [
+            r
+            for r in listed
+            if (r.get("spec", {}).get("workflowRef") or {}).get("name") == name and r.get("status")
+        ]
+    statuses = [WorkflowRunStatus.model_validate(o["status"]) for o in objects]
+    finished = [(o, s) for o, s in zip(objects, statuses, strict=True) if s.succeeded is not None]
+    if not finished:
+        err.print(f"[red]error[/]: no finished runs of {name} to analyse")
+        raise typer.Exit(1)
+    result = analyze_runs(wf.spec, [s for _, s in finished], datetime.now(UTC))
+    if gantt is not None:
+        slowest = max(
+            finished,
+            key=lambda p: (
+                ((p[1].completion_time or p[1].start_time) - p[1].start_time).total_seconds()
+                if p[1].start_time
+                else 0
+            ),
+        )
+        gantt.write_text(gantt_svg(slowest[1], title=str(slowest[0]["metadata"].get("name", ""))))
+        err.print(f"wrote {gantt}")
+    if write:
+        patch = json.dumps({"status": {"analysis": result.wire()}})
+        got = subprocess.run(
+            [
+                "kubectl",
+                "patch",
+                "workflow",
+                name,
+                *ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                patch,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if got.returncode != 0:
+            err.print(f"[red]error[/]: writing the analysis: {got.stderr.strip()}")
+            raise typer.Exit(1)
+        err.print(f"wrote status.analysis of workflow {name}")
+    if output == OutputFormat.JSON:
+        print(json.dumps(result.wire(), indent=2))
+        return
+    print(analysis_report(name, result))
 
 
 register_plugin(app)

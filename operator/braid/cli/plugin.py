@@ -47,7 +47,7 @@ class Kubectl:
         return args
 
     def __call__(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(  # noqa: S603 - kubectl with the user's own arguments
+        result = subprocess.run(
             [*self._base(), *args], input=stdin, capture_output=True, text=True, check=False
         )
         if result.returncode != 0:

@@ -1,0 +1,159 @@
+"""`braid analyze` over recorded run histories whose bottlenecks and recommendations are known,
+and the Gantt chart of a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from datetime import timedelta
+
+from braid.analysis.stats import analyze, critical_path, gantt_svg
+from braid.engine.simulate import EPOCH, Outcome, simulate
+from tests.conftest import ok, workflow
+
+SVG = "{http://www.w3.org/2000/svg}"
+C = {"image": "x", "command": ["true"]}
+
+
+def spec():
+    return workflow(
+        [
+            {"name": "fetch", "container": C},
+            {
+                "name": "summarize",
+                "container": {**C, "args": ["${{ steps.fetch.outputs.doc }}"]},
+                "timeoutSeconds": 12,
+            },
+            {"name": "translate", "container": C},  # no dependsOn, reads nothing of summarize
+            {
+                "name": "publish",
+                "dependsOn": ["summarize", "translate"],
+                "container": C,
+                "retry": {"limit": 2, "backoff": {"initialDelaySeconds": 1, "jitter": 0}},
+            },
+        ],
+        sla={"maxDurationSeconds": 10},
+    )
+
+
+def history(n: int = 5):
+    runs = []
+    for i in range(n):
+
+        def script(a, i=i):
+            step = a.labels.step
+            if step == "fetch":
+                return ok({"doc": "same", "usage": {"tokens": 100}}, seconds=2)
+            if step == "summarize":
+                return ok({"summary": f"s{i}"}, seconds=8 + i)
+            if step == "translate":
+                return ok({"fr": f"t{i}"}, seconds=3)
+            if i == n - 1:
+                return Outcome(seconds=2, exit_code=1)  # the last run's publish keeps failing
+            return ok(seconds=1)
+
+        result = simulate(spec(), script, start=EPOCH + timedelta(hours=i), run_name=f"r{i}")
+        runs.append(result)
+    return runs
+
+
+def test_statistics_per_step():
+    runs = history()
+    a = analyze(spec(), [r.status for r in runs], EPOCH)
+    assert (a.runs, a.succeeded) == (5, 4)
+    stats = {s.step: s for s in a.steps}
+    assert stats["summarize"].p50 == 10
+    assert stats["summarize"].p95 == 12
+    assert stats["summarize"].mean == 10
+    assert stats["summarize"].stdev > 1.4
+    assert stats["fetch"].tokens == 100
+    assert stats["publish"].error_rate == 0.2
+    assert stats["publish"].retry_rate == 0.2
+    assert stats["publish"].retry_waste > 0
+    # Nothing queued for pools or pods here: each step started as its dependencies finished.
+    assert all(s.waiting == 0 for s in a.steps)
+    assert a.critical_path == ["fetch", "summarize", "translate", "publish"]
+
+
+def test_the_critical_path_follows_the_last_finisher():
+    run = history(1)[0]
+    assert critical_path(spec(), run.status) == ["fetch", "summarize", "translate", "publish"]
+
+
+def test_bottlenecks_and_ranked_recommendations_are_the_known_ones():
+    a = analyze(spec(), [r.status for r in history()], EPOCH)
+    # summarize is slow; publish is variable (1 s, except the run where it failed 3 times).
+    assert [(b.step, b.why) for b in a.bottlenecks] == [
+        ("summarize", "Slow"),
+        ("publish", "Variable"),
+    ]
+    kinds = [(r.kind, r.steps) for r in a.recommendations]
+    assert ("Parallelize", ["summarize", "translate"]) in kinds
+    assert ("Cache", ["fetch"]) in kinds
+    assert ("RaiseTimeout", ["summarize"]) in kinds
+    assert ("LowerRetries", ["publish"]) in kinds
+    assert ("RelaxSLA", []) in kinds
+    gains = [r.gain_seconds for r in a.recommendations]
+    assert gains == sorted(gains, reverse=True)
+    parallel = next(r for r in a.recommendations if r.kind == "Parallelize")
+    assert parallel.gain_seconds == 3
+    assert "reads no output of summarize" in parallel.evidence
+    # summarize reads fetch: not a parallelization candidate
+    assert ("Parallelize", ["fetch", "summarize"]) not in kinds
+
+
+def test_the_gantt_chart_is_well_formed_and_has_every_step():
+    run = history(1)[0]
+    root = ET.fromstring(gantt_svg(run.status, title="r0"))
+    assert [g.get("data-step") for g in root.iter(f"{SVG}g")] == [
+        "fetch",
+        "summarize",
+        "translate",
+        "publish",
+    ]
+
+
+def test_the_cli_analyses_recorded_runs_and_draws_the_slowest(tmp_path):
+    runs = history()
+    wf = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "brief"},
+        "spec": spec().wire(),
+    }
+    (tmp_path / "wf.json").write_text(json.dumps(wf))
+    items = [
+        {
+            "apiVersion": "braid.dev/v1alpha1",
+            "kind": "WorkflowRun",
+            "metadata": {"name": f"r{i}"},
+            "spec": {"workflowRef": {"name": "brief"}},
+            "status": r.status.wire(),
+        }
+        for i, r in enumerate(runs)
+    ]
+    (tmp_path / "runs.json").write_text(
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
+    base = [
+        sys.executable,
+        "-m",
+        "braid.cli",
+        "analyze",
+        str(tmp_path / "wf.json"),
+        "--runs",
+        str(tmp_path / "runs.json"),
+    ]
+    text = subprocess.run(
+        [*base, "--gantt", str(tmp_path / "g.svg")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "5 finished runs (4 succeeded)" in text
+    assert "[Parallelize] run translate alongside summarize" in text
+    assert "summarize: Slow" in text
+    ET.parse(tmp_path / "g.svg")
+    data = json.loads(
+        subprocess.run([*base, "-o", "json"], capture_output=True, text=True, check=True).stdout
+    )
+    assert data["recommendations"][0]["gainSeconds"] >= data["recommendations"][-1]["gainSeconds"]
