@@ -256,3 +256,25 @@ def test_approval_prompt_on_a_terminal():
     assert proc.returncode == 0
     assert doc["outputs"]["applied"] == "raise the rate limit to 200 rps"
     assert steps(doc)["review"]["approvals"][0]["decision"] == "Approved"
+
+
+def test_local_run_records_feed_analyze_and_graph(tmp_path):
+    example = "examples/01-sequential"
+    records = []
+    for i in range(3):
+        record = tmp_path / f"run{i}.json"
+        result = braid(
+            "run", f"{example}/workflow.yaml", f"{example}/run.yaml", "--record", str(record)
+        )
+        assert result.returncode == 0, result.stderr
+        records.append(record)
+    doc = json.loads(records[0].read_text())
+    assert (doc["kind"], doc["status"]["phase"]) == ("WorkflowRun", "Succeeded")
+    runs = [a for r in records for a in ("--runs", str(r))]
+    report = braid("analyze", f"{example}/workflow.yaml", *runs)
+    assert report.returncode == 0, report.stderr
+    assert "3 finished runs (3 succeeded)" in report.stdout
+    for step in ("research", "outline", "write"):
+        assert step in report.stdout
+    drawn = braid("graph", str(records[0]))
+    assert "classDef Succeeded" in drawn.stdout

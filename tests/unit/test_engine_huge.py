@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from braid.api.errors import InvalidSpecError
 from braid.api.run import RunPhase, StepPhase, WorkflowRunStatus
 from braid.engine import AttemptResult, Observations, RunState, StartAttempt
+from braid.engine.plan import compile_plan
 from braid.engine.scheduler import COMPACT_ABOVE, KEEP_FAILED
 from braid.engine.simulate import EPOCH, Outcome, simulate
 from tests.conftest import ok, workflow
@@ -89,3 +93,17 @@ def test_a_huge_fan_out_resumes_from_its_compacted_status():
     assert max(sizes) < 40_000
     started = state.steps["fan"].items_started
     assert started == 2_000
+
+
+def test_reading_items_of_a_large_fan_out_is_refused_at_lint_time():
+    reader = {
+        "name": "sum",
+        "container": {"image": "x", "args": ["${{ steps.fan.outputs.items }}"]},
+    }
+    spec = huge(COMPACT_ABOVE + 1)
+    spec.steps.append(workflow([reader]).steps[0])
+    with pytest.raises(InvalidSpecError, match=r"spec.steps\[1\].container.args\[0\]: fan "):
+        compile_plan(spec)
+    small = huge(COMPACT_ABOVE)
+    small.steps.append(workflow([reader]).steps[0])
+    compile_plan(small)

@@ -393,6 +393,34 @@ def param_refs(expr: Expression) -> set[str]:
     }
 
 
+# Fan-outs with more items than this keep a summary instead of per-item detail in the run's
+# status, and do not gather outputs.items (engine/scheduler.py).
+COMPACT_ABOVE = 200
+
+
+def _check_gathering(compiler: _Compiler, steps: list[Step]) -> None:
+    """A literal fan-out over COMPACT_ABOVE items has no outputs.items to read."""
+    large = [
+        s.name
+        for s in steps
+        if s.fan_out is not None and len(s.fan_out.items or []) > COMPACT_ABOVE
+    ]
+    for name in large:
+        pattern = re.compile(
+            rf"steps(\.{re.escape(name)}|\[\s*['\"]{re.escape(name)}['\"]\s*\])\.outputs\.items\b"
+        )
+        for expr, _owner, _extra in compiler.expressions:
+            if pattern.search(expr.source):
+                compiler.errors.append(
+                    FieldError(
+                        expr.path,
+                        f"{name} fans out over more than {COMPACT_ABOVE} items, so its outputs "
+                        "carry succeeded/failed/total but not items; have the items write their "
+                        "results somewhere a later step reads them",
+                    )
+                )
+
+
 def _trial(compiler: _Compiler, expr: Expression) -> None:
     """Catch type errors that do not depend on run-time data: evaluate constant expressions."""
     if expr.variables:
@@ -517,6 +545,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
             outputs[key] = compiled
 
     _check_references(compiler, deps, order, body_of)
+    _check_gathering(compiler, spec.steps)
     if errors:
         raise InvalidSpecError(errors)
     return Plan(

@@ -60,6 +60,7 @@ from braid.engine.actions import (
 from braid.engine.backoff import is_retryable, retry_delay
 from braid.engine.breakers import BreakerBoard
 from braid.engine.outputs import usage_of
+from braid.engine.plan import COMPACT_ABOVE as PLAN_COMPACT_ABOVE
 from braid.engine.plan import ActionPlan, Plan, StepPlan, plan_for
 from braid.engine.tasks import Task, judge, render_request
 from braid.expressions import Expression, ExpressionError, type_name
@@ -72,7 +73,7 @@ HISTORY_LIMIT = 100
 # retrying or among the last KEEP_FAILED failures; the rest are counted in itemsSummary, so the
 # run object stays far below the API server's size limit and reconciles stay cheap. Their
 # outputs carry counts but not the per-item list.
-COMPACT_ABOVE = 200
+COMPACT_ABOVE = PLAN_COMPACT_ABOVE
 KEEP_FAILED = 50
 # Reasons of an Unknown Succeeded condition that mean "going on normally", not "failing".
 IN_PROGRESS_REASONS = frozenset({"Running", "AwaitingApproval"})
