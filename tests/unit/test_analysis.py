@@ -157,3 +157,15 @@ def test_the_cli_analyses_recorded_runs_and_draws_the_slowest(tmp_path):
         subprocess.run([*base, "-o", "json"], capture_output=True, text=True, check=True).stdout
     )
     assert data["recommendations"][0]["gainSeconds"] >= data["recommendations"][-1]["gainSeconds"]
+
+
+def test_the_gantt_chart_as_png():
+    import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    from braid.analysis.stats import gantt_png  # noqa: PLC0415
+
+    image = Image.open(io.BytesIO(gantt_png(history(1)[0].status, title="r0")))
+    assert image.format == "PNG"
+    assert image.size[1] > 4 * 24

@@ -111,3 +111,39 @@ def test_the_cli_draws_a_file_and_a_run_object(tmp_path):
     )
     assert bad.returncode == 1
     assert "no such file" in bad.stderr
+
+
+def test_png_pictures_are_real_images_in_the_phase_colours(tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    spec = workflow([container("fetch"), container("publish")])
+    run = simulate(spec, lambda a: ok())
+    target = tmp_path / "run.png"
+    doc = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "r"},
+        "spec": {"workflow": spec.wire()},
+        "status": run.status.wire(),
+    }
+    (tmp_path / "run.json").write_text(json.dumps(doc))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "braid.cli",
+            "graph",
+            str(tmp_path / "run.json"),
+            "--out",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(target).convert("RGB")
+    green = tuple(int(COLOURS["Succeeded"][0][i : i + 2], 16) for i in (1, 3, 5))
+    assert green in {c for _, c in image.getcolors(maxcolors=100_000)}
+    assert image.size[0] >= 200
+    assert image.size[1] >= 2 * 58

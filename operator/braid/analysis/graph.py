@@ -4,6 +4,7 @@ are coloured by phase with their attempts and durations."""
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -143,63 +144,143 @@ def _layers(graph: Graph) -> dict[str, int]:
 WIDTH, HEIGHT, GAP_X, GAP_Y, MARGIN = 200, 58, 30, 44, 20
 
 
-def svg(graph: Graph, title: str = "") -> str:
+@dataclass
+class Shape:
+    """A drawing primitive both back ends (SVG, PNG) understand."""
+
+    kind: str  # rect | line | text
+    x: float
+    y: float
+    w: float = 0.0  # rect: width; line: x2
+    h: float = 0.0  # rect: height; line: y2
+    fill: str = "none"
+    stroke: str = "#555"
+    text: str = ""
+    bold: bool = False
+    dashed: bool = False
+    group: str | None = None  # the step a shape belongs to
+    anchor: str = "middle"
+
+
+def layout(graph: Graph, title: str = "") -> tuple[float, float, list[Shape]]:
+    """Nodes in layers (longest path from a root), centred per layer; edges top to bottom."""
     layer = _layers(graph)
     rows: dict[int, list[Node]] = defaultdict(list)
     for node in [*graph.nodes, *graph.finally_]:
         rows[layer[node.name]].append(node)
     widest = max((len(r) for r in rows.values()), default=1)
     width = MARGIN * 2 + widest * WIDTH + (widest - 1) * GAP_X
-    height = MARGIN * 2 + len(rows) * HEIGHT + max(len(rows) - 1, 0) * GAP_Y + (24 if title else 0)
     top = MARGIN + (24 if title else 0)
+    height = top + MARGIN + len(rows) * HEIGHT + max(len(rows) - 1, 0) * GAP_Y
     where: dict[str, tuple[float, float]] = {}
     for index, row in sorted(rows.items()):
         span = len(row) * WIDTH + (len(row) - 1) * GAP_X
         x0 = (width - span) / 2
         for i, node in enumerate(row):
             where[node.name] = (x0 + i * (WIDTH + GAP_X), top + index * (HEIGHT + GAP_Y))
-    head = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">'
-    )
-    arrow = (
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/>'
-        "</marker></defs>"
-    )
-    parts = [head, arrow]
+    shapes: list[Shape] = []
     if title:
-        parts.append(
-            f'<text x="{MARGIN}" y="{MARGIN + 4}" font-size="14" font-weight="bold">'
-            f"{escape(title)}</text>"
-        )
+        shapes.append(Shape("text", MARGIN, MARGIN + 4, text=title, bold=True, anchor="start"))
     for a, b in graph.edges:
         (ax, ay), (bx, by) = where[a], where[b]
-        parts.append(
-            f'<line x1="{ax + WIDTH / 2:.0f}" y1="{ay + HEIGHT:.0f}" x2="{bx + WIDTH / 2:.0f}" '
-            f'y2="{by:.0f}" stroke="#555" marker-end="url(#arrow)"/>'
-        )
+        shapes.append(Shape("line", ax + WIDTH / 2, ay + HEIGHT, bx + WIDTH / 2, by))
     for node in [*graph.nodes, *graph.finally_]:
         x, y = where[node.name]
         fill, stroke = COLOURS.get(node.phase or "Pending", COLOURS["Pending"])
-        dash = ' stroke-dasharray="6 3"' if node.kind in ("fanOut", "loop", "finally") else ""
-        rx = 14 if node.kind == "loop" else 4
-        parts.append(f'<g class="step" data-step="{escape(node.name)}">')
-        parts.append(
-            f'<rect x="{x:.0f}" y="{y:.0f}" width="{WIDTH}" height="{HEIGHT}" rx="{rx}" '
-            f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dash}/>'
-        )
+        dashed = node.kind in ("fanOut", "loop", "finally")
         if node.kind == "fanOut":  # a stack: more than one of it
-            parts.append(
-                f'<rect x="{x + 4:.0f}" y="{y - 4:.0f}" width="{WIDTH}" height="{HEIGHT}" rx="4" '
-                f'fill="none" stroke="{stroke}" stroke-width="1"/>'
+            shapes.append(
+                Shape("rect", x + 4, y - 4, WIDTH, HEIGHT, "none", stroke, group=node.name)
             )
+        shapes.append(
+            Shape("rect", x, y, WIDTH, HEIGHT, fill, stroke, dashed=dashed, group=node.name)
+        )
         for i, text in enumerate([node.name, *node.lines][:3]):
-            weight = ' font-weight="bold"' if i == 0 else ""
-            parts.append(
-                f'<text x="{x + WIDTH / 2:.0f}" y="{y + 18 + i * 15:.0f}" text-anchor="middle"'
-                f"{weight}>{escape(text[:34])}</text>"
+            shapes.append(
+                Shape(
+                    "text",
+                    x + WIDTH / 2,
+                    y + 18 + i * 15,
+                    text=text[:34],
+                    bold=i == 0,
+                    group=node.name,
+                )
             )
+    return width, height, shapes
+
+
+def render_svg(width: float, height: float, shapes: list[Shape]) -> str:
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">'
+        ),
+        (
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+            'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/>'
+            "</marker></defs>"
+        ),
+    ]
+    group: str | None = None
+    for shape in shapes:
+        if shape.group != group:
+            if group is not None:
+                parts.append("</g>")
+            if shape.group is not None:
+                parts.append(f'<g class="step" data-step="{escape(shape.group)}">')
+            group = shape.group
+        if shape.kind == "line":
+            parts.append(
+                f'<line x1="{shape.x:.0f}" y1="{shape.y:.0f}" x2="{shape.w:.0f}" '
+                f'y2="{shape.h:.0f}" stroke="{shape.stroke}" marker-end="url(#arrow)"/>'
+            )
+        elif shape.kind == "rect":
+            dash = ' stroke-dasharray="6 3"' if shape.dashed else ""
+            parts.append(
+                f'<rect x="{shape.x:.0f}" y="{shape.y:.0f}" width="{shape.w:.0f}" '
+                f'height="{shape.h:.0f}" rx="4" fill="{shape.fill}" stroke="{shape.stroke}" '
+                f'stroke-width="1.5"{dash}/>'
+            )
+        else:
+            weight = ' font-weight="bold"' if shape.bold else ""
+            parts.append(
+                f'<text x="{shape.x:.0f}" y="{shape.y:.0f}" text-anchor="{shape.anchor}"'
+                f"{weight}>{escape(shape.text)}</text>"
+            )
+    if group is not None:
         parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def render_png(width: float, height: float, shapes: list[Shape]) -> bytes:
+    """The same drawing as a PNG (Pillow, its built-in font)."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415 - only pictures need Pillow
+
+    image = Image.new("RGB", (int(width), int(height)), "white")
+    draw = ImageDraw.Draw(image)
+    for shape in shapes:
+        if shape.kind == "line":
+            draw.line((shape.x, shape.y, shape.w, shape.h), fill=shape.stroke, width=1)
+            draw.polygon(
+                [(shape.w, shape.h), (shape.w - 4, shape.h - 7), (shape.w + 4, shape.h - 7)],
+                fill=shape.stroke,
+            )
+        elif shape.kind == "rect":
+            fill = None if shape.fill == "none" else shape.fill
+            box = (shape.x, shape.y, shape.x + shape.w, shape.y + shape.h)
+            draw.rectangle(box, fill=fill, outline=shape.stroke, width=2 if shape.bold else 1)
+        else:
+            anchor = "ms" if shape.anchor == "middle" else ("rs" if shape.anchor == "end" else "ls")
+            draw.text((shape.x, shape.y), shape.text, fill="black", anchor=anchor)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def svg(graph: Graph, title: str = "") -> str:
+    return render_svg(*layout(graph, title))
+
+
+def png(graph: Graph, title: str = "") -> bytes:
+    return render_png(*layout(graph, title))

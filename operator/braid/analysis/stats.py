@@ -10,6 +10,7 @@ import statistics
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
+from braid.analysis.graph import COLOURS, Shape, render_png, render_svg
 from braid.api.analysis import Bottleneck, Recommendation, StepStats, WorkflowAnalysis
 from braid.api.run import StepPhase, StepStatus, WorkflowRunStatus
 from braid.api.workflow import Step, WorkflowSpec
@@ -279,12 +280,8 @@ def _recommend(
     return sorted(out, key=lambda r: r.gain_seconds, reverse=True)
 
 
-def gantt_svg(status: WorkflowRunStatus, title: str = "") -> str:
-    """A run's steps as bars on its time line (SVG), coloured by phase."""
-    from html import escape  # noqa: PLC0415
-
-    from braid.analysis.graph import COLOURS  # noqa: PLC0415
-
+def gantt(status: WorkflowRunStatus, title: str = "") -> tuple[float, float, list[Shape]]:
+    """A run's steps as bars on its time line, coloured by phase."""
     rows = [s for s in status.steps if s.start_time is not None]
     start = status.start_time or min((s.start_time for s in rows if s.start_time), default=None)
     end = status.completion_time or max(
@@ -293,32 +290,30 @@ def gantt_svg(status: WorkflowRunStatus, title: str = "") -> str:
     total = max(_seconds(start, end) or 0.0, 1e-6)
     left, width, row_h, top = 140, 560, 24, 34
     height = top + row_h * len(rows) + 30
-    head = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 20}" height="{height}" '
-        'font-family="sans-serif" font-size="12">'
-    )
-    caption = (
-        f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)} '
-        f"({total:.1f}s)</text>"
-    )
-    parts = [head, caption]
+    shapes = [Shape("text", 10, 20, text=f"{title} ({total:.1f}s)", bold=True, anchor="start")]
     for i, st in enumerate(rows):
         y = top + i * row_h
         x0 = left + width * (_seconds(start, st.start_time) or 0.0) / total
         span = _seconds(st.start_time, st.completion_time or end) or 0.0
         fill, stroke = COLOURS.get(st.phase.value, COLOURS["Pending"])
-        parts.append(f'<g class="bar" data-step="{escape(st.name)}">')
-        parts.append(f'<text x="10" y="{y + 16}">{escape(st.name[:18])}</text>')
-        parts.append(
-            f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(width * span / total, 1):.1f}" '
-            f'height="{row_h - 8}" fill="{fill}" stroke="{stroke}"/>'
-        )
-        parts.append(f'<text x="{x0 + 4:.1f}" y="{y + 16}" font-size="10">{span:.1f}s</text></g>')
-    parts.append(
-        f'<line x1="{left}" y1="{height - 22}" x2="{left + width}" y2="{height - 22}" '
-        'stroke="#555"/>'
-    )
-    parts.append(f'<text x="{left}" y="{height - 8}">0s</text>')
-    parts.append(f'<text x="{left + width}" y="{height - 8}" text-anchor="end">{total:.1f}s</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+        bar = max(width * span / total, 1)
+        shapes += [
+            Shape("text", 10, y + 16, text=st.name[:18], anchor="start", group=st.name),
+            Shape("rect", x0, y + 4, bar, row_h - 8, fill, stroke, group=st.name),
+            Shape("text", x0 + 4, y + 16, text=f"{span:.1f}s", anchor="start", group=st.name),
+        ]
+    axis = height - 22
+    shapes += [
+        Shape("line", left, axis, left + width, axis),
+        Shape("text", left, height - 8, text="0s", anchor="start"),
+        Shape("text", left + width, height - 8, text=f"{total:.1f}s", anchor="end"),
+    ]
+    return left + width + 20, height, shapes
+
+
+def gantt_svg(status: WorkflowRunStatus, title: str = "") -> str:
+    return render_svg(*gantt(status, title))
+
+
+def gantt_png(status: WorkflowRunStatus, title: str = "") -> bytes:
+    return render_png(*gantt(status, title))

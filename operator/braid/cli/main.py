@@ -21,10 +21,10 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from braid import __version__
-from braid.analysis.graph import graph_of, mermaid, svg
+from braid.analysis.graph import graph_of, mermaid, png, svg
 from braid.analysis.report import analysis_report
 from braid.analysis.stats import analyze as analyze_runs
-from braid.analysis.stats import gantt_svg
+from braid.analysis.stats import gantt_png, gantt_svg
 from braid.api.crd import render_crds
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
@@ -362,6 +362,7 @@ def operator(
 class GraphFormat(StrEnum):
     MERMAID = "mermaid"
     SVG = "svg"
+    PNG = "png"
 
 
 @app.command()
@@ -373,7 +374,7 @@ def graph(
     ),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="The run's namespace."),
     fmt: GraphFormat | None = typer.Option(
-        None, "--format", "-f", help="mermaid or svg; default from --out, else mermaid."
+        None, "--format", "-f", help="mermaid, svg or png; default from --out, else mermaid."
     ),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of stdout."),
 ) -> None:
@@ -405,9 +406,17 @@ def graph(
     except (StopIteration, ValidationError, yaml.YAMLError, json.JSONDecodeError) as exc:
         err.print(f"[red]error[/]: {source}: not a Workflow or WorkflowRun: {exc}")
         raise typer.Exit(1) from None
-    chosen = fmt or (GraphFormat.SVG if out and out.suffix == ".svg" else GraphFormat.MERMAID)
+    by_suffix = {".svg": GraphFormat.SVG, ".png": GraphFormat.PNG}
+    chosen = fmt or by_suffix.get(out.suffix if out else "", GraphFormat.MERMAID)
     name = str((doc.get("metadata") or {}).get("name") or "")
     drawn = graph_of(spec, status)
+    if chosen == GraphFormat.PNG:
+        if out is None:
+            err.print("[red]error[/]: a PNG needs --out FILE")
+            raise typer.Exit(1)
+        out.write_bytes(png(drawn, title=name))
+        err.print(f"wrote {out}")
+        return
     text = svg(drawn, title=name) if chosen == GraphFormat.SVG else mermaid(drawn)
     if out:
         out.write_text(text)
@@ -450,7 +459,9 @@ def analyze(
     write: bool = typer.Option(
         False, "--write", help="Write the analysis to the Workflow's status.analysis."
     ),
-    gantt: Path | None = typer.Option(None, "--gantt", help="Draw the slowest run (SVG) here."),
+    gantt: Path | None = typer.Option(
+        None, "--gantt", help="Draw the slowest run here (.svg, or .png)."
+    ),
 ) -> None:
     """Per-step statistics over a workflow's finished runs, its critical path, bottlenecks and
     ranked recommendations; optionally written back to the Workflow as data."""
@@ -490,7 +501,11 @@ def analyze(
                 else 0
             ),
         )
-        gantt.write_text(gantt_svg(slowest[1], title=str(slowest[0]["metadata"].get("name", ""))))
+        title = str(slowest[0]["metadata"].get("name", ""))
+        if gantt.suffix == ".png":
+            gantt.write_bytes(gantt_png(slowest[1], title=title))
+        else:
+            gantt.write_text(gantt_svg(slowest[1], title=title))
         err.print(f"wrote {gantt}")
     if write:
         patch = json.dumps({"status": {"analysis": result.wire()}})
