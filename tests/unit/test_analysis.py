@@ -77,6 +77,16 @@ def test_statistics_per_step():
     assert a.critical_path == ["fetch", "summarize", "translate", "publish"]
 
 
+def test_each_run_has_its_critical_path_and_stragglers_are_named():
+    runs = history()
+    a = analyze(spec(), [r.status for r in runs], EPOCH, [f"r{i}" for i in range(5)])
+    assert [p.run for p in a.run_paths] == ["r0", "r1", "r2", "r3", "r4"]
+    assert a.run_paths[0].critical_path == ["fetch", "summarize", "translate", "publish"]
+    assert a.run_paths[0].duration == 2 + 8 + 3 + 1
+    # publish takes 1 s in four runs and several failing attempts in the last one
+    assert [(s.run, s.step) for s in a.stragglers] == [("r4", "publish")]
+
+
 def test_the_critical_path_follows_the_last_finisher():
     run = history(1)[0]
     assert critical_path(spec(), run.status) == ["fetch", "summarize", "translate", "publish"]

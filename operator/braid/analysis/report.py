@@ -24,6 +24,11 @@ def analysis_report(name: str, a: WorkflowAnalysis) -> str:
             f"{s.retry_waste:>6.1f}s {s.waiting:>6.1f}s {s.on_critical_path:>5.0%} {tokens:>8}"
         )
     lines.append("")
+    lines.append("Stragglers:" if a.stragglers else "Stragglers: none")
+    lines += [
+        f"  {s.step} in {s.run}: {s.seconds:.1f}s (median {s.p50:.1f}s)" for s in a.stragglers[:10]
+    ]
+    lines.append("")
     lines.append("Bottlenecks:" if a.bottlenecks else "Bottlenecks: none")
     lines += [f"  {b.step}: {b.why} - {b.evidence}" for b in a.bottlenecks]
     lines.append("")

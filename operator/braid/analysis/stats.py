@@ -11,7 +11,14 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 from braid.analysis.graph import COLOURS, Shape, render_png, render_svg
-from braid.api.analysis import Bottleneck, Recommendation, StepStats, WorkflowAnalysis
+from braid.api.analysis import (
+    Bottleneck,
+    Recommendation,
+    RunPath,
+    StepStats,
+    Straggler,
+    WorkflowAnalysis,
+)
 from braid.api.run import StepPhase, StepStatus, WorkflowRunStatus
 from braid.api.workflow import Step, WorkflowSpec
 from braid.engine.plan import plan_for
@@ -60,8 +67,16 @@ def _waiting(st: StepStatus, deps_done: datetime | None, run_start: datetime | N
     return _seconds(deps_done or run_start, st.start_time) or 0.0
 
 
-def analyze(spec: WorkflowSpec, runs: list[WorkflowRunStatus], now: datetime) -> WorkflowAnalysis:
-    finished = [r for r in runs if r.succeeded is not None and r.start_time is not None]
+def analyze(
+    spec: WorkflowSpec,
+    runs: list[WorkflowRunStatus],
+    now: datetime,
+    names: list[str] | None = None,
+) -> WorkflowAnalysis:
+    """``names``: the runs' names, in the order of ``runs`` (for per-run results)."""
+    labelled = list(zip(names or [f"run-{i}" for i in range(len(runs))], runs, strict=True))
+    kept = [(n, r) for n, r in labelled if r.succeeded is not None and r.start_time is not None]
+    finished = [r for _, r in kept]
     plan = plan_for(spec)
     durations: dict[str, list[float]] = defaultdict(list)
     phases: dict[str, list[StepPhase]] = defaultdict(list)
@@ -75,10 +90,12 @@ def analyze(spec: WorkflowSpec, runs: list[WorkflowRunStatus], now: datetime) ->
     paths: Counter[tuple[str, ...]] = Counter()
     run_durations: list[float] = []
     timed_out: Counter[str] = Counter()
-    for run in finished:
+    run_paths: list[RunPath] = []
+    for run_name, run in kept:
         by_name = {s.name: s for s in run.steps}
         run_durations.append(_seconds(run.start_time, run.completion_time) or 0.0)
         path = critical_path(spec, run)
+        run_paths.append(RunPath(run=run_name, duration=run_durations[-1], critical_path=path))
         paths[tuple(path)] += 1
         on_path.update(path)
         for name in plan.order:
@@ -137,10 +154,26 @@ def analyze(spec: WorkflowSpec, runs: list[WorkflowRunStatus], now: datetime) ->
         duration_p50=round(percentile(run_durations, 50), 3) if run_durations else 0.0,
         duration_p95=round(percentile(run_durations, 95), 3) if run_durations else 0.0,
         critical_path=list(paths.most_common(1)[0][0]) if paths else [],
+        run_paths=run_paths[-50:],
+        stragglers=_stragglers(kept, stats),
         steps=stats,
         bottlenecks=_bottlenecks(stats),
         recommendations=_recommend(spec, finished, stats, timed_out, run_durations),
     )
+
+
+def _stragglers(
+    runs: list[tuple[str, WorkflowRunStatus]], stats: list[StepStats]
+) -> list[Straggler]:
+    medians = {s.step: s.p50 for s in stats}
+    out = []
+    for name, run in runs:
+        for st in run.steps:
+            seconds = _seconds(st.start_time, st.completion_time)
+            p50 = medians.get(st.name)
+            if seconds is not None and p50 is not None and seconds > max(2 * p50, 1.0):
+                out.append(Straggler(run=name, step=st.name, seconds=seconds, p50=p50))
+    return sorted(out, key=lambda s: s.seconds / max(s.p50, 1e-9), reverse=True)[:20]
 
 
 def _bottlenecks(stats: list[StepStats]) -> list[Bottleneck]:

@@ -44,6 +44,19 @@ class Bottleneck(Model):
     evidence: str = Field(description="The numbers behind it.")
 
 
+class RunPath(Model):
+    run: str = Field(description="The run.")
+    duration: float = Field(description="Its duration, seconds.")
+    critical_path: list[str] = Field(description="The chain of steps that decided its length.")
+
+
+class Straggler(Model):
+    run: str = Field(description="The run.")
+    step: str = Field(description="The step that took unusually long in it.")
+    seconds: float = Field(description="How long it took there.")
+    p50: float = Field(description="The step's median over all analysed runs.")
+
+
 class Recommendation(Model):
     kind: Literal["Parallelize", "Cache", "RaiseTimeout", "LowerRetries", "RelaxSLA"] = Field(
         description="What to change."
@@ -63,6 +76,13 @@ class WorkflowAnalysis(Model):
     duration_p50: float = Field(description="Median run duration, seconds.")
     duration_p95: float = Field(description="95th percentile run duration, seconds.")
     critical_path: list[str] = Field(description="The most frequent critical path.")
+    run_paths: list[RunPath] = Field(
+        default_factory=list, description="Each run's critical path (the latest 50 runs)."
+    )
+    stragglers: list[Straggler] = Field(
+        default_factory=list,
+        description="Step executions over twice the step's median (and over a second).",
+    )
     steps: list[StepStats] = Field(description="Per-step statistics.")
     bottlenecks: list[Bottleneck] = Field(default_factory=list, description="Bottlenecks.")
     recommendations: list[Recommendation] = Field(

@@ -491,7 +491,12 @@ def analyze(
     if not finished:
         err.print(f"[red]error[/]: no finished runs of {name} to analyse")
         raise typer.Exit(1)
-    result = analyze_runs(wf.spec, [s for _, s in finished], datetime.now(UTC))
+    result = analyze_runs(
+        wf.spec,
+        [s for _, s in finished],
+        datetime.now(UTC),
+        [str(o["metadata"].get("name", "")) for o, _ in finished],
+    )
     if gantt is not None:
         slowest = max(
             finished,
