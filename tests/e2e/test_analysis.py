@@ -4,24 +4,11 @@ to the Workflow's status as data, and a run is drawn coloured by phase."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
-from tests.e2e.conftest import ROOT, Kube, Operator
+from tests.e2e.conftest import Kube, Operator
 from tests.e2e.test_lifecycle import run_of, scripted_workflow
-
-
-def braid(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "braid.cli", *args, "-n", str(kube.namespace)],
-        capture_output=True,
-        text=True,
-        env=kube.env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+from tests.e2e.test_plugin import braid
 
 
 def test_analyze_writes_back_and_graph_draws_a_run(kube: Kube, operator: Operator) -> None:
