@@ -341,7 +341,7 @@ def operator(
         raise typer.BadParameter(str(exc), param_hint="--priority") from None
     deny = None if not webhook_deny else [d for d in webhook_deny if d != "none"]
     try:
-        WebhookPolicy.parse(webhook_allow, deny)
+        policy = WebhookPolicy.parse(webhook_allow, deny)
         parse_selector(selector)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -353,8 +353,7 @@ def operator(
         metrics_address,
         peering=peering or None,
         priority=rank,
-        webhook_allow=webhook_allow,
-        webhook_deny=deny,
+        webhook_policy=policy,
         selector=selector or None,
     )
 
@@ -498,14 +497,9 @@ def analyze(
         [str(o["metadata"].get("name", "")) for o, _ in finished],
     )
     if gantt is not None:
-        slowest = max(
-            finished,
-            key=lambda p: (
-                ((p[1].completion_time or p[1].start_time) - p[1].start_time).total_seconds()
-                if p[1].start_time
-                else 0
-            ),
-        )
+        # The analysis measured every run already: draw the one that took longest.
+        longest = max(result.run_paths, key=lambda r: r.duration).run
+        slowest = next(p for p in finished if p[0]["metadata"].get("name", "") == longest)
         title = str(slowest[0]["metadata"].get("name", ""))
         if gantt.suffix == ".png":
             gantt.write_bytes(gantt_png(slowest[1], title=title))

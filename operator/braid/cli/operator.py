@@ -7,8 +7,12 @@ import hashlib
 import logging
 import sys
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:
+    from braid.webhook import WebhookPolicy
 
 
 class LogFormat(StrEnum):
@@ -73,14 +77,12 @@ def run_operator(
     metrics_address: str = "0.0.0.0",  # noqa: S104 - Prometheus scrapes it from the cluster
     peering: str | None = None,
     priority: int = 0,
-    webhook_allow: list[str] | None = None,
-    webhook_deny: list[str] | None = None,
+    webhook_policy: WebhookPolicy | None = None,
     selector: str | None = None,
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
     from braid.controller import handlers  # noqa: F401, PLC0415 - registers the handlers
-    from braid.webhook import WebhookPolicy  # noqa: PLC0415
 
     health = f"http://{health_address}:{health_port}/healthz" if health_port else None
     asyncio.run(
@@ -95,7 +97,7 @@ def run_operator(
             memo=kopf.Memo(
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
-                webhook_policy=WebhookPolicy.parse(webhook_allow or [], webhook_deny),
+                webhook_policy=webhook_policy,
                 selector=selector,
             ),
         )
