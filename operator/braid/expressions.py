@@ -33,9 +33,73 @@ CONTEXT_NAMES = frozenset(
 
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _STRING_LITERAL = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
-_STEP_DOT = re.compile(r"\bsteps\s*\.\s*([A-Za-z_]\w*)(?!\w)(?!\s*\()")
-_STEP_INDEX = re.compile(r"\bsteps\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
 _MACRO_VAR = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+
+# Comprehension macros: all/exists/exists_one visit each element once; map and filter copy their
+# accumulator on every element in this CEL implementation, so they cost the square of the list's
+# length (3,000 elements: about a second; bench/README.md). Costs are in microseconds as
+# measured on a 2-core machine, and an evaluation may spend at most COST_BUDGET of them: the
+# operator evaluates every run's expressions, so one run must not be able to stall the others.
+_MACRO_CALL = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*$")
+_QUADRATIC = frozenset({"map", "filter"})
+LINEAR_COST = 1.0  # per element visited
+QUADRATIC_COST = 0.12  # per element squared (map, filter)
+COST_BUDGET = 500_000.0
+MAX_NESTING = 3
+
+
+@dataclass(frozen=True)
+class Comprehension:
+    """One comprehension macro in an expression, with the ones nested in its body."""
+
+    macro: str
+    inner: tuple[Comprehension, ...] = ()
+
+    def cost(self, n: int) -> float:
+        """Worst case over lists of at most ``n`` elements."""
+        body = 1.0 + sum(c.cost(n) for c in self.inner)
+        quadratic = QUADRATIC_COST * n * n if self.macro in _QUADRATIC else 0.0
+        return n * body * LINEAR_COST + quadratic
+
+    @property
+    def depth(self) -> int:
+        return 1 + max((c.depth for c in self.inner), default=0)
+
+
+def comprehensions(source: str) -> tuple[tuple[Comprehension, ...], int]:
+    """The comprehension macros of an expression as a forest, and an upper bound on the
+    length of any list or map literal in it (its commas + 1). Text inside string literals is
+    data, not code."""
+    code = _STRING_LITERAL.sub('""', source)
+    # Each open parenthesis: the macro it calls (None for any other call or group) and the
+    # comprehensions found inside it so far.
+    stack: list[tuple[str | None, list[Comprehension]]] = [(None, [])]
+    for i, ch in enumerate(code):
+        if ch == "(":
+            m = _MACRO_CALL.search(code, 0, i)
+            stack.append((m.group(1) if m else None, []))
+        elif ch == ")" and len(stack) > 1:
+            macro, found = stack.pop()
+            nodes = [Comprehension(macro, tuple(found))] if macro else found
+            stack[-1][1].extend(nodes)
+    while len(stack) > 1:  # unbalanced: the compiler reports it; keep what was seen
+        macro, found = stack.pop()
+        stack[-1][1].extend([Comprehension(macro, tuple(found))] if macro else found)
+    return tuple(stack[0][1]), code.count(",") + 1
+
+
+def largest_collection(value: Any, limit: int = 64) -> int:
+    """The length of the longest list or map anywhere in ``value``."""
+    best = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list) and depth <= limit:
+            best = max(best, len(node))
+            values = node.values() if isinstance(node, dict) else node
+            stack.extend((v, depth + 1) for v in values if isinstance(v, dict | list))
+    return best
 
 
 class ExpressionError(Exception):
@@ -75,23 +139,26 @@ def _short(message: str) -> str:
 
 
 @dataclass(frozen=True)
-class StepRefs:
-    """Which steps an expression reads. ``all_steps`` when it reads ``steps`` as a whole."""
+class Refs:
+    """Which members of ``steps`` (or ``params``) an expression reads; ``whole`` when it
+    reads the map as a whole (``steps[x]`` with a computed key, ``size(params)``, ...)."""
 
     names: frozenset[str] = frozenset()
-    all_steps: bool = False
+    whole: bool = False
 
 
-def _step_refs(source: str, variables: frozenset[str]) -> StepRefs:
-    if "steps" not in variables:
-        return StepRefs()
+def _refs(source: str, variables: frozenset[str], root: str) -> Refs:
+    if root not in variables:
+        return Refs()
+    dot = re.compile(rf"\b{root}\s*\.\s*([A-Za-z_]\w*)(?!\w)(?!\s*\()")
+    index = re.compile(rf"\b{root}\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
     # Names inside string literals are data, except as a subscript key, which is matched first.
-    indexed = {m.group(2) for m in _STEP_INDEX.finditer(source)}
+    indexed = {m.group(2) for m in index.finditer(source)}
     stripped = _STRING_LITERAL.sub('""', source)
-    dotted = {m.group(1) for m in _STEP_DOT.finditer(stripped)}
-    uses = len(re.findall(r"\bsteps\b", stripped))
-    named_uses = len(_STEP_DOT.findall(stripped)) + len(_STEP_INDEX.findall(source))
-    return StepRefs(frozenset(dotted | indexed), all_steps=uses > named_uses)
+    dotted = {m.group(1) for m in dot.finditer(stripped)}
+    uses = len(re.findall(rf"\b{root}\b", stripped))
+    named_uses = len(dot.findall(stripped)) + len(index.findall(source))
+    return Refs(frozenset(dotted | indexed), whole=uses > named_uses)
 
 
 @dataclass(frozen=True)
@@ -101,10 +168,40 @@ class Expression:
     source: str
     path: str
     variables: frozenset[str]
-    steps: StepRefs
+    steps: Refs
+    params: Refs
     _program: Any = field(repr=False, compare=False)
+    comprehensions: tuple[Comprehension, ...] = ()
+    literal_size: int = 1
+
+    def cost(self, n: int) -> float:
+        """Worst-case cost (see COST_BUDGET) over data whose lists are at most ``n`` long."""
+        return sum(c.cost(max(n, self.literal_size)) for c in self.comprehensions)
+
+    def check_cost(self, context: dict[str, Any]) -> None:
+        """Refuse an evaluation that could stall the operator, before it starts."""
+        if not self.comprehensions:
+            return
+        n = largest_collection([self._reads(name, context) for name in self.variables])
+        cost = self.cost(n)
+        if cost > COST_BUDGET:
+            raise ExpressionError(
+                self.path,
+                self.source,
+                f"too expensive to evaluate: comprehensions (all, exists, map, filter) over "
+                f"lists of up to {max(n, self.literal_size)} elements could cost "
+                f"{cost / 1e6:.1f} s, over the budget of {COST_BUDGET / 1e6:.1f} s; nest them "
+                "less, filter less data, or fan out over the list instead",
+            )
+
+    def _reads(self, name: str, context: dict[str, Any]) -> Any:
+        value = context.get(name)
+        if name == "params" and isinstance(value, dict) and not self.params.whole:
+            return {k: value[k] for k in self.params.names if k in value}
+        return value
 
     def evaluate(self, context: dict[str, Any]) -> Any:
+        self.check_cost(context)
         try:
             return to_json(self._program.execute(context))
         except Exception as exc:  # noqa: BLE001 - any failure of a user's expression is theirs
@@ -141,7 +238,31 @@ def compile_expression(source: str, path: str) -> Expression:
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(path, source, f"invalid CEL: {_short(str(exc))}") from None
     variables = frozenset(program.variables())
-    return Expression(source, path, variables, _step_refs(source, variables), program)
+    forest, literal = comprehensions(source)
+    expression = Expression(
+        source,
+        path,
+        variables,
+        _refs(source, variables, "steps"),
+        _refs(source, variables, "params"),
+        program,
+        forest,
+        literal,
+    )
+    depth = max((c.depth for c in forest), default=0)
+    if depth > MAX_NESTING:
+        raise ExpressionError(
+            path, source, f"comprehensions nested {depth} deep; at most {MAX_NESTING} are allowed"
+        )
+    if expression.cost(0) > COST_BUDGET:
+        # The literals alone are too much, whatever the data: refuse before any run.
+        raise ExpressionError(
+            path,
+            source,
+            f"too expensive to evaluate: its comprehensions over its own literals could cost "
+            f"{expression.cost(0) / 1e6:.1f} s, over the budget of {COST_BUDGET / 1e6:.1f} s",
+        )
+    return expression
 
 
 def type_name(value: Any) -> str:

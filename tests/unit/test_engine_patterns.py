@@ -551,7 +551,7 @@ def test_a_digest_less_approval_binds_to_the_inputs_it_was_first_counted_for():
     draft_done(state, EPOCH)
     first = pending(state)[0]
     assert (first.step, first.iteration, first.users, first.required) == ("check", 0, ["alice"], 1)
-    assert len(first.digest) == 8
+    assert len(first.digest) == 32  # 128 bits
     assert state.status.condition("Succeeded").reason == "AwaitingApproval"
     bare = ApprovalDecision("check", "alice", approve=True, admitted=True)
     state.decide(Observations(decisions=[bare]), EPOCH)  # iteration 0 approved

@@ -23,12 +23,12 @@ _KINDS: dict[str, type[Workflow | WorkflowRun]] = {
 MAX_DEPTH = 64
 
 
-def too_deep(obj: Any) -> str | None:
-    """The path of the first value nested deeper than MAX_DEPTH (hostile input), if any."""
+def too_deep(obj: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The path of the first value nested deeper than ``limit`` (hostile input), if any."""
     stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
     while stack:
         value, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > limit:
             return path
         if isinstance(value, dict):
             stack.extend(

@@ -16,6 +16,14 @@ CONDITION_APPROVAL_PENDING = "ApprovalPending"
 CONDITION_SLA_BREACHED = "SLABreached"
 
 
+def _unchanged(name: str) -> str:
+    """CEL: the field is absent in both, or equal in both."""
+    return (
+        f"(has(self.{name}) ? has(oldSelf.{name}) && self.{name} == oldSelf.{name}"
+        f" : !has(oldSelf.{name}))"
+    )
+
+
 class WorkflowRef(Model):
     """Reference to a Workflow in the run's namespace."""
 
@@ -45,9 +53,21 @@ class WorkflowRunSpec(Model):
                     "message": "set exactly one of workflowRef or workflow",
                 },
                 {
-                    "rule": "!has(oldSelf.params)"
-                    " || (has(self.params) && self.params == oldSelf.params)",
-                    "message": "params cannot change once the run exists; create a new run",
+                    # Whoever may patch a run (approvers need patch for their annotations) must
+                    # not change what it runs: only cancelling is a change of spec.
+                    "rule": " && ".join(
+                        (
+                            *(_unchanged(f) for f in ("workflowRef", "params", "retryOf")),
+                            "has(self.workflow) == has(oldSelf.workflow)",
+                        )
+                    ),
+                    "message": "a run's spec cannot change once the run exists (only "
+                    "spec.cancelled can be set); create a new run",
+                },
+                {
+                    "rule": "!(has(oldSelf.cancelled) && oldSelf.cancelled)"
+                    " || (has(self.cancelled) && self.cancelled)",
+                    "message": "a cancelled run stays cancelled",
                 },
             ]
         }
@@ -56,13 +76,25 @@ class WorkflowRunSpec(Model):
     workflow_ref: WorkflowRef | None = Field(
         default=None, description="The Workflow to run; its spec is snapshotted at start."
     )
-    workflow: WorkflowSpec | None = Field(default=None, description="An inline workflow spec.")
+    workflow: WorkflowSpec | None = Field(
+        default=None,
+        description="An inline workflow spec; it cannot change once the run exists.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "a run's inline workflow cannot change once the run exists",
+                }
+            ]
+        },
+    )
     params: dict[str, JSON] | None = Field(
         default=None, description="Param values by name, validated against their schemas."
     )
     cancelled: bool | None = Field(
         default=None,
-        description="Set to true to cancel: running steps stop, compensation and finally run.",
+        description="Set to true to cancel: running steps stop, compensation and finally run. "
+        "The only field of a run's spec that may change after it is created.",
     )
     retry_of: RetryOf | None = Field(
         default=None, description="Retry an earlier run of the same workflow (kubectl braid retry)."
@@ -198,17 +230,26 @@ class ApprovalRecord(Model):
     time: datetime | None = Field(default=None, description="When the operator recorded it.")
     reason: str | None = Field(default=None, description="Reason given (rejections).")
     digest: str | None = Field(
-        default=None, description="Digest of the gate's inputs the decision was counted for."
+        default=None,
+        description="Digest of the gate's inputs the decision was counted for (128 bits, bound "
+        "to the run, the gate and its opening).",
     )
     bound: bool | None = Field(
         default=None,
         description="The decision named the digest (user:digest); otherwise it binds to the "
         "digest in effect when first recorded.",
     )
+    verified: bool | None = Field(
+        default=None,
+        description="The API server's approval admission policy checked that this person made "
+        "the decision (false: the operator did not find the policy installed, so the name is "
+        "only what the annotation says).",
+    )
 
 
 class HistoryEntry(Model):
-    """One transition of the run: the audit trail kept with the run (bounded; Events have all)."""
+    """One transition of the run: the audit trail kept with the run (bounded to the last 100;
+    the operator's log has one structured line per approval decision, and Events expire)."""
 
     time: datetime = Field(description="When it happened.")
     type: Literal["Normal", "Warning"] = Field(description="Normal or Warning.")
@@ -322,7 +363,9 @@ class WorkflowRunStatus(Model):
         default=None,
         max_length=100,
         description="The last 100 transitions (started, retried, approved by whom, rejected, "
-        "compensated, SLA breached, cancelled, ...); Events on the run have all of them.",
+        "compensated, SLA breached, cancelled, ...). Events on the run say the same but expire "
+        "(the API server's --event-ttl, 1 h by default); each approval decision is also one "
+        "structured line of the operator's log, which outlives the run.",
     )
 
     def condition(self, type_: str) -> Condition | None:

@@ -96,9 +96,15 @@ class ContainerSpec(Model):
     resources: ResourceRequirements | None = Field(default=None, description="Resources.")
     pod_template: dict[str, JSON] | None = Field(
         default=None,
-        description="A partial Pod merged into the step's Pod in a cluster: metadata.labels, "
-        "metadata.annotations and spec fields (nodeSelector, tolerations, securityContext, "
-        "serviceAccountName, ...); the user's values win.",
+        description="A partial Pod merged into the step's Pod in a cluster: metadata.labels and "
+        "annotations; spec.nodeSelector, tolerations, affinity, topologySpreadConstraints, "
+        "priorityClassName, runtimeClassName, schedulerName, volumes (configMap, secret, "
+        "emptyDir, projected, downwardAPI, persistentVolumeClaim, ephemeral, csi), "
+        "securityContext, imagePullSecrets, dns*, hostAliases, terminationGracePeriodSeconds, "
+        "serviceAccountName (only one the operator admin allows); containers[0] with resources, "
+        "env, envFrom, volumeMounts, securityContext, ports, imagePullPolicy. Everything must "
+        "meet the operator's Pod Security level (--pod-security, default restricted); Braid's "
+        "name, namespace, owner and braid.dev/ labels always win.",
     )
 
 
@@ -181,7 +187,13 @@ class WebhookSpec(Model):
         description="CEL over `response` giving the step's outputs (a map). Default: "
         "{'status': response.status, 'body': response.body}.",
     )
-    timeout_seconds: int | None = Field(default=None, ge=1, description="Timeout of the HTTP call.")
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Timeout of the HTTP call; default the step's timeoutSeconds, else 30. "
+        "Without a step timeoutSeconds the attempt's deadline is this plus 10 seconds, so an "
+        "operator restarted mid-call retries it instead of waiting forever.",
+    )
 
 
 class Backoff(Model):
@@ -207,6 +219,7 @@ class FailureReason(StrEnum):
     START_FAILED = "StartFailed"
     CIRCUIT_OPEN = "CircuitOpen"
     POD_LOST = "PodLost"
+    POD_CONFLICT = "PodConflict"
 
 
 class RetryOn(Model):
@@ -215,7 +228,7 @@ class RetryOn(Model):
     reasons: list[FailureReason] | None = Field(
         default=None,
         description="Failure reasons to retry: Error, TimedOut, OutputInvalid, OutputTooLarge, "
-        "WebhookFailed, StartFailed.",
+        "WebhookFailed, StartFailed, CircuitOpen, PodLost, PodConflict.",
     )
     exit_codes: list[int] | None = Field(
         default=None, description="For reason Error: only these exit codes are retried."
@@ -376,7 +389,10 @@ class FanOutSpec(Model):
         description="CEL yielding the list of items, e.g. steps.plan.outputs.topics.",
     )
     parallelism: int | None = Field(
-        default=None, ge=1, description="Items running at once (also bounded by maxParallel)."
+        default=None,
+        ge=1,
+        le=10000,
+        description="Items running at once (also bounded by maxParallel); default 100.",
     )
     success_threshold: SuccessThreshold | None = Field(
         default=None, description="Items that must succeed; default all."

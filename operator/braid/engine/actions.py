@@ -42,6 +42,7 @@ class WebhookRequest:
     url: str
     headers: dict[str, str]
     body: Any
+    timeout_seconds: float | None = None  # of the HTTP call (webhook.timeoutSeconds)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,21 @@ class RecordEvent:
     progress: bool = False
 
 
-Action = StartAttempt | CancelAttempt | RecordEvent
+@dataclass(frozen=True)
+class RecordDecision:
+    """A decision on an approval gate, as recorded in the run's status. Drivers keep it where
+    it outlives the run (the operator writes one structured log line per decision)."""
+
+    gate: str  # the name decisions use: the step, the loop body step, or "budget"
+    user: str
+    decision: Literal["Approved", "Rejected", "Refused"]
+    digest: str | None
+    reason: str | None = None
+    iteration: int | None = None
+    verified: bool | None = None  # identity checked by the API server's admission policy
+
+
+Action = StartAttempt | CancelAttempt | RecordEvent | RecordDecision
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class AttemptResult:
     message: str | None = None  # e.g. the tail of stderr
     timed_out: bool = False
     lost: bool = False  # the pod went away (deleted, evicted) before the step finished
+    conflict: bool = False  # a pod of that name exists but belongs to something else
 
 
 @dataclass(frozen=True)
@@ -120,7 +136,8 @@ class ApprovalDecision:
     # to the digest in effect when it is first recorded.
     digest: str | None = None
     # Identity and group membership were checked by the API server's admission policy (group
-    # membership is known only there); the engine still checks listed users itself.
+    # membership is known only there); the engine still checks listed users itself. Without it
+    # a gate that lists groups counts no one through a group.
     admitted: bool = False
 
 
@@ -133,6 +150,12 @@ class Observations:
     # driver's circuit breakers (the engine updates them as results come in).
     elsewhere: dict[str, int] = field(default_factory=dict)
     breakers: BreakerBoard | None = None
+    # Whether the API server's approval admission policy is known to be enforced (None: no
+    # annotations are involved, as in a local run). False is said on waiting gates.
+    approvals_verified: bool | None = None
+    # The driver found the status too large to store: why, and how much to shed (1: outputs of
+    # items and iterations, older iterations; 2: every output). The run fails StatusTooLarge.
+    oversized: tuple[str, int] | None = None
 
 
 @dataclass

@@ -11,10 +11,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from braid.api.manifests import too_deep
 from braid.api.run import Usage
 from braid.api.workflow import FailureReason
 
 MAX_OUTPUT_BYTES = 4096
+# Outputs are stored inside the run's status (a few levels down, more in loops and fan-outs);
+# deeper values would make the status impossible to read back.
+MAX_OUTPUT_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,19 @@ class ParsedOutputs:
     outputs: dict[str, Any] | None
     failure: FailureReason | None = None
     message: str | None = None
+
+
+def depth_failure(value: Any, where: str = "outputs") -> ParsedOutputs | None:
+    """A failure when ``value`` nests deeper than MAX_OUTPUT_DEPTH."""
+    deep = too_deep(value, MAX_OUTPUT_DEPTH)
+    if deep is None:
+        return None
+    return ParsedOutputs(
+        None,
+        FailureReason.OUTPUT_INVALID,
+        f"{where} are nested deeper than {MAX_OUTPUT_DEPTH} levels (at {deep[:120] or 'the top'}); "
+        "flatten them",
+    )
 
 
 def parse_outputs(raw: str | bytes | None) -> ParsedOutputs:
@@ -41,6 +58,12 @@ def parse_outputs(raw: str | bytes | None) -> ParsedOutputs:
         return ParsedOutputs({})
     try:
         value = json.loads(text)
+    except RecursionError:
+        return ParsedOutputs(
+            None,
+            FailureReason.OUTPUT_INVALID,
+            f"outputs are nested deeper than {MAX_OUTPUT_DEPTH} levels; flatten them",
+        )
     except json.JSONDecodeError as exc:
         return ParsedOutputs(
             None,
@@ -55,7 +78,7 @@ def parse_outputs(raw: str | bytes | None) -> ParsedOutputs:
             f"outputs must be a JSON object, got {type(value).__name__}; write e.g. "
             '{"answer": 42} to $BRAID_OUTPUT',
         )
-    return ParsedOutputs(value)
+    return depth_failure(value) or ParsedOutputs(value)
 
 
 def usage_of(outputs: dict[str, Any]) -> Usage | None:

@@ -42,6 +42,10 @@ from braid.expressions import (
 )
 
 DEFAULT_SUCCESS = "response.status >= 200 && response.status < 300"
+WEBHOOK_TIMEOUT_SECONDS = 30
+# A webhook attempt without a step timeout still has a deadline: its call's timeout and this
+# much more, after which an attempt whose call was lost (an operator restart) is retried.
+WEBHOOK_GRACE_SECONDS = 10
 DEFAULT_OUTPUT = "{'status': response.status, 'body': response.body}"
 
 
@@ -61,6 +65,7 @@ class WebhookPlan:
     body: ValueTemplate
     success: Expression
     output: Expression
+    timeout_seconds: float = WEBHOOK_TIMEOUT_SECONDS  # of the HTTP call
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,7 @@ class _Compiler:
     ) -> ActionPlan:
         defaults = self.spec.defaults
         container_plan = webhook_plan = approval_plan = None
+        deadline = timeout or (defaults.timeout_seconds if defaults else None)
         if container is not None:
             cpath = f"{path}.container"
             container_plan = ContainerPlan(
@@ -246,7 +252,12 @@ class _Compiler:
                 or compile_expression(DEFAULT_SUCCESS, f"{wpath}.successCondition"),
                 self.expr(webhook.output or DEFAULT_OUTPUT, f"{wpath}.output", owner, response)
                 or compile_expression(DEFAULT_OUTPUT, f"{wpath}.output"),
+                webhook.timeout_seconds or deadline or WEBHOOK_TIMEOUT_SECONDS,
             )
+            if deadline is None:
+                deadline = (webhook.timeout_seconds or WEBHOOK_TIMEOUT_SECONDS) + (
+                    WEBHOOK_GRACE_SECONDS
+                )
         if approval is not None:
             message = (
                 self.template(approval.message, f"{path}.approval.message", owner, extra)
@@ -260,7 +271,7 @@ class _Compiler:
             webhook=webhook_plan,
             approval=approval_plan,
             retry=retry or (defaults.retry if defaults and defaults.retry else RetryPolicy()),
-            timeout_seconds=timeout or (defaults.timeout_seconds if defaults else None),
+            timeout_seconds=deadline,
         )
 
 
@@ -339,7 +350,7 @@ def _check_references(
 
     params = {p.name for p in compiler.spec.param_specs()}
     for expr, owner, extra in compiler.expressions:
-        for name in sorted(param_refs(expr) - params):
+        for name in sorted(expr.params.names - params):
             compiler.errors.append(
                 FieldError(
                     expr.path,
@@ -378,19 +389,6 @@ def _check_references(
                     )
                 )
         _trial(compiler, expr)
-
-
-_PARAM_DOT = re.compile(r"\bparams\.([A-Za-z_][A-Za-z0-9_]*)")
-_PARAM_INDEX = re.compile(r"\bparams\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
-
-
-def param_refs(expr: Expression) -> set[str]:
-    """The params an expression names (``params.x``, ``params["x"]``)."""
-    if "params" not in expr.variables:
-        return set()
-    return {m.group(1) for m in _PARAM_DOT.finditer(expr.source)} | {
-        m.group(2) for m in _PARAM_INDEX.finditer(expr.source)
-    }
 
 
 # Fan-outs with more items than this keep a summary instead of per-item detail in the run's

@@ -14,8 +14,14 @@ from braid.engine.plan import plan_for
 
 
 def seed_status(
-    previous: WorkflowRunStatus, old_run: str, from_step: str | None
+    previous: WorkflowRunStatus,
+    old_run: str,
+    from_step: str | None,
+    requester: str | None = None,
 ) -> WorkflowRunStatus:
+    """``requester``: who asked for the retry, as the API server verified it (None: unknown).
+    Approvals belong to the people who gave them: a gate is reused only when its approvals are
+    all the requester's own; otherwise it asks again, and what follows it runs again."""
     spec = previous.workflow_spec
     if spec is None:
         raise InvalidSpecError([FieldError("spec.retryOf.name", f"run {old_run!r} never started")])
@@ -32,6 +38,7 @@ def seed_status(
         )
     # A step whose work was undone by compensation cannot be reused: it runs again.
     undone = {n for n, st in old.items() if st.compensation is not None}
+    undone |= {n for n, st in old.items() if _approved_by_others(st, requester)}
     roots = undone | (
         {from_step}
         if from_step is not None
@@ -58,6 +65,15 @@ def seed_status(
         reused.message = f"reused from run {old_run}"
         steps.append(reused)
     return WorkflowRunStatus(workflow_spec=spec, params=previous.params, steps=steps)
+
+
+def _approved_by_others(step: StepStatus, requester: str | None) -> bool:
+    records = list(step.approvals or [])
+    for iteration in step.iterations or []:
+        for body in iteration.steps:
+            records += body.approvals or []
+    approvers = {r.user for r in records if r.decision == "Approved"}
+    return bool(approvers) and approvers != {requester}
 
 
 def _done(step: StepStatus) -> bool:

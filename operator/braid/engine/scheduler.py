@@ -16,7 +16,7 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from braid.api.common import ConditionStatus
 from braid.api.run import (
@@ -55,11 +55,12 @@ from braid.engine.actions import (
     CancelAttempt,
     Decision,
     Observations,
+    RecordDecision,
     RecordEvent,
 )
 from braid.engine.backoff import is_retryable, retry_delay
 from braid.engine.breakers import BreakerBoard
-from braid.engine.outputs import usage_of
+from braid.engine.outputs import depth_failure, usage_of
 from braid.engine.plan import COMPACT_ABOVE as PLAN_COMPACT_ABOVE
 from braid.engine.plan import ActionPlan, Plan, StepPlan, plan_for
 from braid.engine.tasks import Task, judge, render_request
@@ -67,7 +68,7 @@ from braid.expressions import Expression, ExpressionError, type_name
 
 _ACTIVE = frozenset({StepPhase.RUNNING})
 _NEVER = datetime.min.replace(tzinfo=UTC)
-DIGEST_LENGTH = 8
+DIGEST_LENGTH = 32  # hex: 128 bits, bound to the run, the gate and when it opened
 HISTORY_LIMIT = 100
 # Fan-outs with more items than this keep per-item detail only for items that are running,
 # retrying or among the last KEEP_FAILED failures; the rest are counted in itemsSummary, so the
@@ -75,6 +76,9 @@ HISTORY_LIMIT = 100
 # outputs carry counts but not the per-item list.
 COMPACT_ABOVE = PLAN_COMPACT_ABOVE
 KEEP_FAILED = 50
+# Items of one fan-out running at once when it does not say: a run's width is bounded, so one
+# run cannot start thousands of pods (or calls) in a single decision.
+DEFAULT_FAN_OUT_PARALLELISM = 100
 # Reasons of an Unknown Succeeded condition that mean "going on normally", not "failing".
 IN_PROGRESS_REASONS = frozenset({"Running", "AwaitingApproval"})
 
@@ -129,6 +133,8 @@ class RunState:
     held: Counter[str] = field(default_factory=Counter)  # key -> this run's active attempts
     moves: int = 0  # tasks queued, started or finished: _advance loops while this changes
     waiting_for: set[str] = field(default_factory=set)  # keys with a free slot wanted
+    run_uid: str = ""  # binds approval digests to this run: a digest never approves another
+    approvals_verified: bool | None = None  # see Observations
 
     # ------------------------------------------------------------------ loading
 
@@ -140,10 +146,12 @@ class RunState:
         status: WorkflowRunStatus,
         params: dict[str, Any],
         generation: int | None = None,
+        uid: str = "",
     ) -> RunState:
-        """Index a status (new or resumed). ``spec`` is the run's snapshot of the workflow."""
+        """Index a status (new or resumed). ``spec`` is the run's snapshot of the workflow;
+        ``uid`` the run's unique id (the driver's: the API server's uid, a local run's own)."""
         plan = plan_for(spec)
-        state = cls(run_name, plan, status, params, generation)
+        state = cls(run_name, plan, status, params, generation, run_uid=uid)
         if status.workflow_spec is None:
             status.workflow_spec = spec
         if status.params is None:
@@ -268,7 +276,7 @@ class RunState:
         everything = False
         for e in expressions:
             names |= e.steps.names
-            everything |= e.steps.all_steps
+            everything |= e.steps.whole
         steps = {
             n: self._step_view(n) for n in (self.steps if everything else names) if n in self.steps
         }
@@ -332,9 +340,12 @@ class RunState:
         self.dirty = False
         self.elsewhere = observations.elsewhere
         self.breakers = observations.breakers
+        self.approvals_verified = observations.approvals_verified
         self.waiting_for = set()
         if self.status.phase == RunPhase.PENDING:
             self._start_run(now)
+        if observations.oversized is not None:
+            self._on_oversized(*observations.oversized, now)
         if not self.finished:
             for result in observations.results:
                 self._on_result(result, now)
@@ -647,7 +658,9 @@ class RunState:
         if not over:
             return
         message = f"over budget after step {task.display}: {', '.join(over)}"
-        digest = hashlib.sha256(total.model_dump_json().encode()).hexdigest()[:DIGEST_LENGTH]
+        digest = _digest(
+            {"run": self.run_uid, "gate": BUDGET_GATE, "opened": now, "usage": total.wire()}
+        )
         self.status.budget = BudgetStatus(state="Exceeded", time=now, usage=total, digest=digest)
         if budget.on_exceeded == BudgetAction.PAUSE:
             who = _approvers_text(budget.approvers)
@@ -687,19 +700,19 @@ class RunState:
             return
         if decision.digest is not None and decision.digest != record.digest:
             return
-        allowed = decision.trusted or _may_approve(
-            budget.approvers, decision.user, decision.groups, admitted=decision.admitted
-        )
+        refused = None if decision.trusted else _refusal(budget.approvers, decision)
+        allowed = refused is None
         records = record.approvals or []
-        if not self._record(records, decision, allowed=allowed, digest=record.digest, now=now):
+        if not self._record(
+            records, decision, refused=refused, digest=record.digest, now=now, gate=BUDGET_GATE
+        ):
             return
         record.approvals = records
         if not allowed:
             self._event(
                 "Warning",
                 "ApprovalRefused",
-                f"Ignored budget decision by {decision.user}: not an allowed approver "
-                f"({_approvers_text(budget.approvers)})",
+                f"Ignored budget decision by {decision.user}: {refused}",
             )
         elif decision.approve:
             record.state = "Approved"
@@ -845,8 +858,16 @@ class RunState:
             deps = self.plan.steps[task.step].deps
             inputs = {"steps": {d: self.steps[d].outputs or {} for d in deps}}
         inputs["message"] = message
-        canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_LENGTH]
+        # Bound to this run, this gate and this opening of it: a digest approved once cannot
+        # be replayed in another run or a later loop iteration with inputs crafted to match.
+        inputs["gate"] = {
+            "run": self.run_uid,
+            "step": task.step,
+            "body": task.body,
+            "iteration": task.iteration,
+            "opened": task.status.start_time,
+        }
+        return _digest(inputs)
 
     def _earlier_bare_digest(self, task: Task, user: str) -> str | None:
         """The digest a bare (digest-less) decision by ``user`` on this gate was first counted
@@ -872,24 +893,35 @@ class RunState:
         records: list[ApprovalRecord],
         decision: ApprovalDecision,
         *,
-        allowed: bool,
+        refused: str | None,
         digest: str | None,
         now: datetime,
+        gate: str,
+        iteration: int | None = None,
     ) -> bool:
         """Add a decision to a gate's records; False when it is already there (level-based:
-        the same annotation is observed on every reconcile)."""
-        verdict = ("Approved" if decision.approve else "Rejected") if allowed else "Refused"
+        the same annotation is observed on every reconcile). ``refused``: why it does not
+        count, if it does not."""
+        verdict: Literal["Approved", "Rejected", "Refused"] = (
+            ("Approved" if decision.approve else "Rejected") if refused is None else "Refused"
+        )
         if any(r.user == decision.user and r.decision == verdict for r in records):
             return False
+        verified = None if decision.trusted else decision.admitted
+        reason = decision.reason if refused is None else refused
         records.append(
             ApprovalRecord(
                 user=decision.user,
                 decision=verdict,
                 time=now,
-                reason=decision.reason,
+                reason=reason,
                 digest=digest,
                 bound=decision.digest is not None,
+                verified=verified,
             )
+        )
+        self.actions.append(
+            RecordDecision(gate, decision.user, verdict, digest, reason, iteration, verified)
         )
         self.dirty = True
         return True
@@ -921,18 +953,25 @@ class RunState:
                 earlier = self._earlier_bare_digest(task, decision.user)
                 if earlier is not None and earlier != current:
                     return  # counted before for inputs that have since changed
-        allowed = decision.trusted or _may_approve(
-            spec.approvers, decision.user, decision.groups, admitted=decision.admitted
-        )
-        if not self._record(records, decision, allowed=allowed, digest=current, now=now):
+        refused = None if decision.trusted else _refusal(spec.approvers, decision)
+        allowed = refused is None
+        gate = task.body or task.step
+        if not self._record(
+            records,
+            decision,
+            refused=refused,
+            digest=current,
+            now=now,
+            gate=gate,
+            iteration=task.iteration,
+        ):
             return
         st.approvals = records
         if not allowed:
             self._event(
                 "Warning",
                 "ApprovalRefused",
-                f"Ignored decision by {decision.user} on step {task.display}: not an allowed "
-                f"approver ({_approvers_text(spec.approvers)})",
+                f"Ignored decision by {decision.user} on step {task.display}: {refused}",
                 task.step,
             )
             return
@@ -1037,7 +1076,7 @@ class RunState:
         st = self.steps[fan.plan.name]
         assert fan.plan.fan_out is not None
         assert st.items is not None
-        limit = fan.plan.fan_out.spec.parallelism or math.inf
+        limit = fan.plan.fan_out.spec.parallelism or DEFAULT_FAN_OUT_PARALLELISM
         if st.items_started is None:  # a status written before itemsStarted existed
             st.items_started = len(st.items)
         while (
@@ -1393,9 +1432,15 @@ class RunState:
         if self.failing is None:
             try:
                 ctx = self.context(None, tuple(self.plan.outputs.values()))
-                status.outputs = {k: e.evaluate(ctx) for k, e in self.plan.outputs.items()}
+                outputs = {k: e.evaluate(ctx) for k, e in self.plan.outputs.items()}
             except ExpressionError as exc:
                 self.failing = _Failing("OutputsError", str(exc))
+            else:
+                deep = depth_failure(outputs, "spec.outputs")
+                if deep is not None:
+                    self.failing = _Failing("OutputsError", deep.message or "")
+                else:
+                    status.outputs = outputs
         if self.failing is None:
             status.phase = RunPhase.SUCCEEDED
             status.set_condition(
@@ -1427,6 +1472,45 @@ class RunState:
                 f"Run ended: {self.failing.message}",
             )
         self.dirty = True
+
+    # ------------------------------------------------------------------ size
+
+    def _on_oversized(self, message: str, level: int, now: datetime) -> None:
+        """The status cannot be stored: fail the run now (running steps cancelled) and shed
+        what made it large, so that the failure itself can be written. A run that has just
+        finished keeps its outcome and only sheds."""
+        if self.finished:
+            self._event("Warning", "StatusTooLarge", f"Dropped outputs to fit: {message}")
+        elif self.failing is None:
+            self._event("Warning", "StatusTooLarge", f"Failing the run: {message}")
+            self._begin_failing("StatusTooLarge", message, now, cancel=True)
+        self.shed(level)
+        self.dirty = True
+
+    def shed(self, level: int) -> None:
+        """Drop outputs from the status: level 1 those of fan-out items and loop iterations
+        (and iterations before the last two), level 2 every output."""
+        note = "outputs dropped: the run's status grew too large to store"
+        for st in self.status.steps:
+            for item in st.items or []:
+                item.outputs = None
+            if st.iterations and len(st.iterations) > 2:
+                st.iterations = st.iterations[-2:]
+            for it in st.iterations or []:
+                for body in it.steps:
+                    body.outputs = None
+            if st.outputs is not None and ("items" in st.outputs or "iterations" in st.outputs):
+                st.outputs = {
+                    k: v for k, v in st.outputs.items() if k not in ("items", "iterations", "last")
+                }
+                st.message = f"{st.message or ''} ({note})".strip()
+            if level >= 2 and st.outputs:
+                st.outputs = None
+                st.message = f"{st.message or ''} ({note})".strip()
+            if level >= 2 and st.compensation is not None:
+                st.compensation.outputs = None
+        if self.status.history and len(self.status.history) > 20:
+            self.status.history = self.status.history[-20:]
 
     # ------------------------------------------------------------------ time
 
@@ -1621,10 +1705,18 @@ class RunState:
                 + (f" until {p.deadline.isoformat()}" if p.deadline else "")
                 for p in pending
             ]
+            reason = "AwaitingApproval"
+            if self.approvals_verified is False:
+                # Without the admission policy nobody checked who wrote an annotation.
+                reason = "AwaitingUnverifiedApproval"
+                parts.append(
+                    "approver identity is not verified: the operator did not find the approval "
+                    "admission policy installed, so approvals through groups are not counted"
+                )
             self.dirty |= status.set_condition(
                 CONDITION_APPROVAL_PENDING,
                 ConditionStatus.TRUE,
-                "AwaitingApproval",
+                reason,
                 "; ".join(parts),
                 now,
                 gen,
@@ -1673,16 +1765,29 @@ def _subtasks(st: StepStatus) -> list[TaskStatus]:
     return out
 
 
-def _may_approve(approvers: Any, user: str, groups: tuple[str, ...], *, admitted: bool) -> bool:
-    """Defence in depth: listed users are checked here too; group membership is trusted only
-    when the API server's admission policy checked it."""
+def _digest(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_LENGTH]
+
+
+def _refusal(approvers: Any, decision: ApprovalDecision) -> str | None:
+    """Why a decision does not count, or None when it does. Defence in depth: listed users are
+    checked here too; group membership is known only to the API server, so an approval through
+    a group counts only when its admission policy checked it."""
     if approvers is None or (not approvers.users and not approvers.groups):
-        return True
-    if user in (approvers.users or []):
-        return True
-    if set(groups) & set(approvers.groups or []):
-        return True
-    return admitted and bool(approvers.groups)
+        return None
+    if decision.user in (approvers.users or []):
+        return None
+    if set(decision.groups) & set(approvers.groups or []):
+        return None
+    if approvers.groups and decision.admitted:
+        return None
+    if approvers.groups:
+        return (
+            f"not a listed user, and membership of {', '.join(approvers.groups)} cannot be "
+            "checked: the operator did not find the approval admission policy installed"
+        )
+    return f"not an allowed approver ({_approvers_text(approvers)})"
 
 
 def _who(pending: PendingApproval) -> str:

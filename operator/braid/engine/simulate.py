@@ -71,7 +71,9 @@ def simulate(
     start: datetime = EPOCH,
 ) -> SimulationResult:
     """Run to completion. ``decisions`` arrive at the given virtual seconds."""
-    state = RunState.load(run_name, spec, WorkflowRunStatus(), resolve_params(spec, params))
+    state = RunState.load(
+        run_name, spec, WorkflowRunStatus(), resolve_params(spec, params), uid=f"uid-{run_name}"
+    )
     result = SimulationResult(state.status)
     now = start
     pending: list[tuple[datetime, int, str, AttemptResult]] = []  # completions by time
@@ -116,7 +118,7 @@ def simulate(
             elif isinstance(action, CancelAttempt):
                 result.cancelled.append(action.name)
                 running.discard(action.name)
-            else:
+            elif isinstance(action, RecordEvent):
                 result.events.append(action)
         result.max_running = max(result.max_running, len(running))
         if decision.finished:

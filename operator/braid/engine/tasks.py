@@ -16,7 +16,7 @@ from braid.engine.actions import (
     StartAttempt,
     WebhookRequest,
 )
-from braid.engine.outputs import MAX_OUTPUT_BYTES, parse_outputs
+from braid.engine.outputs import MAX_OUTPUT_BYTES, depth_failure, parse_outputs
 from braid.engine.plan import ActionPlan
 from braid.expressions import ExpressionError, type_name
 
@@ -96,6 +96,7 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
             url=w.url.render(context),
             headers={k: t.render(context) for k, t in w.headers},
             body=w.body.render(context),
+            timeout_seconds=w.timeout_seconds,
         )
     return StartAttempt(
         name=task.attempt_name(),
@@ -127,6 +128,8 @@ def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict
         )
     if result.lost:
         return Verdict(None, FailureReason.POD_LOST, result.error or "the pod was lost")
+    if result.conflict:
+        return Verdict(None, FailureReason.POD_CONFLICT, result.error or "the pod is not ours")
     if result.error is not None:
         reason = FailureReason.WEBHOOK_FAILED if task.action.webhook else FailureReason.START_FAILED
         return Verdict(None, reason, result.error, result.exit_code)
@@ -174,6 +177,9 @@ def _judge_webhook(task: Task, result: AttemptResult, context: dict[str, Any]) -
             FailureReason.OUTPUT_INVALID,
             f"{webhook.output.path}: must evaluate to a map, got {type_name(outputs)}",
         )
+    deep = depth_failure(outputs, f"outputs ({webhook.output.path})")
+    if deep is not None:
+        return Verdict(None, deep.failure, deep.message)
     size = len(json.dumps(outputs).encode())
     if size > MAX_OUTPUT_BYTES:
         return Verdict(

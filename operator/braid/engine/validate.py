@@ -2,24 +2,68 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest
+from braid.api.podtemplate import PodPolicy, check_pod_template
 from braid.api.run import WorkflowRun
-from braid.api.workflow import Workflow, WorkflowSpec
+from braid.api.workflow import ContainerSpec, StepAction, Workflow, WorkflowSpec
 from braid.engine.params import check_param_schemas, resolve_params
-from braid.engine.plan import compile_plan
+from braid.engine.plan import plan_for
 
 
-def validate_workflow(spec: WorkflowSpec) -> list[FieldError]:
-    """Every problem with a workflow spec; paths start at ``spec``."""
+def validate_workflow(
+    spec: WorkflowSpec, pods: PodPolicy | None = None, namespace: str | None = None
+) -> list[FieldError]:
+    """Every problem with a workflow spec; paths start at ``spec``. ``pods``: what the
+    operator admits in podTemplates (default: restricted, no service accounts)."""
     errors = check_param_schemas(spec)
     try:
-        compile_plan(spec)
+        plan_for(spec)  # cached: the operator validates every run it starts
     except InvalidSpecError as exc:
         errors.extend(exc.errors)
+    errors.extend(pod_template_errors(spec, pods or PodPolicy(), namespace))
     return errors
+
+
+def pod_template_errors(
+    spec: WorkflowSpec, pods: PodPolicy, namespace: str | None = None
+) -> list[FieldError]:
+    """Every podTemplate of the workflow checked against the operator's pod policy."""
+    errors: list[FieldError] = []
+    for path, container in containers_of(spec):
+        if container.pod_template is not None:
+            errors += check_pod_template(
+                container.pod_template, f"{path}.podTemplate", pods, namespace
+            )
+    return errors
+
+
+def containers_of(spec: WorkflowSpec) -> Iterator[tuple[str, ContainerSpec]]:
+    """Every container a run of ``spec`` may start, with its field path."""
+
+    def action(a: StepAction | None, path: str) -> Iterator[tuple[str, ContainerSpec]]:
+        if a is not None and a.container is not None:
+            yield f"{path}.container", a.container
+
+    for i, step in enumerate(spec.steps):
+        path = f"spec.steps[{i}]"
+        if step.container is not None:
+            yield f"{path}.container", step.container
+        if step.fan_out is not None and step.fan_out.container is not None:
+            yield f"{path}.fanOut.container", step.fan_out.container
+        yield from action(step.compensation, f"{path}.compensation")
+        if step.circuit_breaker is not None:
+            yield from action(step.circuit_breaker.fallback, f"{path}.circuitBreaker.fallback")
+        for j, body in enumerate(step.loop.steps if step.loop else []):
+            bpath = f"{path}.loop.steps[{j}]"
+            if body.container is not None:
+                yield f"{bpath}.container", body.container
+            if body.circuit_breaker is not None:
+                yield from action(body.circuit_breaker.fallback, f"{bpath}.circuitBreaker.fallback")
+    for i, fin in enumerate(spec.finally_ or []):
+        yield from action(fin, f"spec.finally[{i}]")
 
 
 def resolve_run_spec(run: WorkflowRun, workflows: Sequence[Workflow]) -> WorkflowSpec:
@@ -37,14 +81,16 @@ def resolve_run_spec(run: WorkflowRun, workflows: Sequence[Workflow]) -> Workflo
     )
 
 
-def validate_manifests(manifests: Sequence[Manifest]) -> list[FieldError]:
+def validate_manifests(
+    manifests: Sequence[Manifest], pods: PodPolicy | None = None
+) -> list[FieldError]:
     """Every problem in a set of manifests; runs are checked against the Workflows given."""
     workflows = [m for m in manifests if isinstance(m, Workflow)]
     errors: list[FieldError] = []
     for i, manifest in enumerate(manifests):
         where = f"document[{i}]." if len(manifests) > 1 else ""
         if isinstance(manifest, Workflow):
-            errors.extend(_place(e, where) for e in validate_workflow(manifest.spec))
+            errors.extend(_place(e, where) for e in validate_workflow(manifest.spec, pods))
             continue
         try:
             spec = resolve_run_spec(manifest, workflows)
@@ -54,7 +100,7 @@ def validate_manifests(manifests: Sequence[Manifest]) -> list[FieldError]:
             errors.extend(_place(e, where) for e in exc.errors)
             continue
         if manifest.spec.workflow is not None:
-            errors.extend(_place(e, where, inline=True) for e in validate_workflow(spec))
+            errors.extend(_place(e, where, inline=True) for e in validate_workflow(spec, pods))
         try:
             resolve_params(spec, manifest.spec.params, "spec.params")
         except InvalidSpecError as exc:
