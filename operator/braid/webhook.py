@@ -4,50 +4,116 @@ Carries out the request the engine rendered; the engine judges the response agai
 step's success condition. In a cluster the call runs in the operator process (async I/O: no
 pod start-up per call, and the response body never has to fit a termination message), so the
 operator's configuration decides where workflow authors may send requests: a
-:class:`WebhookPolicy` checks every address the URL's host resolves to before the call.
+:class:`WebhookPolicy` resolves the URL's host once, checks every address (with any IPv4
+address embedded in an IPv6 one), and the call then connects to an address that was checked,
+so a second DNS answer cannot send it elsewhere (rebinding). Whatever goes wrong becomes the
+attempt's result: nothing a URL, a header or a response holds can escape as an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from braid.api.manifests import too_deep
 from braid.engine import AttemptResult, HTTPResponse, StartAttempt
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+# A response body is read up to this size; a larger one fails the attempt (it could never
+# become outputs anyway: those are 4 KiB).
+MAX_RESPONSE_BYTES = 1024 * 1024
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-# Denied unless allowed explicitly: the operator's own loopback endpoints, link-local (cloud
-# metadata at 169.254.169.254 hands out credentials) and "this network".
-DEFAULT_DENY = ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8")
+# Denied unless allowed explicitly: everything that is not the public internet. The operator's
+# own endpoints (loopback, its pod address), cloud metadata services (169.254.169.254,
+# fd00:ec2::254, Alibaba's 100.100.100.200, Azure's 168.63.129.16), private and shared
+# networks (RFC 1918, CGNAT, ULA), and addresses that mean "this host" or nothing at all.
+DEFAULT_DENY = (
+    "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host
+    "10.0.0.0/8",
+    "100.64.0.0/10",  # CGNAT; holds Alibaba Cloud's metadata service 100.100.100.200
+    "127.0.0.0/8",
+    "168.63.129.16/32",  # Azure's wire server
+    "169.254.0.0/16",  # link-local: cloud metadata at 169.254.169.254
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",  # reserved, and 255.255.255.255
+    "::/128",
+    "::1/128",
+    "64:ff9b:1::/48",  # local-use NAT64
+    "100::/64",
+    "fc00::/7",  # unique local: holds AWS's IPv6 metadata service fd00:ec2::254
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class WebhookRefusedError(Exception):
     """The operator's policy does not let webhooks reach this address."""
 
 
+def embedded_forms(address: Address) -> list[Address]:
+    """The address and every IPv4 address an IPv6 one carries (mapped ``::ffff:a.b.c.d``,
+    compatible ``::a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``, 6to4, Teredo server and client):
+    each is a way to reach that IPv4 host, so each must pass the policy."""
+    forms: list[Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:
+            forms.append(ipaddress.IPv6Address(str(address).split("%", 1)[0]))
+        embedded = (address.ipv4_mapped, address.sixtofour, *(address.teredo or ()))
+        forms += [e for e in embedded if e is not None]
+        low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+            forms.append(low)
+    return forms
+
+
+def _is_local(address: Address) -> bool:
+    """Is the address one of this machine's own (binding to it succeeds only then)?"""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class WebhookPolicy:
     """Where webhook steps may send requests. ``allow`` (networks or host names), when given,
     is the only set reachable and wins over ``deny``; otherwise everything outside ``deny``
-    is. Every address a host name resolves to must pass."""
+    is. Every address a host name resolves to must pass; ``own_ports`` (the operator's
+    metrics and health ports) are refused on the operator's own addresses whatever is
+    allowed."""
 
     allow_networks: tuple[Network, ...] = ()
     allow_hosts: frozenset[str] = frozenset()
     deny_networks: tuple[Network, ...] = field(
         default_factory=lambda: tuple(ipaddress.ip_network(n) for n in DEFAULT_DENY)
     )
+    own_ports: frozenset[int] = frozenset()
 
     @classmethod
-    def parse(cls, allow: Iterable[str], deny: Iterable[str] | None = None) -> WebhookPolicy:
+    def parse(
+        cls,
+        allow: Iterable[str],
+        deny: Iterable[str] | None = None,
+        own_ports: Iterable[int] = (),
+    ) -> WebhookPolicy:
         """From the operator's options; raises ValueError naming a bad entry."""
         nets: list[Network] = []
         hosts: set[str] = set()
@@ -69,70 +135,124 @@ class WebhookPolicy:
                 raise ValueError(
                     f"--webhook-deny {entry!r}: expected a network such as 10.0.0.0/8"
                 ) from None
-        return cls(tuple(nets), frozenset(hosts), tuple(denied))
+        return cls(tuple(nets), frozenset(hosts), tuple(denied), frozenset(own_ports))
 
     @property
     def restrictive(self) -> bool:
         return bool(self.allow_networks or self.allow_hosts)
 
-    async def check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise WebhookRefusedError(f"{url!r} is not an http(s) URL")
-        host = parts.hostname.lower().rstrip(".")
+    def refusal(self, host: str, address: Address, port: int) -> str | None:
+        """Why a connection to ``address`` (for ``host``) is refused, or None."""
+        forms = embedded_forms(address)
+        if port in self.own_ports and any(f.is_loopback or _is_local(f) for f in forms):
+            return f"{host} ({address}) port {port} is the operator's own metrics/health endpoint"
         if host in self.allow_hosts:
-            return
+            return None
+        allowed = any(f in n for f in forms for n in self.allow_networks)
+        if self.restrictive and not allowed:
+            return f"{host} ({address}) is not in the operator's webhook allow list"
+        denied = next((n for f in forms for n in self.deny_networks if f in n), None)
+        if denied is not None and not allowed:
+            return (
+                f"{host} ({address}) is in {denied}, which the operator's webhook policy denies "
+                "(--webhook-allow to permit it)"
+            )
+        return None
+
+    async def resolve(self, url: httpx.URL) -> Address:
+        """The address to connect to for ``url``: every address the host resolves to must
+        pass, and the call goes to the first of them."""
+        if url.scheme not in ("http", "https") or not url.host:
+            raise WebhookRefusedError(f"{url} is not an http(s) URL")
+        host = url.host.lower().rstrip(".")
+        port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            addresses = {ipaddress.ip_address(host)}
+            addresses = [ipaddress.ip_address(host)]
         except ValueError:
             loop = asyncio.get_running_loop()
             try:
-                infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as exc:
                 raise WebhookRefusedError(f"cannot resolve {host}: {exc}") from None
-            addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
+            addresses = list(dict.fromkeys(ipaddress.ip_address(i[4][0]) for i in infos))
+        if not addresses:
+            raise WebhookRefusedError(f"{host} resolves to no address")
         for address in addresses:
-            allowed = any(address in n for n in self.allow_networks)
-            if self.restrictive and not allowed:
-                raise WebhookRefusedError(
-                    f"{host} ({address}) is not in the operator's webhook allow list"
-                )
-            denied = next((n for n in self.deny_networks if address in n), None)
-            if denied is not None and not allowed:
-                raise WebhookRefusedError(
-                    f"{host} ({address}) is in {denied}, which the operator's webhook policy "
-                    "denies (--webhook-allow to permit it)"
-                )
+            why = self.refusal(host, address, port)
+            if why is not None:
+                raise WebhookRefusedError(why)
+        return addresses[0]
 
 
 async def call_webhook(
     client: httpx.AsyncClient, request: StartAttempt, policy: WebhookPolicy | None = None
 ) -> AttemptResult:
+    """Make the call; every failure, whatever raised it, is the attempt's result."""
     hook = request.webhook
     assert hook is not None
+    where = f"{hook.method} {hook.url[:300]}"
+    try:
+        return await _call(client, request, policy)
+    except WebhookRefusedError as exc:
+        return AttemptResult(request.name, error=f"{where} refused: {exc}")
+    except httpx.TimeoutException:
+        return AttemptResult(request.name, error=f"{where} timed out", timed_out=True)
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict) as exc:
+        return AttemptResult(request.name, error=f"{where} failed: {exc!r}"[:1000])
+    except Exception as exc:  # noqa: BLE001 - a URL, header or body from a run must not escape
+        return AttemptResult(request.name, error=f"{where} failed: {exc!r}"[:1000])
+
+
+async def _call(
+    client: httpx.AsyncClient, request: StartAttempt, policy: WebhookPolicy | None
+) -> AttemptResult:
+    hook = request.webhook
+    assert hook is not None
+    url = httpx.URL(hook.url)
+    headers = dict(hook.headers)
+    extensions: dict[str, Any] = {}
     if policy is not None:
-        try:
-            await policy.check(hook.url)
-        except WebhookRefusedError as exc:
-            return AttemptResult(request.name, error=f"{hook.method} {hook.url} refused: {exc}")
-    kwargs: dict[str, Any] = {"headers": hook.headers}
+        address = await policy.resolve(url)
+        if url.host != str(address):
+            # Connect to the address that was checked; the server still sees its own name.
+            headers.setdefault("Host", url.netloc.decode("ascii"))
+            if url.scheme == "https":
+                extensions["sni_hostname"] = url.host
+            url = url.copy_with(host=str(address))
+    kwargs: dict[str, Any] = {"headers": headers, "extensions": extensions}
     if isinstance(hook.body, str):
         kwargs["content"] = hook.body
     elif hook.body is not None:
         kwargs["json"] = hook.body
-    try:
-        response = await client.request(
-            hook.method,
-            hook.url,
-            timeout=request.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
-            **kwargs,
+    timeout = hook.timeout_seconds or request.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
+    async with client.stream(hook.method, url, timeout=timeout, **kwargs) as response:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                return AttemptResult(
+                    request.name,
+                    error=f"{hook.method} {hook.url[:300]}: the response is larger than "
+                    f"{MAX_RESPONSE_BYTES} bytes; select less on the server or page it",
+                )
+            chunks.append(chunk)
+        text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
+        body: Any = text
+        if "json" in response.headers.get("content-type", ""):
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = text
+            except RecursionError:
+                body = None  # deeper than the decoder goes: far deeper than allowed
+            if body is None or too_deep(body) is not None:
+                return AttemptResult(
+                    request.name,
+                    error=f"{hook.method} {hook.url[:300]}: the JSON response is nested deeper "
+                    "than 64 levels",
+                )
+        return AttemptResult(
+            request.name,
+            response=HTTPResponse(response.status_code, dict(response.headers), body),
         )
-    except httpx.HTTPError as exc:
-        return AttemptResult(request.name, error=f"{hook.method} {hook.url} failed: {exc!r}")
-    body: Any = response.text
-    if "json" in response.headers.get("content-type", ""):
-        with contextlib.suppress(ValueError):
-            body = json.loads(response.text)
-    return AttemptResult(
-        request.name, response=HTTPResponse(response.status_code, dict(response.headers), body)
-    )

@@ -55,6 +55,9 @@ class FakeCluster:
         self.pods[pod["metadata"]["name"]] = pod
         return True
 
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.pods.get(name))
+
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.pods.pop(name, None)
 
@@ -187,21 +190,56 @@ def test_cancel_deletes_running_pods():
     assert cluster.runs["r"]["status"]["phase"] == "Cancelled"
 
 
+DIGEST = "0123456789abcdef0123456789abcdef"
+
+
 def test_approval_annotations_parse_into_decisions():
     decisions = decisions_from(
         {
-            "approve.braid.dev/review": "alice, bob:1a2b3c4d,system:serviceaccount:ns:bot",
+            "approve.braid.dev/review": f"alice, bob:{DIGEST},system:serviceaccount:ns:bot",
             "reject.braid.dev/deploy": "carol: too risky: see ticket 7",
             "unrelated/key": "x",
-        }
+        },
+        verified=True,
     )
     assert [(d.step, d.user, d.approve, d.digest, d.reason) for d in decisions] == [
         ("review", "alice", True, None, None),
-        ("review", "bob", True, "1a2b3c4d", None),
+        ("review", "bob", True, DIGEST, None),
         ("review", "system:serviceaccount:ns:bot", True, None, None),
         ("deploy", "carol", False, None, "too risky: see ticket 7"),
     ]
     assert all(d.admitted for d in decisions)
+    assert not any(d.admitted for d in decisions_from({"approve.braid.dev/x": "a"}, verified=False))
+
+
+@pytest.mark.parametrize(
+    ("value", "user", "reason"),
+    [
+        ("carol: too risky", "carol", "too risky"),
+        ("system:serviceaccount:ns:bot: not today", "system:serviceaccount:ns:bot", "not today"),
+        ("oidc:alice: plan is wrong: see #7", "oidc:alice", "plan is wrong: see #7"),
+        ("arn:aws:iam::123456789012:user/dee: nope", "arn:aws:iam::123456789012:user/dee", "nope"),
+        ("oidc:alice", "oidc:alice", "no reason given"),
+        ("dave:", "dave", "no reason given"),
+    ],
+)
+def test_rejections_keep_user_names_with_colons_whole(value, user, reason):
+    [decision] = decisions_from({"reject.braid.dev/x": value}, verified=True)
+    assert (decision.user, decision.reason) == (user, reason)
+
+
+@pytest.mark.parametrize(
+    ("entry", "user", "digest"),
+    [
+        (f"system:serviceaccount:ns:bot:{DIGEST}", "system:serviceaccount:ns:bot", DIGEST),
+        ("oidc:alice", "oidc:alice", None),
+        ("team:cafebabe", "team:cafebabe", None),  # 8 hex digits are a name, not a digest
+        (f"arn:aws:iam::1:role/x:{DIGEST}", "arn:aws:iam::1:role/x", DIGEST),
+    ],
+)
+def test_approvals_keep_user_names_with_colons_whole(entry, user, digest):
+    [decision] = decisions_from({"approve.braid.dev/x": entry}, verified=True)
+    assert (decision.user, decision.digest) == (user, digest)
 
 
 def test_a_retry_run_reuses_the_old_runs_successes():

@@ -28,6 +28,7 @@ from braid.analysis.stats import gantt_png, gantt_svg
 from braid.api.crd import render_crds
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
+from braid.api.podtemplate import PodPolicy
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec, WorkflowRunStatus
 from braid.api.workflow import Workflow
 from braid.cli.operator import LogFormat, configure_logging, resolve_priority, run_operator
@@ -80,16 +81,35 @@ def _print_errors(path: Path, errors: list[FieldError]) -> None:
         err.print(f"[red]error[/]: {path}: {e}", markup=True, soft_wrap=True)
 
 
+POD_SECURITY_HELP = (
+    "What podTemplates may ask for, as the operator you target admits it: restricted "
+    "(default), baseline or privileged (the Pod Security Standards)."
+)
+POD_SA_HELP = "A service account step Pods may run as: NAMESPACE/NAME or */NAME (repeatable)."
+
+
+def _pod_policy(level: str, service_accounts: list[str]) -> PodPolicy:
+    try:
+        return PodPolicy.parse(level, service_accounts)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command()
-def lint(files: list[Path] = typer.Argument(..., help="Manifest files to check.")) -> None:
+def lint(
+    files: list[Path] = typer.Argument(..., help="Manifest files to check."),
+    pod_security: str = typer.Option("restricted", "--pod-security", help=POD_SECURITY_HELP),
+    pod_service_account: list[str] = typer.Option([], "--pod-service-account", help=POD_SA_HELP),
+) -> None:
     """Check Workflow and WorkflowRun manifests; exit 1 when any is invalid."""
+    pods = _pod_policy(pod_security, pod_service_account)
     failed = False
     all_manifests = _load(files)
     every = [m for _, ms in all_manifests for m in ms]
     for path, manifests in all_manifests:
         # Runs may reference Workflows defined in any of the files given together.
         others = [m for m in every if isinstance(m, Workflow) and m not in manifests]
-        errors = validate_manifests([*manifests, *others])
+        errors = validate_manifests([*manifests, *others], pods)
         errors = [e for e in errors if not _about_other(e, len(manifests))]
         if errors:
             failed = True
@@ -224,10 +244,13 @@ def run(
         help="Also write the finished run as a WorkflowRun object with its status (input for "
         "`braid analyze --runs` and `braid graph`).",
     ),
+    pod_security: str = typer.Option("restricted", "--pod-security", help=POD_SECURITY_HELP),
+    pod_service_account: list[str] = typer.Option([], "--pod-service-account", help=POD_SA_HELP),
 ) -> None:
     """Run a workflow locally: container steps as processes, webhooks as HTTP calls."""
+    pods = _pod_policy(pod_security, pod_service_account)
     manifests = [m for _, ms in _load(files) for m in ms]
-    errors = validate_manifests(manifests)
+    errors = validate_manifests(manifests, pods)
     if errors:
         _print_errors(files[0], errors)
         raise typer.Exit(1)
@@ -321,14 +344,35 @@ def operator(
     webhook_deny: list[str] = typer.Option(
         [],
         "--webhook-deny",
-        help="Networks webhook steps may not call (repeatable); replaces the default "
-        "(loopback, link-local incl. cloud metadata, 0.0.0.0/8); 'none' for no deny list.",
+        help="Networks webhook steps may not call (repeatable); replaces the default, which is "
+        "everything but the public internet (loopback, link-local and cloud metadata, RFC 1918, "
+        "CGNAT, ULA, multicast, reserved); 'none' for no deny list.",
     ),
     selector: str = typer.Option(
         "",
         "--selector",
         help="Shard: only runs whose labels match this selector (k=v, k!=v, k, !k; "
         "comma-separated), watched with a server-side label selector.",
+    ),
+    pod_security: str = typer.Option(
+        "restricted",
+        "--pod-security",
+        help="The Pod Security Standard step Pods must meet, whatever their podTemplate asks: "
+        "restricted (default), baseline, or privileged (host namespaces, hostPath, privileged "
+        "containers, init containers: whoever may create runs may then run anything).",
+    ),
+    pod_service_account: list[str] = typer.Option(
+        [],
+        "--pod-service-account",
+        help="A service account step Pods may run as (podTemplate.spec.serviceAccountName): "
+        "NAMESPACE/NAME, or */NAME in every namespace (repeatable). Default: none.",
+    ),
+    approval_policy: str = typer.Option(
+        "",
+        "--approval-policy",
+        help="Name of the ValidatingAdmissionPolicy (and its binding) that checks approval "
+        "annotations (the chart's braid-approvals). Checked at start: only when it is "
+        "enforced are approver names trusted and approvals through groups counted.",
     ),
     metrics_address: str = typer.Option("0.0.0.0", help="Address to serve metrics on."),  # noqa: S104
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -340,9 +384,11 @@ def operator(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--priority") from None
     deny = None if not webhook_deny else [d for d in webhook_deny if d != "none"]
+    own_ports = [p for p in (metrics_port, health_port) if p]
     try:
-        policy = WebhookPolicy.parse(webhook_allow, deny)
+        policy = WebhookPolicy.parse(webhook_allow, deny, own_ports)
         parse_selector(selector)
+        pods = PodPolicy.parse(pod_security, pod_service_account)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     run_operator(
@@ -355,6 +401,8 @@ def operator(
         priority=rank,
         webhook_policy=policy,
         selector=selector or None,
+        pod_policy=pods,
+        approval_policy=approval_policy or None,
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
+    from braid.api.podtemplate import PodPolicy
     from braid.webhook import WebhookPolicy
 
 
@@ -79,6 +80,8 @@ def run_operator(
     priority: int = 0,
     webhook_policy: WebhookPolicy | None = None,
     selector: str | None = None,
+    pod_policy: PodPolicy | None = None,
+    approval_policy: str | None = None,
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
@@ -99,6 +102,8 @@ def run_operator(
                 metrics_address=metrics_address,
                 webhook_policy=webhook_policy,
                 selector=selector,
+                pod_policy=pod_policy,
+                approval_policy=approval_policy,
             ),
         )
     )

@@ -328,7 +328,12 @@ def register(app: typer.Typer) -> None:
             manifest = {
                 "apiVersion": "braid.dev/v1alpha1",
                 "kind": "WorkflowRun",
-                "metadata": {"generateName": f"{run[:50]}-retry-"},
+                "metadata": {
+                    "generateName": f"{run[:50]}-retry-",
+                    # Who asks: the approval policy checks it is you, and the retry reuses only
+                    # approvals you gave yourself.
+                    "annotations": {"braid.dev/requested-by": k.whoami()},
+                },
                 "spec": spec,
             }
             created = k("create", "-o", "name", "-f", "-", stdin=json.dumps(manifest)).strip()

@@ -124,6 +124,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             f"{GROUP}/{VERSION} does not serve {', '.join(sorted(missing))}: install the CRDs "
             "(kubectl apply -f crds/, or the Helm chart) and start the operator again"
         )
+    policy = memo.get("approval_policy")
+    memo["approvals_verified"] = bool(policy) and await cluster.approval_policy_enforced(
+        str(policy)
+    )
+    if memo["approvals_verified"]:
+        log.info("Found the approval admission policy enforced", policy=policy)
+    else:
+        # Without it nobody checks who wrote an approval annotation: group gates count no
+        # approvals, and waiting runs say their approvers are not verified.
+        log.warning(
+            "Did not find the approval admission policy enforced; approver identity is not "
+            "verified and approvals through groups are not counted",
+            policy=policy or "(none given: --approval-policy)",
+        )
     metrics = Metrics()
     metrics.watch_requests(lambda: cluster.requests)
     memo["metrics"] = metrics
@@ -136,6 +150,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if _runtime is not None:
+        await _runtime.reconciler.close()
     cluster = memo.get("cluster")
     if cluster is not None:
         log.info("Stopped operator", requests=dict(cluster.requests))
@@ -148,9 +164,15 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def _snapshot(body: kopf.Body, labels: Mapping[str, str]) -> dict[str, Any]:
-    """What a reconcile needs of a step pod; the rest of the Pod is not kept in memory."""
+    """What a reconcile needs of a step pod; the rest of the Pod is not kept in memory. The
+    controlling owner says whose it is: a pod named like an attempt but owned by something
+    else is never taken for that attempt's."""
+    owners = [r for r in body["metadata"].get("ownerReferences") or [] if r.get("controller")]
     return {
-        "metadata": {"name": body["metadata"]["name"]},
+        "metadata": {
+            "name": body["metadata"]["name"],
+            "ownerReferences": [{"uid": r.get("uid"), "controller": True} for r in owners],
+        },
         "status": dict(body.get("status") or {}),
         "key": labels.get(LABEL_CONCURRENCY_KEY),
         "deleting": bool(body["metadata"].get("deletionTimestamp")),
@@ -177,6 +199,9 @@ def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
         reconciler = Reconciler(memo["cluster"], metrics=memo.get("metrics"))
         if memo.get("webhook_policy") is not None:
             reconciler.webhook_policy = memo["webhook_policy"]
+        if memo.get("pod_policy") is not None:
+            reconciler.pods = memo["pod_policy"]
+        reconciler.approvals_verified = bool(memo.get("approvals_verified"))
         reconciler.shard = parse_selector(memo.get("selector") or "")
         reconciler.shard_keys = selector_keys(memo.get("selector") or "")
         reconciler.pool_pods = lambda: pod_keys(pods) if pods is not None else []

@@ -8,6 +8,7 @@ restarted does not admit more than the limit before every run has been reconcile
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +20,12 @@ FINISHED = ("Succeeded", "Failed")
 
 @dataclass
 class Pools:
+    """Decisions (in the engine thread), forgetting deleted runs (on the event loop) and
+    metrics scrapes (in the metrics server's thread) all reach these counts: one lock."""
+
     held: dict[RunKey, Mapping[str, int]] = field(default_factory=dict)
     waiters: dict[str, set[RunKey]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def elsewhere(
         self, run: RunKey, pods: Iterable[tuple[RunKey, str, str | None]]
@@ -28,9 +33,10 @@ class Pools:
         """Attempts holding each key in runs other than ``run``: the larger of what the
         reconciles reported and what the live pods say (``pods``: run, key, phase)."""
         reported: Counter[str] = Counter()
-        for other, held in self.held.items():
-            if other != run:
-                reported.update(held)
+        with self.lock:
+            for other, held in self.held.items():
+                if other != run:
+                    reported.update(held)
         seen: Counter[str] = Counter()
         for other, key, phase in pods:
             if other != run and phase not in FINISHED:
@@ -41,6 +47,12 @@ class Pools:
         self, run: RunKey, held: Mapping[str, int], waiting_for: Iterable[str]
     ) -> set[RunKey]:
         """Record a decision; return the runs waiting for a key this run just let go of."""
+        with self.lock:
+            return self._update(run, held, waiting_for)
+
+    def _update(
+        self, run: RunKey, held: Mapping[str, int], waiting_for: Iterable[str]
+    ) -> set[RunKey]:
         before = self.held.get(run, {})
         if held:
             self.held[run] = dict(held)
@@ -60,8 +72,9 @@ class Pools:
 
     def in_use(self) -> dict[str, int]:
         total: Counter[str] = Counter()
-        for held in self.held.values():
-            total.update(held)
+        with self.lock:
+            for held in self.held.values():
+                total.update(held)
         return dict(total)
 
 

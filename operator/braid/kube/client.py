@@ -3,6 +3,7 @@ implementation on kubernetes_asyncio. Counts its requests by verb, for benchmark
 
 from __future__ import annotations
 
+import json
 import socket
 from collections import Counter
 from datetime import UTC, datetime
@@ -20,6 +21,29 @@ class ConflictError(Exception):
     """The object changed since it was read; reconcile again from fresh state."""
 
 
+class PodRejectedError(Exception):
+    """The API server refused to create a step's Pod (invalid, forbidden, over quota): the
+    attempt fails with this message rather than the reconcile being retried forever."""
+
+
+def _message(body: str | bytes | None, fallback: object) -> str:
+    try:
+        message = json.loads(body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or fallback)[:1000]
+
+
+async def _unloaded(call: Any) -> tuple[int, bytes]:
+    """Status and body of a call made with ``_preload_content=False``: the client then raises
+    on no status at all, so every caller must look at the status itself."""
+    response: Any = await call
+    try:
+        return int(response.status), await response.read()
+    finally:
+        response.release()
+
+
 class Cluster(Protocol):
     requests: Counter[str]
 
@@ -29,6 +53,7 @@ class Cluster(Protocol):
         self, run: dict[str, Any], status: dict[str, Any]
     ) -> dict[str, Any]: ...
     async def create_pod(self, pod: dict[str, Any]) -> bool: ...
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_pod(self, namespace: str, name: str) -> None: ...
     async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None: ...
@@ -106,19 +131,55 @@ class KubeCluster:
         return updated
 
     async def create_pod(self, pod: dict[str, Any]) -> bool:
-        """Create; an existing Pod of that name means this attempt already started."""
+        """Create; False when a Pod of that name exists already (whose it is, the caller
+        reads). PodRejectedError when the API server refuses the Pod itself."""
         self.requests["POST pods"] += 1
-        try:
-            # The created Pod is not needed: skip deserialising it into models.
-            response: Any = await self.core.create_namespaced_pod(
+        # The created Pod is not needed: skip deserialising it into models.
+        status, body = await _unloaded(
+            self.core.create_namespaced_pod(
                 pod["metadata"]["namespace"], cast("Any", pod), _preload_content=False
             )
-            response.release()
+        )
+        if status == 409:
+            return False
+        if status in (400, 403, 422):
+            raise PodRejectedError(_message(body, status))
+        if not 200 <= status < 300:
+            raise ApiException(status=status, reason=_message(body, "creating a pod failed"))
+        return True
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Pod's metadata and status (read after a 409, to see whose it is)."""
+        self.requests["GET pods"] += 1
+        status, body = await _unloaded(
+            self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+        )
+        if status == 404:
+            return None
+        if not 200 <= status < 300:
+            raise ApiException(status=status, reason=_message(body, "reading a pod failed"))
+        pod: dict[str, Any] = json.loads(body)
+        return {"metadata": pod.get("metadata") or {}, "status": pod.get("status") or {}}
+
+    async def approval_policy_enforced(self, name: str) -> bool:
+        """Is the ValidatingAdmissionPolicy ``name`` installed, failing closed, and bound with
+        Deny? Only then has the API server checked who wrote each approval annotation."""
+        api = k8s.AdmissionregistrationV1Api(self.api)
+        self.requests["GET validatingadmissionpolicies"] += 1
+        self.requests["GET validatingadmissionpolicybindings"] += 1
+        try:
+            policy = await api.read_validating_admission_policy(name)
+            binding = await api.read_validating_admission_policy_binding(name)
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status in (403, 404):
                 return False
             raise
-        return True
+        return bool(
+            (policy.spec.failure_policy or "Fail") == "Fail"
+            and binding.spec.policy_name == name
+            and "Deny" in (binding.spec.validation_actions or [])
+            and binding.spec.param_ref is None
+        )
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.requests["DELETE pods"] += 1
@@ -174,11 +235,12 @@ class KubeCluster:
             "count": 1,
         }
         self.requests["POST events"] += 1
-        try:
-            response: Any = await self.core.create_namespaced_event(
+        # An Event that cannot be written (its namespace is going, an Event quota) is lost:
+        # the status, written first, holds what it said.
+        status, response = await _unloaded(
+            self.core.create_namespaced_event(
                 meta["namespace"], cast("Any", body), _preload_content=False
             )
-            response.release()
-        except ApiException as exc:
-            if exc.status not in (403, 404, 409, 422):
-                raise
+        )
+        if status >= 500:
+            raise ApiException(status=status, reason=_message(response, "recording failed"))

@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 from braid.api.common import API_VERSION
+from braid.api.errors import FieldError
+from braid.api.podtemplate import BRAID_LABEL_PREFIX, PodPolicy, check_pod_template
 from braid.engine import AttemptResult, StartAttempt
 
 LABEL_WORKFLOW = "braid.dev/workflow"
@@ -20,7 +22,8 @@ LABEL_CONCURRENCY_KEY = "braid.dev/concurrency-key"
 TERMINATION_LOG = "/dev/termination-log"
 CONTAINER = "step"
 
-# Compatible with the "restricted" Pod Security Standard; a step's podTemplate may override.
+# Compatible with the "restricted" Pod Security Standard; a step's podTemplate may change these
+# only as far as the operator's pod policy admits (braid.api.podtemplate).
 _POD_SECURITY: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
@@ -32,6 +35,14 @@ _CONTAINER_SECURITY: dict[str, Any] = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+class PodTemplateRefusedError(Exception):
+    """The step's podTemplate is not admitted by the operator's pod policy."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -53,9 +64,14 @@ def pod_for(
     run_uid: str,
     workflow: str,
     inherited: dict[str, str] | None = None,
+    policy: PodPolicy | None = None,
 ) -> dict[str, Any]:
     """The Pod of one container attempt: deterministic name, owned by the run. ``inherited``:
-    run labels the pod carries too (a shard's selector keys, so it watches only its pods)."""
+    run labels the pod carries too (a shard's selector keys, so it watches only its pods).
+
+    Raises PodTemplateRefusedError when the step's podTemplate is not admitted by ``policy``
+    (default: restricted, no service accounts); what is admitted is merged in, and Braid's own
+    metadata wins whatever the template says."""
     container = request.container
     assert container is not None
     labels = {
@@ -85,7 +101,7 @@ def pod_for(
         "env": env,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "securityContext": _CONTAINER_SECURITY,
+        "securityContext": copy.deepcopy(_CONTAINER_SECURITY),
     }
     if container.command:
         main["command"] = container.command
@@ -97,42 +113,74 @@ def pod_for(
         main["resources"] = container.resources
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "securityContext": _POD_SECURITY,
+        "securityContext": copy.deepcopy(_POD_SECURITY),
         "automountServiceAccountToken": False,
         "containers": [main],
     }
     if request.timeout_seconds:
         spec["activeDeadlineSeconds"] = request.timeout_seconds
-    pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": request.name,
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "WorkflowRun",
-                    "name": run_name,
-                    "uid": run_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": spec,
-    }
-    template = container.pod_template or {}
+    meta: dict[str, Any] = {"name": request.name, "namespace": namespace, "labels": labels}
+    template = container.pod_template
     if template:
-        pod["metadata"] = merge(pod["metadata"], template.get("metadata") or {})
-        pod["metadata"]["labels"].update(labels)  # Braid's labels are how it finds its pods
-        spec_override = dict(template.get("spec") or {})
-        overrides = spec_override.pop("containers", None)
-        pod["spec"] = merge(pod["spec"], spec_override)
-        if overrides:
-            pod["spec"]["containers"][0] = merge(pod["spec"]["containers"][0], overrides[0])
-    return pod
+        errors = check_pod_template(template, "podTemplate", policy or PodPolicy(), namespace)
+        if errors:
+            raise PodTemplateRefusedError(errors)
+        _apply_template(meta, spec, template)
+    # Braid's own metadata wins, whatever a template said: name, namespace, labels, owner.
+    meta.update(name=request.name, namespace=namespace)
+    meta["labels"].update(labels)
+    meta["ownerReferences"] = [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "WorkflowRun",
+            "name": run_name,
+            "uid": run_uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+# Lists a template adds to rather than replaces: Braid's own entries (BRAID_OUTPUT, ...) stay.
+_APPENDED = frozenset({"env", "envFrom", "volumeMounts", "volumes"})
+
+
+def _apply_template(meta: dict[str, Any], spec: dict[str, Any], template: dict[str, Any]) -> None:
+    """Merge an admitted template: mappings deep-merged, Braid's lists extended, the rest set."""
+    tmeta = template.get("metadata") or {}
+    for kind in ("labels", "annotations"):
+        values = {
+            k: v
+            for k, v in (tmeta.get(kind) or {}).items()
+            if not (kind == "labels" and k.startswith(BRAID_LABEL_PREFIX))
+        }
+        if values:
+            meta[kind] = {**values, **(meta.get(kind) or {})}
+    for key, value in (template.get("spec") or {}).items():
+        if key == "containers":
+            if value:
+                _merge_into(spec["containers"][0], value[0])
+        else:
+            _merge_into(spec, {key: value})
+
+
+def _merge_into(target: dict[str, Any], override: dict[str, Any]) -> None:
+    for key, value in override.items():
+        if key in _APPENDED and isinstance(value, list):
+            target[key] = [*target.get(key, []), *copy.deepcopy(value)]
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def controller_uid(pod: dict[str, Any]) -> str | None:
+    """The uid of the object that controls the Pod (for a step Pod: its run)."""
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 def result_of(pod: dict[str, Any]) -> AttemptResult | None:

@@ -20,11 +20,20 @@ STDERR_TAIL = 400
 
 
 class ProcessExecutor:
-    """Runs container steps as subprocesses of their command and args; the image is ignored."""
+    """Runs container steps as subprocesses of their command and args; the image is ignored.
 
-    def __init__(self, workdir: Path) -> None:
+    Each attempt is its own process group, as a container is its own process tree: when the
+    command exits, whatever it left behind is killed; a cancelled or timed-out attempt gets
+    SIGTERM, then SIGKILL after ``grace_seconds``; and the next attempt of the same step does
+    not start before the last one is gone, so a step that ignores SIGTERM cannot overlap its
+    own retry."""
+
+    def __init__(self, workdir: Path, grace_seconds: float = 10.0) -> None:
         self.workdir = workdir
+        self.grace_seconds = grace_seconds
         self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self._reapers: set[asyncio.Future[None]] = set()
+        self._stopping: set[str] = set()
 
     async def run(self, request: StartAttempt) -> AttemptResult:
         container = request.container
@@ -36,6 +45,7 @@ class ProcessExecutor:
                 error="container.command is required to run locally: the image's entrypoint is "
                 "not known outside a cluster",
             )
+        await self._previous_gone(request.name)
         output_file = self.workdir / f"{request.name}.output.json"
         log_file = self.workdir / f"{request.name}.log"
         output_file.unlink(missing_ok=True)
@@ -48,14 +58,18 @@ class ProcessExecutor:
                     stderr=asyncio.subprocess.STDOUT,
                     env=env,
                     cwd=container.working_dir or None,
-                    start_new_session=True,  # so a cancel can stop the whole process group
+                    start_new_session=True,  # its own process group: stopped as a whole
                 )
-                self.processes[request.name] = process
-                code = await process.wait()
         except OSError as exc:
             return AttemptResult(request.name, error=f"could not start {argv[0]!r}: {exc.strerror}")
-        finally:
-            self.processes.pop(request.name, None)
+        self.processes[request.name] = process
+        try:
+            code = await process.wait()
+        except asyncio.CancelledError:
+            self.cancel(request.name)  # stopped gracefully; forgotten once it has exited
+            raise
+        _signal_group(process.pid, signal.SIGKILL)  # whatever it left running
+        self.processes.pop(request.name, None)
         output = None
         if output_file.exists():
             # Read one byte past the limit so the engine can tell "too large" from "exactly 4 KiB".
@@ -66,15 +80,51 @@ class ProcessExecutor:
             request.name, exit_code=code, output=output, message=tail if code else None
         )
 
-    def cancel(self, name: str) -> None:
-        process = self.processes.get(name)
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+    async def _previous_gone(self, name: str) -> None:
+        """Wait for earlier attempts of the same task (same name but the attempt number)."""
+        prefix = name.rsplit("-", 1)[0] + "-"
+        for other, process in list(self.processes.items()):
+            if other != name and other.startswith(prefix) and other[len(prefix) :].isdigit():
+                await process.wait()
 
-    def cancel_all(self) -> None:
+    def cancel(self, name: str) -> None:
+        """SIGTERM the attempt's process group; SIGKILL it if still there after the grace."""
+        process = self.processes.get(name)
+        if process is None or process.returncode is not None or name in self._stopping:
+            return
+        self._stopping.add(name)
+        _signal_group(process.pid, signal.SIGTERM)
+        reaper = asyncio.ensure_future(self._kill_after_grace(name, process))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+
+    async def _kill_after_grace(self, name: str, process: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(process.wait(), self.grace_seconds)
+        except TimeoutError:
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+        finally:
+            _signal_group(process.pid, signal.SIGKILL)
+            self._stopping.discard(name)
+            if self.processes.get(name) is process:
+                del self.processes[name]
+
+    async def stop_all(self) -> None:
+        """Stop every attempt still running and wait until each is gone."""
         for name in list(self.processes):
             self.cancel(name)
+        while self._reapers:
+            await asyncio.gather(*list(self._reapers), return_exceptions=True)
+
+    def kill_all(self) -> None:
+        for process in self.processes.values():
+            _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 class HTTPExecutor:

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from braid.engine import (
     AttemptResult,
     CancelAttempt,
     Observations,
+    RecordDecision,
     RecordEvent,
     RunState,
     StartAttempt,
@@ -56,13 +58,19 @@ class LocalRun:
     workdir: Path | None = None
     clock: Clock = _utcnow
     cancel_requested: bool = False
+    # How long a cancelled or timed-out step has between SIGTERM and SIGKILL of its process
+    # group (a Pod's terminationGracePeriodSeconds plays this part in a cluster).
+    grace_seconds: float = 10.0
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     async def execute(self) -> WorkflowRunStatus:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        state = RunState.load(self.run_name, self.spec, WorkflowRunStatus(), self.params)
-        processes = ProcessExecutor(workdir)
+        state = RunState.load(
+            self.run_name, self.spec, WorkflowRunStatus(), self.params, uid=self.uid
+        )
+        processes = ProcessExecutor(workdir, grace_seconds=self.grace_seconds)
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -73,7 +81,9 @@ class LocalRun:
                 http = HTTPExecutor(client)
                 await self._loop(state, processes, http, interrupted)
         finally:
-            processes.cancel_all()
+            # Nothing of the run outlives `braid run`: every process group is stopped and
+            # waited for, SIGKILLed after the grace period.
+            await processes.stop_all()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -81,7 +91,7 @@ class LocalRun:
 
     def _on_interrupt(self, interrupted: asyncio.Event, processes: ProcessExecutor) -> None:
         if self.cancel_requested:
-            processes.cancel_all()  # second Ctrl-C: stop compensation too
+            processes.kill_all()  # second Ctrl-C: stop compensation too, at once
             raise KeyboardInterrupt
         self.cancel_requested = True
         interrupted.set()
@@ -114,6 +124,8 @@ class LocalRun:
                         for task, name in list(running.items()):
                             if name == action.name:
                                 task.cancel()
+                elif isinstance(action, RecordDecision):
+                    continue  # kept in the status, which `braid run --record` writes
                 else:
                     self.on_event(action, now)
                     if action.reason == "ApprovalRequested" and (action.gate or action.step):
