@@ -64,7 +64,9 @@ def operator_rules(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) granted to the operator by the chart's Role/ClusterRole."""
     granted = set()
     for doc in docs:
-        if doc["kind"] in ("Role", "ClusterRole") and doc["metadata"]["name"].endswith("-operator"):
+        if doc["kind"] in ("Role", "ClusterRole") and doc["metadata"]["name"].endswith(
+            ("-operator", "-approval-policy-reader")
+        ):
             for rule in doc["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:

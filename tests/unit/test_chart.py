@@ -46,11 +46,15 @@ OPERATOR_USES = {
     ("braid.dev", "workflowruns", "delete"),
     ("braid.dev", "workflowruns/status", "update"),
     ("braid.dev", "workflows", "get"),
+    ("", "pods", "get"),
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "pods", "create"),
     ("", "pods", "delete"),
     ("", "events", "create"),
+    # that the approval policy is enforced, read once at start (by name)
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", "get"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "get"),
 }
 
 
@@ -73,15 +77,24 @@ def test_default_is_cluster_wide_with_crds_policy_and_user_roles() -> None:
         "workflows.braid.dev",
         "workflowruns.braid.dev",
     }
-    assert one(docs, "ClusterRoleBinding")["subjects"] == [
+    assert one(docs, "ClusterRoleBinding", "braid-operator")["subjects"] == [
         {"kind": "ServiceAccount", "name": "braid", "namespace": "braid-system"}
     ]
     assert not by_kind(docs, "Role")
     assert operator_rules(docs) == OPERATOR_USES
     one(docs, "ValidatingAdmissionPolicy", "braid-approvals")
     one(docs, "ValidatingAdmissionPolicyBinding", "braid-approvals")
+    assert "--approval-policy=braid-approvals" in args
+    assert "--pod-security=restricted" in args
+    assert not [a for a in args if a.startswith(("--webhook-deny", "--pod-service-account"))]
     roles = {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")}
-    assert roles == {"braid-operator", "braid-view", "braid-edit", "braid-approve"}
+    assert roles == {
+        "braid-operator",
+        "braid-view",
+        "braid-edit",
+        "braid-approve",
+        "braid-approval-policy-reader",
+    }
     one(docs, "Service", "braid-metrics")
     for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap", "PodDisruptionBudget"):
         assert not by_kind(docs, kind), kind
@@ -96,11 +109,50 @@ def test_one_namespace_grants_nothing_cluster_wide() -> None:
     binding = one(docs, "RoleBinding")
     assert binding["metadata"]["namespace"] == "team-a"
     assert binding["subjects"][0]["namespace"] == "braid-system"
-    assert not by_kind(docs, "ClusterRoleBinding")
+    # Cluster-wide: only a read of the approval policy's two objects, by name.
+    assert [b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == [
+        "braid-approval-policy-reader"
+    ]
+    assert one(docs, "ClusterRole", "braid-approval-policy-reader")["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+            "resourceNames": ["braid-approvals"],
+            "verbs": ["get"],
+        }
+    ]
     assert "braid-operator" not in {d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")}
     assert operator_rules(docs) == OPERATOR_USES
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args
+
+
+def test_pod_policy_and_shard_labels_reach_the_operator_and_the_policy() -> None:
+    docs = render(
+        {
+            "pods.security": "baseline",
+            "pods.serviceAccounts.team-a[0]": "agent",
+            "pods.serviceAccounts.team-a[1]": "reader",
+            "webhooks.deny[0]": "none",
+            "approvalPolicy.immutableLabels[0]": "shard",
+        }
+    )
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--pod-security=baseline" in args
+    assert "--pod-service-account=team-a/agent" in args
+    assert "--pod-service-account=team-a/reader" in args
+    assert "--webhook-deny=none" in args
+    policy = one(docs, "ValidatingAdmissionPolicy", "braid-approvals")
+    assert any('["shard"].all(k' in v["expression"] for v in policy["spec"]["validations"])
+
+
+def test_a_shard_without_the_policy_checks_the_one_named() -> None:
+    docs = render({"approvalPolicy.enabled": "false", "approvalPolicy.name": "braid-a-approvals"})
+    assert not by_kind(docs, "ValidatingAdmissionPolicy")
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--approval-policy=braid-a-approvals" in args
+    reader = one(docs, "ClusterRole", "braid-approval-policy-reader")
+    assert reader["rules"][0]["resourceNames"] == ["braid-a-approvals"]
 
 
 def test_ha_adds_replicas_peering_priorities_and_a_disruption_budget() -> None:

@@ -56,3 +56,14 @@ app.kubernetes.io/component: operator
 {{- define "braid.replicas" -}}
 {{- if .Values.ha.enabled -}}{{ .Values.ha.replicas }}{{- else -}}1{{- end -}}
 {{- end -}}
+
+{{/*
+The approval policy the operator checks is enforced: the one named, or this release's own.
+*/}}
+{{- define "braid.approvalPolicyName" -}}
+{{- if .Values.approvalPolicy.name -}}
+{{- .Values.approvalPolicy.name -}}
+{{- else if .Values.approvalPolicy.enabled -}}
+{{- printf "%s-approvals" (include "braid.fullname" .) -}}
+{{- end -}}
+{{- end }}
