@@ -165,12 +165,19 @@ class Operator:
         name: str = "operator",
         env: dict[str, str] | None = None,
         webhook_allow: tuple[str, ...] = ("127.0.0.1",),
+        approval_policy: str = "braid-approvals",
     ) -> None:
         self.kube = kube
         self.namespaces = [str(kube.namespace)] if namespaces is None else namespaces
         self.env = {**kube.env, "KUBECONFIG": kubeconfig or kube.kubeconfig, **(env or {})}
         # The examples' webhook servers listen on loopback, which the operator denies by default.
-        self.args = (*[f"--webhook-allow={a}" for a in webhook_allow], *args)
+        # The approval policy is the one the `policy` fixture installs from the chart: when a
+        # test installed it, the operator trusts approver names (as with the chart).
+        self.args = (
+            *[f"--webhook-allow={a}" for a in webhook_allow],
+            *([f"--approval-policy={approval_policy}"] if approval_policy else []),
+            *args,
+        )
         self.log_path = log_dir / f"{name}-{kube.namespace}.log"
         self.process: subprocess.Popen[bytes] | None = None
         with socket.socket() as sock:
@@ -318,6 +325,8 @@ def policy(kubeconfig: str) -> None:
             str(CHART),
             "--show-only=templates/approval-policy.yaml",
             "--show-only=templates/user-roles.yaml",
+            # as a sharded installation would: runs cannot be moved off their shard
+            "--set=approvalPolicy.immutableLabels[0]=shard",
         )
     )
 

@@ -236,6 +236,23 @@ def exercise(kube: Kube) -> None:
     events = kube.json("get", "events", "--field-selector", f"involvedObject.name={run}")
     assert events["items"], "the operator recorded no events"
 
+    # A pod squatting on an attempt's name: the operator reads whose it is (get pods), and the
+    # attempt fails PodConflict instead of taking the squatter's result.
+    kube.apply(scripted_workflow("squatted", 1, delay="0s"))
+    kube.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "squat-s0-1"},
+                "spec": {"containers": [{"name": "step", "image": "x"}]},
+            }
+        )
+    )
+    kube.create(run_of("squatted", name="squat"))
+    cond = next(c for c in kube.wait_finished("squat")["conditions"] if c["type"] == "Succeeded")
+    assert "PodConflict" in cond["message"], cond
+
     spec = json.loads(scripted_workflow("brief", 1, delay="0s"))
     spec["spec"]["ttlStrategy"] = {"secondsAfterCompletion": 0}
     kube.apply(json.dumps(spec))
@@ -248,7 +265,11 @@ def exercise(kube: Kube) -> None:
 
 @pytest.mark.parametrize(
     "installed",
-    [{"watch.namespaces[0]": "{ns}"}, {}],
+    [
+        # Both check the approval policy the session installed (a read of it, by name).
+        {"watch.namespaces[0]": "{ns}", "approvalPolicy.name": "braid-approvals"},
+        {"approvalPolicy.name": "braid-approvals"},
+    ],
     ids=["one-namespace", "cluster-wide"],
     indirect=True,
 )
@@ -294,7 +315,13 @@ def test_the_operator_runs_as_the_charts_service_account_with_exactly_its_rights
 
 @pytest.mark.parametrize(
     "installed",
-    [{"watch.namespaces[0]": "{ns}", "ha.enabled": "true"}],
+    [
+        {
+            "watch.namespaces[0]": "{ns}",
+            "ha.enabled": "true",
+            "approvalPolicy.name": "braid-approvals",
+        }
+    ],
     ids=["namespace-ha"],
     indirect=True,
 )

@@ -190,7 +190,7 @@ def test_run_params_are_immutable(kube: Kube) -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert "params cannot change once the run exists" in result.stderr
+    assert "a run's spec cannot change once the run exists" in result.stderr
 
 
 def test_kubectl_explain_documents_the_fields(kube: Kube) -> None:
