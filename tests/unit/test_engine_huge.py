@@ -10,8 +10,9 @@ import pytest
 from braid.api.errors import InvalidSpecError
 from braid.api.run import RunPhase, StepPhase, WorkflowRunStatus
 from braid.engine import AttemptResult, Observations, RunState, StartAttempt
-from braid.engine.plan import compile_plan
-from braid.engine.scheduler import COMPACT_ABOVE, KEEP_FAILED
+from braid.engine.compile import compile_plan
+from braid.engine.fanout import KEEP_FAILED
+from braid.engine.plan import COMPACT_ABOVE
 from braid.engine.simulate import EPOCH, Outcome, simulate
 from tests.conftest import ok, workflow
 

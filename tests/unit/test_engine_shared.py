@@ -14,7 +14,7 @@ from braid.api.workflow import SuccessThreshold
 from braid.controller.pools import Pools
 from braid.engine import AttemptResult, Observations, RunState
 from braid.engine.breakers import BreakerBoard
-from braid.engine.plan import compile_plan
+from braid.engine.compile import compile_plan
 from braid.engine.simulate import EPOCH, Outcome, simulate
 from tests.conftest import container, ok, workflow
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 from html import escape
 
 from braid.api.run import StepStatus, WorkflowRunStatus
-from braid.api.workflow import WorkflowSpec
-from braid.engine.plan import StepPlan, plan_for
+from braid.api.workflow import Step, WorkflowSpec
+from braid.engine import dag
 
 # Phase -> (fill, stroke); Pending/unknown stays white.
 COLOURS = {
@@ -49,18 +49,18 @@ def _duration(st: StepStatus) -> str | None:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-def _describe(plan: StepPlan) -> list[str]:
-    fan, loop = plan.fan_out, plan.loop
+def _describe(step: Step) -> list[str]:
+    fan, loop = step.fan_out, step.loop
     if fan is not None:
-        size = f"{len(fan.spec.items)} items" if fan.spec.items is not None else "items from CEL"
-        width = f", {fan.spec.parallelism} at a time" if fan.spec.parallelism else ""
+        size = f"{len(fan.items)} items" if fan.items is not None else "items from CEL"
+        width = f", {fan.parallelism} at a time" if fan.parallelism else ""
         return [f"fan-out: {size}{width}"]
     if loop is not None:
-        body = " → ".join(b.name for b in loop.body)
-        return [f"loop (at most {loop.spec.max_iterations}): {body}"]
-    if plan.action is not None and plan.action.approval is not None:
+        body = " → ".join(b.name for b in loop.steps)
+        return [f"loop (at most {loop.max_iterations}): {body}"]
+    if step.approval is not None:
         return ["approval"]
-    return [plan.kind]
+    return [step.kind]
 
 
 def _runtime(st: StepStatus) -> list[str]:
@@ -81,20 +81,21 @@ def _runtime(st: StepStatus) -> list[str]:
 
 
 def graph_of(spec: WorkflowSpec, status: WorkflowRunStatus | None = None) -> Graph:
-    plan = plan_for(spec)
+    """The picture of a workflow (or a run of it). Only the dependencies are resolved, no
+    expression is compiled: a workflow with a broken expression can still be drawn."""
+    deps = dag.build(spec)[0].deps
     steps = {s.name: s for s in status.steps} if status else {}
     graph = Graph()
-    for name in plan.order:
-        p = plan.steps[name]
-        st = steps.get(name)
-        node = Node(name, p.kind, _describe(p))
+    for step in spec.steps:
+        st = steps.get(step.name)
+        node = Node(step.name, step.kind, _describe(step))
         if st is not None:
             node.phase = st.phase.value
             node.lines += _runtime(st)
         graph.nodes.append(node)
-        graph.edges += [(dep, name) for dep in p.deps]
+        graph.edges += [(dep, step.name) for dep in deps.get(step.name, ())]
     finals = {s.name: s for s in (status.finally_ or [])} if status else {}
-    for fin in plan.finally_steps:
+    for fin in spec.finally_ or []:
         st = finals.get(fin.name)
         node = Node(fin.name, "finally", ["finally"])
         if st is not None:

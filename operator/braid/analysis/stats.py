@@ -21,7 +21,7 @@ from braid.api.analysis import (
 )
 from braid.api.run import StepPhase, StepStatus, WorkflowRunStatus
 from braid.api.workflow import Step, WorkflowSpec
-from braid.engine.plan import plan_for
+from braid.engine import dag
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -41,7 +41,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def critical_path(spec: WorkflowSpec, status: WorkflowRunStatus) -> list[str]:
     """Walk back from the step that finished last through the dependency that finished last."""
-    deps = {name: plan.deps for name, plan in plan_for(spec).steps.items()}
+    deps = dag.build(spec)[0].deps
     steps = {s.name: s for s in status.steps if s.completion_time and s.start_time}
     if not steps:
         return []
@@ -77,7 +77,7 @@ def analyze(
     labelled = list(zip(names or [f"run-{i}" for i in range(len(runs))], runs, strict=True))
     kept = [(n, r) for n, r in labelled if r.succeeded is not None and r.start_time is not None]
     finished = [r for _, r in kept]
-    plan = plan_for(spec)
+    graph = dag.build(spec)[0]
     durations: dict[str, list[float]] = defaultdict(list)
     phases: dict[str, list[StepPhase]] = defaultdict(list)
     retried: Counter[str] = Counter()
@@ -98,7 +98,7 @@ def analyze(
         run_paths.append(RunPath(run=run_name, duration=run_durations[-1], critical_path=path))
         paths[tuple(path)] += 1
         on_path.update(path)
-        for name in plan.order:
+        for name in graph.order:
             st = by_name.get(name)
             if st is None or st.phase == StepPhase.SKIPPED or st.start_time is None:
                 continue
@@ -113,7 +113,7 @@ def analyze(
                 timed_out[name] += 1
             dep_times = [
                 by_name[d].completion_time
-                for d in plan.steps[name].deps
+                for d in graph.deps[name]
                 if d in by_name and by_name[d].completion_time
             ]
             waits[name] += _waiting(st, max(dep_times) if dep_times else None, run.start_time)  # type: ignore[type-var]
@@ -123,7 +123,7 @@ def analyze(
                 cost[name] += st.usage.cost
     n = len(finished)
     stats: list[StepStats] = []
-    for name in plan.order:
+    for name in graph.order:
         ran = phases.get(name, [])
         times = durations.get(name) or [0.0]
         if not ran:

@@ -9,11 +9,15 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from braid.api.common import Condition, ConditionStatus, Model, ObjectMeta
+from braid.api.reasons import (
+    ApprovalReason,
+    ConditionType,
+    DecisionKind,
+    RunReason,
+    SLAReason,
+    StepReason,
+)
 from braid.api.workflow import JSON, WorkflowSpec
-
-CONDITION_SUCCEEDED = "Succeeded"
-CONDITION_APPROVAL_PENDING = "ApprovalPending"
-CONDITION_SLA_BREACHED = "SLABreached"
 
 
 def _unchanged(name: str) -> str:
@@ -212,6 +216,59 @@ class TaskStatus(Model):
         default=None, description="The last attempt ran the circuit breaker's fallback."
     )
 
+    # The only ways the engine changes a task's phase: each sets phase, reason and message
+    # together, so no transition leaves a stale reason behind.
+
+    def mark_running(self, attempt: str, now: datetime) -> None:
+        self.phase = StepPhase.RUNNING
+        if self.reason == StepReason.WAITING_FOR_CONCURRENCY:
+            self.reason = self.message = None
+        self.attempt_name, self.attempt_start_time = attempt, now
+        self.start_time = self.start_time or now
+        self.retry_time = None
+
+    def mark_waiting(self, message: str, now: datetime) -> None:
+        self.phase, self.reason, self.message = (
+            StepPhase.WAITING,
+            StepReason.APPROVAL_PENDING,
+            message,
+        )
+        self.start_time = now
+
+    def mark_succeeded(
+        self,
+        outputs: dict[str, Any] | None,
+        now: datetime,
+        reason: str = StepReason.SUCCEEDED,
+        message: str | None = None,
+    ) -> None:
+        self.phase, self.reason, self.message = StepPhase.SUCCEEDED, reason, message
+        self.outputs = outputs
+        self.completion_time, self.retry_time = now, None
+
+    def mark_failed(self, reason: str, message: str | None, now: datetime) -> None:
+        self.phase, self.reason, self.message = StepPhase.FAILED, reason, message
+        self.completion_time, self.retry_time = now, None
+
+    def mark_retrying(self, reason: str, message: str, at: datetime) -> None:
+        self.phase, self.reason, self.message = StepPhase.RETRYING, reason, message
+        self.retry_time = at
+
+    def mark_cancelled(self, reason: str, message: str | None, now: datetime) -> None:
+        self.phase, self.reason, self.message = StepPhase.CANCELLED, reason, message
+        self.completion_time, self.retry_time = now, None
+
+    def mark_skipped(self, reason: str, message: str | None, now: datetime) -> None:
+        self.phase, self.reason, self.message = StepPhase.SKIPPED, reason, message
+        self.completion_time, self.retry_time = now, None
+
+    def mark_waiting_for_slot(self, message: str) -> bool:
+        """Say why a ready task has not started; True when that changed."""
+        if (self.reason, self.message) == (StepReason.WAITING_FOR_CONCURRENCY, message):
+            return False
+        self.reason, self.message = StepReason.WAITING_FOR_CONCURRENCY, message
+        return True
+
 
 class ItemStatus(TaskStatus):
     """Status of one fan-out item."""
@@ -223,7 +280,7 @@ class ApprovalRecord(Model):
     """One decision on an approval gate: the audit trail."""
 
     user: str = Field(description="Who decided.")
-    decision: Literal["Approved", "Rejected", "Refused"] = Field(
+    decision: DecisionKind = Field(
         description="Approved, Rejected, or Refused: the person is not an allowed approver and "
         "the decision was not counted (kept for the audit trail)."
     )
@@ -371,6 +428,100 @@ class WorkflowRunStatus(Model):
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
+    # Run-level transitions: phase and conditions set together (Tekton's MarkSucceeded,
+    # MarkFailed, MarkRunning on the status type). Each returns whether anything changed.
+
+    def mark_started(self, now: datetime, generation: int | None) -> None:
+        self.phase, self.start_time, self.observed_generation = RunPhase.RUNNING, now, generation
+
+    def mark_progressing(
+        self, reason: RunReason | str, message: str, now: datetime, generation: int | None
+    ) -> bool:
+        """Still going on: Succeeded is Unknown, with why (Running, AwaitingApproval, or the
+        failure being handled while compensation and finally steps run)."""
+        return self.set_condition(
+            ConditionType.SUCCEEDED, ConditionStatus.UNKNOWN, reason, message, now, generation
+        )
+
+    def mark_succeeded(self, message: str, now: datetime, generation: int | None) -> None:
+        self.phase, self.completion_time = RunPhase.SUCCEEDED, now
+        self.set_condition(
+            ConditionType.SUCCEEDED,
+            ConditionStatus.TRUE,
+            RunReason.SUCCEEDED,
+            message,
+            now,
+            generation,
+        )
+
+    def mark_failed(
+        self,
+        reason: RunReason | str,
+        message: str,
+        now: datetime,
+        generation: int | None,
+        *,
+        cancelled: bool = False,
+    ) -> None:
+        self.phase = RunPhase.CANCELLED if cancelled else RunPhase.FAILED
+        self.start_time = self.start_time or now
+        self.completion_time = now
+        self.set_condition(
+            ConditionType.SUCCEEDED, ConditionStatus.FALSE, reason, message, now, generation
+        )
+
+    def mark_approval_pending(
+        self, reason: ApprovalReason, message: str, now: datetime, generation: int | None
+    ) -> bool:
+        return self.set_condition(
+            ConditionType.APPROVAL_PENDING, ConditionStatus.TRUE, reason, message, now, generation
+        )
+
+    def mark_no_approval_pending(self, now: datetime, generation: int | None) -> bool:
+        if self.condition(ConditionType.APPROVAL_PENDING) is None:
+            return False
+        return self.set_condition(
+            ConditionType.APPROVAL_PENDING,
+            ConditionStatus.FALSE,
+            ApprovalReason.NO_APPROVAL_PENDING,
+            "",
+            now,
+            generation,
+        )
+
+    def mark_sla_breached(
+        self, reason: SLAReason, message: str, now: datetime, generation: int | None
+    ) -> bool:
+        return self.set_condition(
+            ConditionType.SLA_BREACHED, ConditionStatus.TRUE, reason, message, now, generation
+        )
+
+    def mark_within_sla(self, now: datetime, generation: int | None) -> bool:
+        if self.condition(ConditionType.SLA_BREACHED) is not None:
+            return False
+        return self.set_condition(
+            ConditionType.SLA_BREACHED,
+            ConditionStatus.FALSE,
+            SLAReason.WITHIN_SLA,
+            "",
+            now,
+            generation,
+        )
+
+    @property
+    def failure(self) -> tuple[str, str] | None:
+        """The failure being handled by an unfinished run (its Succeeded condition's reason
+        and message while Unknown with anything but an in-progress reason)."""
+        cond = self.condition(ConditionType.SUCCEEDED)
+        if cond is None or cond.status != ConditionStatus.UNKNOWN:
+            return None
+        try:
+            if RunReason(cond.reason).in_progress:
+                return None
+        except ValueError:
+            pass
+        return cond.reason, cond.message
+
     def set_condition(
         self,
         type_: str,
@@ -409,7 +560,7 @@ class WorkflowRunStatus(Model):
     @property
     def succeeded(self) -> bool | None:
         """True or False once finished, None while the run goes on."""
-        cond = self.condition(CONDITION_SUCCEEDED)
+        cond = self.condition(ConditionType.SUCCEEDED)
         if cond is None or cond.status == ConditionStatus.UNKNOWN:
             return None
         return cond.status == ConditionStatus.TRUE

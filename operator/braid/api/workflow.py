@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from pydantic.config import JsonDict
 
 from braid.api.common import NAME_MAX, NAME_PATTERN, Model, ObjectMeta
+from braid.api.reasons import FailureReason
 
 # Invariants the API server checks at apply time (x-kubernetes-validations), next to the
 # pydantic validators that check the same thing locally.
@@ -205,21 +206,6 @@ class Backoff(Model):
     jitter: float = Field(
         default=0.1, ge=0, le=1, description="Fraction of the delay randomised (0 to 1)."
     )
-
-
-class FailureReason(StrEnum):
-    """Why one attempt failed; used to classify failures as retryable."""
-
-    ERROR = "Error"
-    TIMED_OUT = "TimedOut"
-    OUTPUT_INVALID = "OutputInvalid"
-    OUTPUT_TOO_LARGE = "OutputTooLarge"
-    WEBHOOK_FAILED = "WebhookFailed"
-    EXPRESSION_ERROR = "ExpressionError"
-    START_FAILED = "StartFailed"
-    CIRCUIT_OPEN = "CircuitOpen"
-    POD_LOST = "PodLost"
-    POD_CONFLICT = "PodConflict"
 
 
 class RetryOn(Model):

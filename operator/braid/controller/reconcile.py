@@ -29,14 +29,12 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
-from braid.api.common import ConditionStatus
 from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
 from braid.api.manifests import check_depth
 from braid.api.podtemplate import PodPolicy
+from braid.api.reasons import RunReason
 from braid.api.run import (
-    CONDITION_SUCCEEDED,
     ApprovalRecord,
-    RunPhase,
     WorkflowRunSpec,
     WorkflowRunStatus,
 )
@@ -573,16 +571,8 @@ class Reconciler:
         that have not started come here: nothing of theirs is running."""
         now = self.clock()
         message = "; ".join(str(e) for e in errors)
-        status.phase = RunPhase.FAILED
-        status.start_time = status.start_time or now
-        status.completion_time = now
-        status.set_condition(
-            CONDITION_SUCCEEDED,
-            ConditionStatus.FALSE,
-            "InvalidSpec",
-            message[:4000],
-            now,
-            run["metadata"].get("generation"),
+        status.mark_failed(
+            RunReason.INVALID_SPEC, message[:4000], now, run["metadata"].get("generation")
         )
         with contextlib.suppress(ConflictError):
             updated = await self.cluster.replace_run_status(run, status.wire())

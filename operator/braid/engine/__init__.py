@@ -22,10 +22,12 @@ from braid.engine.actions import (
     StartAttempt,
     WebhookRequest,
 )
+from braid.engine.approvals import DIGEST_LENGTH
+from braid.engine.compile import compile_plan, plan_for
 from braid.engine.outputs import MAX_OUTPUT_BYTES, parse_outputs
 from braid.engine.params import check_param_schemas, resolve_params
-from braid.engine.plan import Plan, compile_plan, plan_for
-from braid.engine.scheduler import DIGEST_LENGTH, RunState
+from braid.engine.plan import Plan
+from braid.engine.scheduler import RunState
 
 __all__ = [
     "DIGEST_LENGTH",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from braid.api.reasons import DecisionKind
 from braid.engine.breakers import BreakerBoard
 
 
@@ -85,7 +86,7 @@ class RecordDecision:
 
     gate: str  # the name decisions use: the step, the loop body step, or "budget"
     user: str
-    decision: Literal["Approved", "Rejected", "Refused"]
+    decision: DecisionKind
     digest: str | None
     reason: str | None = None
     iteration: int | None = None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
-from braid.api.workflow import Backoff, FailureReason, RetryPolicy
+from braid.api.reasons import FailureReason
+from braid.api.workflow import Backoff, RetryPolicy
 
 
 def retry_delay(backoff: Backoff | None, failed_attempt: int, attempt_name: str) -> float:

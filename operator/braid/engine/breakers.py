@@ -86,3 +86,26 @@ class BreakerBoard:
             b.state, b.probe = "Open", None
             b.opened_at = now - timedelta(seconds=b.cool_down_seconds)
             self.version += 1
+
+
+@dataclass(frozen=True)
+class Passage:
+    """How an attempt goes through its circuit breaker."""
+
+    kind: Literal["through", "fallback", "open"]
+    message: str = ""
+
+
+def passage(board: BreakerBoard, key: str, attempt: str, now: datetime, fallback: bool) -> Passage:
+    """Through when the breaker admits the attempt; else its fallback if it has one; else it
+    fails fast, saying until when the breaker stays open."""
+    if board.admit(key, attempt, now):
+        return Passage("through")
+    if fallback:
+        return Passage("fallback", f"Circuit breaker {key} is open")
+    state = board.get(key)
+    until = f" until {state.retry_at.isoformat()}" if state.retry_at else ""
+    return Passage(
+        "open",
+        f"circuit breaker {key} is open{until} after {state.failures} consecutive failures",
+    )

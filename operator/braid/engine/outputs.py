@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from braid.api.manifests import too_deep
-from braid.api.run import Usage
-from braid.api.workflow import FailureReason
+from braid.api.reasons import FailureReason
+from braid.api.run import Usage, WorkflowRunStatus
 
 MAX_OUTPUT_BYTES = 4096
 # Outputs are stored inside the run's status (a few levels down, more in loops and fan-outs);
@@ -103,3 +103,31 @@ def usage_of(outputs: dict[str, Any]) -> Usage | None:
     if tokens is None and cost is None:
         return None
     return Usage(tokens=int(tokens or 0), cost=cost or 0.0)
+
+
+SHED_NOTE = "outputs dropped: the run's status grew too large to store"
+
+
+def shed(status: WorkflowRunStatus, level: int) -> None:
+    """Drop outputs from a status that cannot be stored: level 1 those of fan-out items and
+    loop iterations (and iterations before the last two), level 2 every output."""
+    for st in status.steps:
+        for item in st.items or []:
+            item.outputs = None
+        if st.iterations and len(st.iterations) > 2:
+            st.iterations = st.iterations[-2:]
+        for it in st.iterations or []:
+            for body in it.steps:
+                body.outputs = None
+        if st.outputs is not None and ("items" in st.outputs or "iterations" in st.outputs):
+            st.outputs = {
+                k: v for k, v in st.outputs.items() if k not in ("items", "iterations", "last")
+            }
+            st.message = f"{st.message or ''} ({SHED_NOTE})".strip()
+        if level >= 2 and st.outputs:
+            st.outputs = None
+            st.message = f"{st.message or ''} ({SHED_NOTE})".strip()
+        if level >= 2 and st.compensation is not None:
+            st.compensation.outputs = None
+    if status.history and len(status.history) > 20:
+        status.history = status.history[-20:]

@@ -9,8 +9,9 @@ marked as reused.
 from __future__ import annotations
 
 from braid.api.errors import FieldError, InvalidSpecError
+from braid.api.reasons import DecisionKind, StepReason
 from braid.api.run import StepPhase, StepStatus, WorkflowRunStatus
-from braid.engine.plan import plan_for
+from braid.engine import dag
 
 
 def seed_status(
@@ -25,14 +26,15 @@ def seed_status(
     spec = previous.workflow_spec
     if spec is None:
         raise InvalidSpecError([FieldError("spec.retryOf.name", f"run {old_run!r} never started")])
-    plan = plan_for(spec)
+    graph = dag.build(spec)[0]
+    kinds = {s.name: s.kind for s in spec.steps}
     old = {s.name: s for s in previous.steps}
-    if from_step is not None and from_step not in plan.steps:
+    if from_step is not None and from_step not in graph.deps:
         raise InvalidSpecError(
             [
                 FieldError(
                     "spec.retryOf.fromStep",
-                    f"no step {from_step!r}; steps: {', '.join(plan.order)}",
+                    f"no step {from_step!r}; steps: {', '.join(graph.order)}",
                 )
             ]
         )
@@ -42,24 +44,18 @@ def seed_status(
     roots = undone | (
         {from_step}
         if from_step is not None
-        else {n for n in plan.order if n not in old or not _done(old[n])}
+        else {n for n in graph.order if n not in old or not _done(old[n])}
     )
-    rerun: set[str] = set()
-    stack = list(roots)
-    while stack:
-        name = stack.pop()
-        if name not in rerun:
-            rerun.add(name)
-            stack.extend(plan.dependents[name])
+    rerun = dag.downstream(graph, roots)
     steps = []
-    for name in plan.order:
+    for name in graph.order:
         kept = old.get(name)
         if (
             name in rerun
             or kept is None
             or kept.phase not in (StepPhase.SUCCEEDED, StepPhase.SKIPPED)
         ):
-            steps.append(StepStatus(name=name, kind=plan.steps[name].kind))
+            steps.append(StepStatus(name=name, kind=kinds[name]))
             continue
         reused = kept.model_copy(deep=True)
         reused.message = f"reused from run {old_run}"
@@ -72,7 +68,7 @@ def _approved_by_others(step: StepStatus, requester: str | None) -> bool:
     for iteration in step.iterations or []:
         for body in iteration.steps:
             records += body.approvals or []
-    approvers = {r.user for r in records if r.decision == "Approved"}
+    approvers = {r.user for r in records if r.decision == DecisionKind.APPROVED}
     return bool(approvers) and approvers != {requester}
 
 
@@ -80,4 +76,7 @@ def _done(step: StepStatus) -> bool:
     """Finished for good: succeeded, or skipped by routing (not because the run stopped)."""
     if step.phase == StepPhase.SUCCEEDED:
         return True
-    return step.phase == StepPhase.SKIPPED and step.reason in ("WhenFalse", "UpstreamSkipped")
+    return step.phase == StepPhase.SKIPPED and step.reason in (
+        StepReason.WHEN_FALSE,
+        StepReason.UPSTREAM_SKIPPED,
+    )

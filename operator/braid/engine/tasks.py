@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from braid.api.run import TaskStatus
-from braid.api.workflow import FailureReason
+from braid.api.reasons import FailureReason
+from braid.api.run import ItemStatus, StepStatus, TaskStatus
 from braid.engine.actions import (
     AttemptLabels,
     AttemptResult,
@@ -17,8 +17,8 @@ from braid.engine.actions import (
     WebhookRequest,
 )
 from braid.engine.outputs import MAX_OUTPUT_BYTES, depth_failure, parse_outputs
-from braid.engine.plan import ActionPlan
-from braid.expressions import ExpressionError, type_name
+from braid.engine.plan import ActionPlan, FinallyPlan, StepPlan
+from braid.expressions import Expression, ExpressionError, type_name
 
 Role = Literal["step", "item", "body", "compensation", "finally"]
 
@@ -62,6 +62,61 @@ class Task:
             body_step=self.body,
             role=role,
         )
+
+
+def step_task(run_name: str, plan: StepPlan, st: StepStatus) -> Task:
+    assert plan.action is not None
+    return Task(st, plan.action, "step", plan.name, f"{run_name}-{plan.name}")
+
+
+def item_task(run_name: str, plan: StepPlan, item: ItemStatus, items: list[Any]) -> Task:
+    assert plan.fan_out is not None
+    return Task(
+        item,
+        plan.fan_out.action,
+        "item",
+        plan.name,
+        f"{run_name}-{plan.name}--{item.index}",
+        item=item.index,
+        scope={"item": items[item.index], "index": item.index},
+    )
+
+
+def compensation_task(run_name: str, plan: StepPlan, st: StepStatus) -> Task:
+    assert plan.compensation is not None
+    if st.compensation is None:
+        st.compensation = TaskStatus()
+    return Task(
+        st.compensation,
+        plan.compensation,
+        "compensation",
+        plan.name,
+        f"{run_name}-{plan.name}--undo",
+    )
+
+
+def finally_task(run_name: str, plan: FinallyPlan, st: TaskStatus) -> Task:
+    return Task(st, plan.action, "finally", plan.name, f"{run_name}-{plan.name}")
+
+
+def expressions_of(action: ActionPlan) -> tuple[Expression, ...]:
+    """Every expression an attempt of ``action`` evaluates (to build only what they read)."""
+    out: list[Expression] = []
+    if action.container:
+        for t in (*action.container.command, *action.container.args):
+            out.extend(t.expressions)
+        for _, t in action.container.env:
+            out.extend(t.expressions)
+    if action.webhook:
+        w = action.webhook
+        out.extend(w.url.expressions)
+        out.extend(w.body.expressions)
+        for _, t in w.headers:
+            out.extend(t.expressions)
+        out.extend((w.success, w.output))
+    if action.approval and action.approval.message:
+        out.extend(action.approval.message.expressions)
+    return tuple(out)
 
 
 def _attempt_env(task: Task) -> dict[str, str]:

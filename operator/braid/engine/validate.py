@@ -9,8 +9,8 @@ from braid.api.manifests import Manifest
 from braid.api.podtemplate import PodPolicy, check_pod_template
 from braid.api.run import WorkflowRun
 from braid.api.workflow import ContainerSpec, StepAction, Workflow, WorkflowSpec
+from braid.engine.compile import plan_for
 from braid.engine.params import check_param_schemas, resolve_params
-from braid.engine.plan import plan_for
 
 
 def validate_workflow(

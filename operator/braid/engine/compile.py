@@ -1,0 +1,427 @@
+"""The compiler: a workflow spec into a frozen Plan, every expression compiled once.
+
+``compile_plan`` is also the validator: ``braid lint``, the local runner and the operator all
+reject the same workflows with the same field-path messages, every problem at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+from braid.api.errors import FieldError, InvalidSpecError
+from braid.api.workflow import (
+    BUDGET_GATE,
+    ApprovalSpec,
+    ContainerSpec,
+    FanOutSpec,
+    FinallyStep,
+    LoopSpec,
+    LoopStep,
+    RetryPolicy,
+    Step,
+    StepAction,
+    WebhookSpec,
+    WorkflowSpec,
+)
+from braid.engine import checks, dag
+from braid.engine.checks import Scoped
+from braid.engine.plan import (
+    WEBHOOK_TIMEOUT_SECONDS,
+    ActionPlan,
+    ApprovalPlan,
+    BodyPlan,
+    ContainerPlan,
+    FanOutPlan,
+    FinallyPlan,
+    LoopPlan,
+    Plan,
+    StepPlan,
+    WebhookPlan,
+)
+from braid.expressions import (
+    Expression,
+    ExpressionError,
+    Template,
+    ValueTemplate,
+    compile_expression,
+    compile_template,
+    compile_value_template,
+)
+
+DEFAULT_SUCCESS = "response.status >= 200 && response.status < 300"
+DEFAULT_OUTPUT = "{'status': response.status, 'body': response.body}"
+# A webhook attempt without a step timeout still has a deadline: its call's timeout and this
+# much more, after which an attempt whose call was lost (an operator restart) is retried.
+WEBHOOK_GRACE_SECONDS = 10
+ITEM_SCOPE = frozenset({"item", "index"})
+LOOP_SCOPE = frozenset({"iteration", "previous"})
+
+
+class _Compiler:
+    """Compiles expressions and actions, collecting every problem instead of stopping at the
+    first, and every expression with where it stands (for the checks)."""
+
+    def __init__(self, spec: WorkflowSpec) -> None:
+        self.spec = spec
+        self.errors: list[FieldError] = []
+        self.expressions: list[Scoped] = []
+
+    def expr(
+        self, source: str, path: str, owner: str | None, extra: frozenset[str] = frozenset()
+    ) -> Expression | None:
+        try:
+            compiled = compile_expression(source, path)
+        except ExpressionError as exc:
+            self.errors.append(exc.field_error())
+            return None
+        self.expressions.append(Scoped(compiled, owner, extra))
+        return compiled
+
+    def template(
+        self, source: str, path: str, owner: str | None, extra: frozenset[str] = frozenset()
+    ) -> Template:
+        try:
+            compiled = compile_template(source, path)
+        except ExpressionError as exc:
+            self.errors.append(exc.field_error())
+            return Template(source, path, (source,))
+        self.expressions += [Scoped(e, owner, extra) for e in compiled.expressions]
+        return compiled
+
+    def value_template(
+        self, value: Any, path: str, owner: str | None, extra: frozenset[str]
+    ) -> ValueTemplate:
+        try:
+            compiled = compile_value_template(value, path)
+        except ExpressionError as exc:
+            self.errors.append(exc.field_error())
+            return ValueTemplate(value, {})
+        self.expressions += [Scoped(e, owner, extra) for e in compiled.expressions]
+        return compiled
+
+    def action(self, path: str, owner: str | None, what: _What) -> ActionPlan:
+        defaults = self.spec.defaults
+        deadline = what.timeout or (defaults.timeout_seconds if defaults else None)
+        webhook = None
+        if what.webhook is not None:
+            webhook = self.webhook(f"{path}.webhook", owner, what.webhook, what.extra, deadline)
+            if deadline is None:
+                deadline = (
+                    what.webhook.timeout_seconds or WEBHOOK_TIMEOUT_SECONDS
+                ) + WEBHOOK_GRACE_SECONDS
+        approval = None
+        if what.approval is not None:
+            message = what.approval.message
+            approval = ApprovalPlan(
+                what.approval,
+                self.template(message, f"{path}.approval.message", owner, what.extra)
+                if message
+                else None,
+            )
+        return ActionPlan(
+            path=path,
+            container=self.container(f"{path}.container", owner, what.container, what.extra)
+            if what.container is not None
+            else None,
+            webhook=webhook,
+            approval=approval,
+            retry=what.retry or (defaults.retry if defaults and defaults.retry else RetryPolicy()),
+            timeout_seconds=deadline,
+        )
+
+    def container(
+        self, path: str, owner: str | None, spec: ContainerSpec, extra: frozenset[str]
+    ) -> ContainerPlan:
+        return ContainerPlan(
+            spec,
+            tuple(
+                self.template(c, f"{path}.command[{i}]", owner, extra)
+                for i, c in enumerate(spec.command or [])
+            ),
+            tuple(
+                self.template(a, f"{path}.args[{i}]", owner, extra)
+                for i, a in enumerate(spec.args or [])
+            ),
+            tuple(
+                (e.name, self.template(e.value, f"{path}.env[{i}].value", owner, extra))
+                for i, e in enumerate(spec.env or [])
+            ),
+        )
+
+    def webhook(
+        self,
+        path: str,
+        owner: str | None,
+        spec: WebhookSpec,
+        extra: frozenset[str],
+        deadline: int | None,
+    ) -> WebhookPlan:
+        response = extra | {"response"}
+        success = spec.success_condition or DEFAULT_SUCCESS
+        output = spec.output or DEFAULT_OUTPUT
+        return WebhookPlan(
+            spec,
+            self.template(spec.url, f"{path}.url", owner, extra),
+            tuple(
+                (k, self.template(v, f"{path}.headers.{k}", owner, extra))
+                for k, v in (spec.headers or {}).items()
+            ),
+            self.value_template(spec.body, f"{path}.body", owner, extra),
+            self.expr(success, f"{path}.successCondition", owner, response)
+            or compile_expression(DEFAULT_SUCCESS, f"{path}.successCondition"),
+            self.expr(output, f"{path}.output", owner, response)
+            or compile_expression(DEFAULT_OUTPUT, f"{path}.output"),
+            spec.timeout_seconds or deadline or WEBHOOK_TIMEOUT_SECONDS,
+        )
+
+
+@dataclass(frozen=True)
+class _What:
+    """What one action runs, as a spec says it."""
+
+    container: ContainerSpec | None = None
+    webhook: WebhookSpec | None = None
+    approval: ApprovalSpec | None = None
+    retry: RetryPolicy | None = None
+    timeout: int | None = None
+    extra: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, action: StepAction | FinallyStep | Step | LoopStep, **kw: Any) -> _What:
+        fields: dict[str, Any] = {
+            "container": action.container,
+            "webhook": action.webhook,
+            "approval": action.approval if isinstance(action, Step | LoopStep) else None,
+            "retry": action.retry,
+            "timeout": action.timeout_seconds,
+        }
+        return cls(**{**fields, **kw})
+
+
+def compile_plan(spec: WorkflowSpec) -> Plan:
+    """Validate and compile; raises InvalidSpecError with every problem found."""
+    compiler = _Compiler(spec)
+    errors = compiler.errors
+    positions = _names(spec, errors)
+    param_names = _params(spec, errors)
+    graph, dep_errors = dag.build(spec)
+    errors += dep_errors
+    if errors:
+        raise InvalidSpecError(errors)
+    body_names: dict[str, str] = {}
+    steps = {
+        step.name: _step(compiler, step, i, graph, body_names, positions)
+        for i, step in enumerate(spec.steps)
+    }
+    finally_steps = []
+    for i, fin in enumerate(spec.finally_ or []):
+        path = f"spec.finally[{i}]"
+        if fin.name in positions or fin.name in body_names:
+            errors.append(FieldError(f"{path}.name", f"{fin.name!r} is already the name of a step"))
+        finally_steps.append(FinallyPlan(fin.name, i, compiler.action(path, None, _What.of(fin))))
+    outputs = {}
+    for key, source in (spec.outputs or {}).items():
+        compiled = compiler.expr(source, f"spec.outputs.{key}", None)
+        if compiled is not None:
+            outputs[key] = compiled
+    body_of = {n: [b.name for b in p.loop.body] for n, p in steps.items() if p.loop}
+    found = compiler.expressions
+    errors += checks.expression_errors(found, frozenset(param_names), graph, body_of)
+    errors += checks.gathering(found, spec.steps)
+    if errors:
+        raise InvalidSpecError(errors)
+    actions = _actions(steps)
+    return Plan(
+        spec=spec,
+        steps=steps,
+        graph=graph,
+        finally_steps=finally_steps,
+        outputs=outputs,
+        param_names=frozenset(param_names),
+        body_names=body_names,
+        has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
+        breaker_keys=tuple(dict.fromkeys(a.breaker.key for a in actions if a.breaker)),
+        pools=any(a.concurrency is not None for a in actions),
+    )
+
+
+def _names(spec: WorkflowSpec, errors: list[FieldError]) -> dict[str, int]:
+    """Each step name's position; duplicates and the budget gate's name are errors."""
+    seen: dict[str, int] = {}
+    for i, step in enumerate(spec.steps):
+        if step.name in seen:
+            errors.append(
+                FieldError(
+                    f"spec.steps[{i}].name",
+                    f"duplicate step name {step.name!r} (also spec.steps[{seen[step.name]}])",
+                )
+            )
+        seen.setdefault(step.name, i)
+        if step.name == BUDGET_GATE and spec.budget is not None:
+            errors.append(
+                FieldError(
+                    f"spec.steps[{i}].name",
+                    f"{BUDGET_GATE!r} is the name of the budget's approval gate "
+                    "(approve.braid.dev/budget) when spec.budget is set; rename the step",
+                )
+            )
+    return seen
+
+
+def _params(spec: WorkflowSpec, errors: list[FieldError]) -> list[str]:
+    names: list[str] = []
+    for i, p in enumerate(spec.param_specs()):
+        if p.name in names:
+            errors.append(FieldError(f"spec.params[{i}].name", f"duplicate param {p.name!r}"))
+        names.append(p.name)
+    return names
+
+
+def _step(
+    compiler: _Compiler,
+    step: Step,
+    i: int,
+    graph: dag.Graph,
+    body_names: dict[str, str],
+    positions: dict[str, int],
+) -> StepPlan:
+    path = f"spec.steps[{i}]"
+    when = compiler.expr(step.when, f"{path}.when", step.name) if step.when else None
+    action = fan_plan = loop_plan = None
+    if step.container or step.webhook or step.approval:
+        action = _shared(compiler, step, compiler.action(path, step.name, _What.of(step)), path)
+    elif step.fan_out is not None:
+        fan_plan = _fan_out(compiler, step, step.fan_out, path)
+    elif step.loop is not None:
+        loop_plan = _loop(compiler, step, step.loop, path, body_names, positions)
+        for key, value in (
+            ("concurrency", step.concurrency),
+            ("circuitBreaker", step.circuit_breaker),
+        ):
+            if value is not None:
+                compiler.errors.append(
+                    FieldError(f"{path}.{key}", "set it on the loop's body steps instead")
+                )
+    compensation = None
+    if step.compensation is not None:
+        compensation = compiler.action(
+            f"{path}.compensation", step.name, _What.of(step.compensation)
+        )
+    sla = compiler.spec.sla
+    step_sla = step.sla.max_duration_seconds if step.sla else None
+    return StepPlan(
+        name=step.name,
+        index=i,
+        path=path,
+        spec=step,
+        deps=graph.deps[step.name],
+        when=when,
+        action=action,
+        fan_out=fan_plan,
+        loop=loop_plan,
+        compensation=compensation,
+        sla_seconds=step_sla or (sla.step_max_duration_seconds if sla else None),
+    )
+
+
+def _actions(steps: dict[str, StepPlan]) -> list[ActionPlan]:
+    """The actions of the steps, fan-outs and loop bodies (not compensation or finally)."""
+    out: list[ActionPlan | None] = []
+    for plan in steps.values():
+        out += [plan.action, plan.fan_out.action if plan.fan_out else None]
+        out += [b.action for b in plan.loop.body] if plan.loop else []
+    return [a for a in out if a is not None]
+
+
+def _fan_out(compiler: _Compiler, step: Step, fan: FanOutSpec, path: str) -> FanOutPlan:
+    fpath = f"{path}.fanOut"
+    items_expr = None
+    if fan.items_expression is not None:
+        items_expr = compiler.expr(fan.items_expression, f"{fpath}.itemsExpression", step.name)
+    elif fan.items is not None and len(fan.items) > fan.max_items:
+        compiler.errors.append(
+            FieldError(f"{fpath}.items", f"{len(fan.items)} items exceed maxItems {fan.max_items}")
+        )
+    what = _What(
+        container=fan.container,
+        webhook=fan.webhook,
+        retry=step.retry,
+        timeout=step.timeout_seconds,
+        extra=ITEM_SCOPE,
+    )
+    action = compiler.action(fpath, step.name, what)
+    return FanOutPlan(fan, items_expr, _shared(compiler, step, action, path, step.name, ITEM_SCOPE))
+
+
+def _loop(
+    compiler: _Compiler,
+    step: Step,
+    loop: LoopSpec,
+    path: str,
+    body_names: dict[str, str],
+    top_names: dict[str, int],
+) -> LoopPlan:
+    lpath = f"{path}.loop"
+    body: list[BodyPlan] = []
+    for j, sub in enumerate(loop.steps):
+        spath = f"{lpath}.steps[{j}]"
+        if sub.name in top_names or sub.name in body_names:
+            compiler.errors.append(
+                FieldError(f"{spath}.name", f"{sub.name!r} is already the name of a step")
+            )
+        body_names[sub.name] = step.name
+        when = compiler.expr(sub.when, f"{spath}.when", step.name, LOOP_SCOPE) if sub.when else None
+        what = _What.of(
+            sub,
+            retry=sub.retry or step.retry,
+            timeout=sub.timeout_seconds or step.timeout_seconds,
+            extra=LOOP_SCOPE,
+        )
+        action = _shared(
+            compiler, sub, compiler.action(spath, step.name, what), spath, step.name, LOOP_SCOPE
+        )
+        body.append(BodyPlan(sub.name, j, when, action))
+    until = compiler.expr(loop.until, f"{lpath}.until", step.name, LOOP_SCOPE)
+    if until is None:
+        until = compile_expression("true", f"{lpath}.until")
+    return LoopPlan(loop, tuple(body), until)
+
+
+def _shared(
+    compiler: _Compiler,
+    step: Step | LoopStep,
+    action: ActionPlan,
+    path: str,
+    owner: str | None = None,
+    extra: frozenset[str] = frozenset(),
+) -> ActionPlan:
+    """Attach the step's concurrency pool and circuit breaker (and its fallback)."""
+    if step.concurrency is None and step.circuit_breaker is None:
+        return action
+    if action.approval is not None:
+        name = "concurrency" if step.concurrency is not None else "circuitBreaker"
+        compiler.errors.append(
+            FieldError(f"{path}.{name}", "only container, webhook and fan-out steps hold slots")
+        )
+        return action
+    fallback = None
+    breaker = step.circuit_breaker
+    if breaker is not None and breaker.fallback is not None:
+        spec = breaker.fallback
+        what = _What.of(spec, timeout=spec.timeout_seconds or action.timeout_seconds, extra=extra)
+        fallback = compiler.action(f"{path}.circuitBreaker.fallback", owner or step.name, what)
+        fallback = replace(fallback, concurrency=step.concurrency)
+    return replace(action, concurrency=step.concurrency, breaker=breaker, fallback=fallback)
+
+
+@lru_cache(maxsize=256)
+def _cached(spec_json: str) -> Plan:
+    return compile_plan(WorkflowSpec.model_validate_json(spec_json))
+
+
+def plan_for(spec: WorkflowSpec) -> Plan:
+    """Compile with a cache keyed by the spec's content; runs of one workflow share a plan."""
+    return _cached(json.dumps(spec.wire(), sort_keys=True))

@@ -1,0 +1,159 @@
+"""Fan-outs as decisions over facts: the items, the success threshold, when the step's
+outcome is decided, how many items may start, what is folded out of a large one's status.
+Pure: RunState keeps the live counters and applies the verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from braid.api.reasons import StepReason
+from braid.api.run import ItemsSummary, ItemStatus, StepPhase, StepStatus
+from braid.api.workflow import ThresholdAction
+from braid.engine.plan import COMPACT_ABOVE, StepPlan
+from braid.expressions import Expression, ExpressionError, type_name
+
+# Items of one fan-out running at once when it does not say: a run's width is bounded, so one
+# run cannot start thousands of pods (or calls) in a single decision.
+DEFAULT_PARALLELISM = 100
+# Large fan-outs keep the details of running items and of the last this many failures.
+KEEP_FAILED = 50
+
+
+@dataclass
+class FanOut:
+    """The live counts of one running fan-out (rebuilt from its status on load)."""
+
+    plan: StepPlan
+    items: list[Any]
+    threshold: int
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    @property
+    def parallelism(self) -> int:
+        assert self.plan.fan_out is not None
+        return self.plan.fan_out.spec.parallelism or DEFAULT_PARALLELISM
+
+
+def evaluate_items(
+    plan: StepPlan, context: Callable[[Expression], dict[str, Any]]
+) -> list[Any] | str:
+    """The fan-out's items, or why there are none. Deterministic, so a resumed run
+    re-evaluates instead of storing the list."""
+    fan = plan.fan_out
+    assert fan is not None
+    if fan.items_expression is None:
+        return list(fan.spec.items or [])
+    try:
+        items = fan.items_expression.evaluate(context(fan.items_expression))
+    except ExpressionError as exc:
+        return str(exc)
+    if not isinstance(items, list):
+        return f"{fan.items_expression.path}: must evaluate to a list, got {type_name(items)}"
+    if len(items) > fan.spec.max_items:
+        return (
+            f"{fan.items_expression.path}: {len(items)} items exceed maxItems {fan.spec.max_items}"
+        )
+    return items
+
+
+def start(plan: StepPlan, items: list[Any]) -> FanOut:
+    """The counts of a fan-out over ``items``, with its success threshold (default: all)."""
+    assert plan.fan_out is not None
+    n = len(items)
+    threshold = n
+    t = plan.fan_out.spec.success_threshold
+    if t is not None:
+        threshold = t.count if t.count is not None else math.ceil((t.fraction or 0) * n - 1e-9)
+    return FanOut(plan, items, min(threshold, n))
+
+
+def resume(plan: StepPlan, st: StepStatus, items: list[Any]) -> FanOut:
+    """The counts of a running fan-out, from its status."""
+    fan = start(plan, items)
+    if st.items_summary is not None:
+        fan.succeeded += st.items_summary.succeeded
+        fan.failed += st.items_summary.failed
+    for item in st.items or []:
+        fan.running += item.phase in (StepPhase.RUNNING, StepPhase.RETRYING)
+        fan.succeeded += item.phase == StepPhase.SUCCEEDED
+        fan.failed += item.phase in (StepPhase.FAILED, StepPhase.CANCELLED)
+    return fan
+
+
+@dataclass(frozen=True)
+class FanOutVerdict:
+    """The fan-out's outcome is decided: what the step becomes (the rest are cancelled)."""
+
+    phase: StepPhase
+    reason: StepReason
+    message: str
+
+
+def outcome(fan: FanOut) -> FanOutVerdict | None:
+    """Decided once the threshold is met (at once, or when all are done with WaitForAll),
+    or once so many failed that it cannot be met any more."""
+    assert fan.plan.fan_out is not None
+    all_done = fan.succeeded + fan.failed == fan.total
+    reached = fan.succeeded >= fan.threshold
+    wait_all = fan.plan.fan_out.spec.on_threshold_reached == ThresholdAction.WAIT_FOR_ALL
+    if reached and (all_done or not wait_all):
+        return FanOutVerdict(
+            StepPhase.SUCCEEDED,
+            StepReason.SUCCEEDED,
+            f"{fan.succeeded}/{fan.total} items succeeded (threshold {fan.threshold})",
+        )
+    if fan.failed > fan.total - fan.threshold:
+        return FanOutVerdict(
+            StepPhase.FAILED,
+            StepReason.THRESHOLD_UNREACHABLE,
+            f"{fan.failed}/{fan.total} items failed; {fan.threshold} must succeed",
+        )
+    return None
+
+
+def may_start_another(fan: FanOut, started: int, capacity: float) -> bool:
+    return capacity > 0 and started < fan.total and fan.running < fan.parallelism
+
+
+def compacted(
+    items: list[ItemStatus], summary: ItemsSummary | None, total: int
+) -> tuple[list[ItemStatus], ItemsSummary] | None:
+    """A large fan-out's finished items folded into its summary (every success, failures
+    beyond the last KEEP_FAILED); None when there is nothing to fold."""
+    if total <= COMPACT_ABOVE:
+        return None
+    folded = summary.model_copy() if summary is not None else ItemsSummary()
+    failed = [i for i in items if i.phase.final and i.phase != StepPhase.SUCCEEDED]
+    keep_failed = {id(i) for i in failed[-KEEP_FAILED:]}
+    kept: list[ItemStatus] = []
+    for item in items:
+        if not item.phase.final or id(item) in keep_failed:
+            kept.append(item)
+        elif item.phase == StepPhase.SUCCEEDED:
+            folded.succeeded += 1
+        else:
+            folded.failed += 1
+    return (kept, folded) if len(kept) != len(items) else None
+
+
+def outputs(fan: FanOut, items: list[ItemStatus]) -> dict[str, Any]:
+    """What downstream steps read: counts, and each item's outputs in item order (null
+    where it did not succeed) unless the fan-out is too large to gather them."""
+    counts = {"succeeded": fan.succeeded, "failed": fan.failed, "total": fan.total}
+    if fan.total > COMPACT_ABOVE:
+        return counts
+    gathered: list[Any] = [None] * fan.total
+    for item in items:
+        if item.phase == StepPhase.SUCCEEDED:
+            gathered[item.index] = item.outputs or {}
+    return {"items": gathered, **counts}
