@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -508,6 +508,18 @@ class WorkflowRunStatus(Model):
             generation,
         )
 
+    def mark_progress(self, done: int, total: int, now: datetime) -> None:
+        """``progress`` (finished steps / all) and ``duration`` as of ``now``."""
+        self.progress = f"{done}/{total}"
+        if self.start_time is not None:
+            self.duration = format_duration((self.completion_time or now) - self.start_time)
+
+    def record_history(self, entries: list[HistoryEntry], limit: int) -> bool:
+        if not entries:
+            return False
+        self.history = [*(self.history or []), *entries][-limit:]
+        return True
+
     @property
     def failure(self) -> tuple[str, str] | None:
         """The failure being handled by an unfinished run (its Succeeded condition's reason
@@ -564,6 +576,17 @@ class WorkflowRunStatus(Model):
         if cond is None or cond.status == ConditionStatus.UNKNOWN:
             return None
         return cond.status == ConditionStatus.TRUE
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 class WorkflowRun(Model):

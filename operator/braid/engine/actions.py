@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from braid.api.reasons import DecisionKind
+from braid.api.run import ApprovalRecord
 from braid.engine.breakers import BreakerBoard
 
 
@@ -91,6 +92,18 @@ class RecordDecision:
     reason: str | None = None
     iteration: int | None = None
     verified: bool | None = None  # identity checked by the API server's admission policy
+
+    @classmethod
+    def of(cls, gate: str, iteration: int | None, record: ApprovalRecord) -> RecordDecision:
+        return cls(
+            gate,
+            record.user,
+            record.decision,
+            record.digest,
+            record.reason,
+            iteration,
+            record.verified,
+        )
 
 
 Action = StartAttempt | CancelAttempt | RecordEvent | RecordDecision

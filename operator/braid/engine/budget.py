@@ -9,10 +9,20 @@ from datetime import datetime
 from typing import Literal
 
 from braid.api.reasons import EventReason, RunReason
-from braid.api.run import BudgetStatus, Usage
+from braid.api.run import BudgetStatus, TaskStatus, Usage, WorkflowRunStatus
 from braid.api.workflow import BUDGET_GATE, BudgetAction, BudgetSpec
 from braid.engine import approvals
 from braid.engine.actions import ApprovalDecision, RecordEvent
+
+
+def add_usage(used: Usage, *counters: TaskStatus | WorkflowRunStatus | None) -> Usage:
+    """Add a task's reported usage to each of ``counters`` (the task, its fan-out or loop,
+    the run); returns the last one's new total."""
+    total = used
+    for counter in counters:
+        if counter is not None:
+            counter.usage = total = (counter.usage or Usage()).add(used)
+    return total
 
 
 def overage(budget: BudgetSpec, total: Usage) -> list[str]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from braid.api.reasons import StepReason
+from braid.api.reasons import EventReason, StepReason
 from braid.api.run import ItemsSummary, ItemStatus, StepPhase, StepStatus
 from braid.api.workflow import ThresholdAction
+from braid.engine.actions import RecordEvent
 from braid.engine.plan import COMPACT_ABOVE, StepPlan
+from braid.engine.tasks import Task, item_task
 from braid.expressions import Expression, ExpressionError, type_name
 
 # Items of one fan-out running at once when it does not say: a run's width is bounded, so one
@@ -157,3 +159,86 @@ def outputs(fan: FanOut, items: list[ItemStatus]) -> dict[str, Any]:
         if item.phase == StepPhase.SUCCEEDED:
             gathered[item.index] = item.outputs or {}
     return {"items": gathered, **counts}
+
+
+@dataclass
+class FanOuts:
+    """The running fan-outs of one run: their counts, the items they start, what their
+    status folds away, and their outputs when decided. Decides with the functions above and
+    never calls back into RunState: it hands back the item tasks to start or cancel."""
+
+    run_name: str
+    running: dict[str, FanOut] = field(default_factory=dict)
+
+    def begin(self, plan: StepPlan, st: StepStatus, items: list[Any]) -> RecordEvent:
+        st.items, st.item_count, st.items_started = [], len(items), 0
+        fan = self.running[plan.name] = start(plan, items)
+        return RecordEvent(
+            "Normal",
+            EventReason.FAN_OUT_STARTED,
+            f"Step {plan.name} fans out over {fan.total} items (success threshold {fan.threshold})",
+            plan.name,
+        )
+
+    def resume(self, plan: StepPlan, st: StepStatus, items: list[Any]) -> list[Task]:
+        """The counts of a running fan-out, from its status; the tasks of its listed items."""
+        self.running[plan.name] = resume(plan, st, items)
+        return [item_task(self.run_name, plan, item, items) for item in st.items or []]
+
+    def may_start(self, name: str, st: StepStatus, capacity: float) -> bool:
+        fan = self.running.get(name)
+        if fan is None:  # an item failing fast can end it
+            return False
+        if st.items_started is None:  # a status written before itemsStarted existed
+            st.items_started = len(st.items or [])
+        return may_start_another(fan, st.items_started, capacity)
+
+    def next_item(self, name: str, st: StepStatus) -> Task:
+        """The next item's task (its status listed, not started yet)."""
+        assert st.items is not None
+        assert st.items_started is not None
+        fan = self.running[name]
+        item = ItemStatus(index=st.items_started)
+        st.items.append(item)
+        st.items_started += 1
+        return item_task(self.run_name, fan.plan, item, fan.items)
+
+    def took_slot(self, name: str, delta: int) -> None:
+        if name in self.running:
+            self.running[name].running += delta
+
+    def item_done(self, name: str, st: StepStatus, succeeded: bool) -> bool:
+        """Count a finished item; True when its status folded (a large fan-out)."""
+        fan = self.running.get(name)
+        if fan is None:
+            return False
+        if succeeded:
+            fan.succeeded += 1
+        else:
+            fan.failed += 1
+        return self.compact(name, st)
+
+    def compact(self, name: str, st: StepStatus) -> bool:
+        folded = compacted(st.items or [], st.items_summary, self.running[name].total)
+        if folded is not None:
+            st.items, st.items_summary = folded
+        return folded is not None
+
+    def decided(self, name: str, st: StepStatus) -> tuple[FanOutVerdict, list[Task]] | None:
+        """The fan-out's outcome once decided, with the unfinished items to cancel; its
+        outputs are set and it stops running."""
+        fan = self.running.get(name)
+        verdict = outcome(fan) if fan is not None else None
+        if fan is None or verdict is None:
+            return None
+        cancel = [
+            item_task(self.run_name, fan.plan, item, fan.items)
+            for item in st.items or []
+            if not item.phase.final
+        ]
+        # A retrying item holds its slot; an active one gives it up when it is deactivated.
+        fan.running -= sum(t.status.phase == StepPhase.RETRYING for t in cancel)
+        st.outputs = outputs(fan, st.items or [])
+        self.compact(name, st)
+        del self.running[name]
+        return verdict, cancel

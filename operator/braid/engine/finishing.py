@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from braid.api.reasons import RunReason, StepReason
 from braid.api.run import StepPhase, StepStatus, TaskStatus
 from braid.api.workflow import BudgetSpec, CompensationPolicy
 from braid.engine import budget, dag
+from braid.engine.outputs import depth_failure
 from braid.engine.plan import Plan
+from braid.expressions import Expression, ExpressionError
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
@@ -87,3 +90,17 @@ def progress(
         # Nothing else is moving: the printer column says why the run stands still.
         return RunReason.AWAITING_APPROVAL, "waiting for approval"
     return RunReason.RUNNING, f"{done}/{total} steps finished"
+
+
+def run_outputs(
+    outputs: Mapping[str, Expression], context: dict[str, Any]
+) -> dict[str, Any] | tuple[RunReason, str]:
+    """The run's outputs (spec.outputs), or why they cannot be had."""
+    try:
+        values = {k: e.evaluate(context) for k, e in outputs.items()}
+    except ExpressionError as exc:
+        return RunReason.OUTPUTS_ERROR, str(exc)
+    deep = depth_failure(values, "spec.outputs")
+    if deep is not None:
+        return RunReason.OUTPUTS_ERROR, deep.message or ""
+    return values

@@ -8,9 +8,10 @@ materialised only when they start. The operator rebuilds the state on every reco
 reads the status anyway); the local runner keeps one state for the whole run.
 
 What each feature means — a gate's decision, a fan-out's outcome, a loop's next move, a
-budget's verdict, what is due — is decided in its own module (approvals, fanout, loops,
-budget, deadlines, finishing) as a pure function returning a verdict; RunState owns the
-indexes, readiness, slots and attempts, and is the one place verdicts are applied.
+budget's verdict, what is due, how a run ends — is decided in its own module (approvals,
+gates, fanout, loops, budget, deadlines, finishing) by pure functions and small components
+that return verdicts and never call back; RunState owns the indexes, readiness, slots and
+attempts, and is the one place verdicts are applied.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ from typing import Any, Literal
 
 from braid.api.reasons import EventReason, FailureReason, RunReason, StepReason
 from braid.api.run import (
+    ApprovalRecord,
     BreakerStatus,
     HistoryEntry,
-    ItemStatus,
     IterationStatus,
     LoopTaskStatus,
-    PendingApproval,
     RunPhase,
     StepPhase,
     StepStatus,
     TaskStatus,
     Usage,
     WorkflowRunStatus,
+    format_duration,
 )
 from braid.api.workflow import BUDGET_GATE, WorkflowSpec
 from braid.engine import approvals, budget, deadlines, fanout, finishing, loops
@@ -51,8 +52,9 @@ from braid.engine.backoff import is_retryable, retry_delay
 from braid.engine.breakers import BreakerBoard, passage
 from braid.engine.compile import plan_for
 from braid.engine.context import expression_context
-from braid.engine.fanout import FanOut
-from braid.engine.outputs import depth_failure, shed, usage_of
+from braid.engine.fanout import FanOuts
+from braid.engine.gates import Gates, inputs_of
+from braid.engine.outputs import shed, usage_of
 from braid.engine.plan import ActionPlan, Plan, StepPlan
 from braid.engine.slots import Slots
 from braid.engine.tasks import (
@@ -60,7 +62,6 @@ from braid.engine.tasks import (
     compensation_task,
     expressions_of,
     finally_task,
-    item_task,
     judge,
     render_request,
     step_task,
@@ -95,12 +96,11 @@ class RunState:
     remaining_deps: dict[str, int] = field(default_factory=dict)
     ready: deque[str] = field(default_factory=deque)
     finished_steps: int = 0
-    # tasks waiting for a slot, running attempts, the pools they hold
+    # what tasks wait for: a slot, a retry, people, the items and iterations of their step
     slots: Slots = field(default_factory=Slots)
-    # tasks by what else they wait for
     retrying: list[Task] = field(default_factory=list)
-    gates: list[Task] = field(default_factory=list)  # approval gates waiting for people
-    fan_outs: dict[str, FanOut] = field(default_factory=dict)
+    gates: Gates = field(default_factory=Gates)
+    fans: FanOuts = field(default_factory=lambda: FanOuts(""))
     running_loops: set[str] = field(default_factory=set)
     failing: _Failing | None = None
     breakers: BreakerBoard | None = None  # shared with other runs, given by the driver
@@ -125,10 +125,9 @@ class RunState:
         ``uid`` the run's unique id (the driver's: the API server's uid, a local run's own)."""
         plan = plan_for(spec)
         state = cls(run_name, plan, status, params, generation, uid, slots=Slots(spec.max_parallel))
-        if status.workflow_spec is None:
-            status.workflow_spec = spec
-        if status.params is None:
-            status.params = params
+        state.fans = FanOuts(run_name)
+        status.workflow_spec = status.workflow_spec or spec
+        status.params = params if status.params is None else status.params
         by_name = {s.name: s for s in status.steps}
         status.steps = [
             by_name.get(n) or StepStatus(name=n, kind=plan.steps[n].kind) for n in plan.order
@@ -138,9 +137,8 @@ class RunState:
             status.finally_ = [StepStatus(name=f.name, kind="finally") for f in plan.finally_steps]
         for name in plan.order:
             st = state.steps[name]
-            state.remaining_deps[name] = sum(
-                not state.steps[d].phase.final for d in plan.steps[name].deps
-            )
+            deps = plan.steps[name].deps
+            state.remaining_deps[name] = sum(not state.steps[d].phase.final for d in deps)
             if st.phase.final:
                 state.finished_steps += 1
             elif st.phase == StepPhase.PENDING and state.remaining_deps[name] == 0:
@@ -149,14 +147,17 @@ class RunState:
                 state._resume_step(plan.steps[name], st)
         failure = status.failure if not state.finished else None
         if failure is not None:
-            reason, message = failure
-            state.failing = _Failing(reason, message, reason == RunReason.CANCELLED)
+            state.failing = _Failing(*failure, cancelled=failure[0] == RunReason.CANCELLED)
             state.ready.clear()
         if status.phase in (RunPhase.COMPENSATING, RunPhase.FINALIZING):
-            state._resume_tail()
+            for name in plan.order:
+                if state.steps[name].compensation is not None:
+                    state._resume(compensation_task(run_name, plan.steps[name], state.steps[name]))
+            for fin, fst in zip(plan.finally_steps, status.finally_ or [], strict=True):
+                state._resume(finally_task(run_name, fin, fst))
         return state
 
-    def _resume_task(self, task: Task) -> None:
+    def _resume(self, task: Task) -> None:
         phase = task.status.phase
         if task.status.fallback and task.action.fallback is not None:
             task = replace(task, action=task.action.fallback)
@@ -165,33 +166,20 @@ class RunState:
         elif phase == StepPhase.RETRYING:
             self.retrying.append(task)
         elif phase == StepPhase.WAITING:
-            self.gates.append(task)
+            self.gates.waiting.append(task)
 
     def _resume_step(self, plan: StepPlan, st: StepStatus) -> None:
         if plan.action is not None:
-            self._resume_task(step_task(self.run_name, plan, st))
+            self._resume(step_task(self.run_name, plan, st))
         elif plan.fan_out is not None and st.phase == StepPhase.RUNNING:
             items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)))
-            if isinstance(items, str):
-                return  # unreachable for a run that started the fan-out; it stays as recorded
-            self.fan_outs[plan.name] = fanout.resume(plan, st, items)
-            for item in st.items or []:
-                self._resume_task(item_task(self.run_name, plan, item, items))
+            if not isinstance(items, str):  # it evaluated when the fan-out began
+                for task in self.fans.resume(plan, st, items):
+                    self._resume(task)
         elif plan.loop is not None and st.phase == StepPhase.RUNNING:
             self.running_loops.add(plan.name)
-            for body in self._body_tasks(plan, st):
-                self._resume_task(body)
-
-    def _resume_tail(self) -> None:
-        for name in self.plan.order:
-            st, plan = self.steps[name], self.plan.steps[name]
-            if st.compensation is not None and plan.compensation is not None:
-                self._resume_task(compensation_task(self.run_name, plan, st))
-        for fin, st in zip(self.plan.finally_steps, self.status.finally_ or [], strict=True):
-            self._resume_task(finally_task(self.run_name, fin, st))
-
-    def _body_tasks(self, plan: StepPlan, st: StepStatus) -> list[Task]:
-        return loops.body_tasks(self.run_name, plan, st)
+            for body in loops.body_tasks(self.run_name, plan, st):
+                self._resume(body)
 
     # ------------------------------------------------------------------ context
 
@@ -199,23 +187,26 @@ class RunState:
         self, task: Task | None, expressions: tuple[Expression, ...] = ()
     ) -> dict[str, Any]:
         """The names an expression sees; only the steps it reads are materialised."""
-        body = None
-        if task is not None and task.role == "body":
-            iterations = self.steps[task.step].iterations
-            assert iterations
-            body = iterations[-1].steps
+        iterations = self.steps[task.step].iterations if task and task.role == "body" else None
         return expression_context(
             run_name=self.run_name,
             params=self.params,
             failure=self.failing.reason if self.failing else None,
             steps=self.steps,
             expressions=expressions,
-            body=body,
+            body=iterations[-1].steps if iterations else None,
             scope=task.scope if task is not None else None,
         )
 
     def _task_context(self, task: Task) -> dict[str, Any]:
         return self.context(task, expressions_of(task.action))
+
+    def _when(self, when: Expression, task: Task | None) -> bool | str:
+        """A `when` condition's value, or the message of its error."""
+        try:
+            return when.evaluate_bool(self.context(task, (when,)))
+        except ExpressionError as exc:
+            return str(exc)
 
     # ------------------------------------------------------------------ decide
 
@@ -228,7 +219,6 @@ class RunState:
         if self.status.phase == RunPhase.PENDING:
             self.status.mark_started(now, self.generation)
             self._event("Normal", EventReason.RUN_STARTED, f"Started run with {self.total} steps")
-            self.dirty = True
         if observations.oversized is not None:
             self._on_oversized(*observations.oversized, now)
         if not self.finished:
@@ -241,13 +231,22 @@ class RunState:
             self._check_time(now)
             self._advance(now)
             self._update_conditions(now)
-        self._record_history(now)
+        self.dirty |= self.status.record_history(
+            [
+                HistoryEntry(
+                    time=now, type=a.type, reason=a.reason, message=a.message[:512], step=a.step
+                )
+                for a in self.actions
+                if isinstance(a, RecordEvent) and not a.progress
+            ],
+            HISTORY_LIMIT,
+        )
         if self.dirty:
-            self.status.progress = f"{self.finished_steps}/{self.total}"
-            end = self.status.completion_time or now
-            if self.status.start_time is not None:
-                self.status.duration = format_duration(end - self.status.start_time)
-        self._show_breakers()
+            self.status.mark_progress(self.finished_steps, self.total, now)
+        if self.breakers is not None and self.plan.breaker_keys:
+            shown = [BreakerStatus.of(k, self.breakers.get(k)) for k in self.plan.breaker_keys]
+            if shown != (self.status.circuit_breakers or []):
+                self.status.circuit_breakers, self.dirty = shown, True
         return Decision(
             self.actions,
             self._wake_at(),
@@ -265,29 +264,13 @@ class RunState:
     def total(self) -> int:
         return len(self.plan.order)
 
+    @property
+    def active(self) -> dict[str, Task]:
+        """Running attempts by name."""
+        return self.slots.active
+
     def _event(self, level: Level, reason: str, message: str, step: str | None = None) -> None:
         self.actions.append(RecordEvent(level, reason, message, step))
-
-    def _record_history(self, now: datetime) -> None:
-        """Every transition but routine progress goes into the bounded audit history."""
-        entries = [
-            HistoryEntry(
-                time=now, type=a.type, reason=a.reason, message=a.message[:512], step=a.step
-            )
-            for a in self.actions
-            if isinstance(a, RecordEvent) and not a.progress
-        ]
-        if entries:
-            self.status.history = [*(self.status.history or []), *entries][-HISTORY_LIMIT:]
-            self.dirty = True
-
-    def _show_breakers(self) -> None:
-        if self.breakers is None or not self.plan.breaker_keys:
-            return
-        shown = [BreakerStatus.of(key, self.breakers.get(key)) for key in self.plan.breaker_keys]
-        if shown != (self.status.circuit_breakers or []):
-            self.status.circuit_breakers = shown
-            self.dirty = True
 
     def _advance(self, now: datetime) -> None:
         """Start whatever may start now, repeating until nothing changes."""
@@ -322,31 +305,51 @@ class RunState:
             message = f"all of its dependencies were skipped: {', '.join(plan.deps)}"
             self._skip(name, StepReason.UPSTREAM_SKIPPED, message, now)
             return
-        if plan.when is not None:
-            try:
-                run_it = plan.when.evaluate_bool(self.context(None, (plan.when,)))
-            except ExpressionError as exc:
-                st.start_time = now
-                self._finish_step(
-                    name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, str(exc), now
-                )
-                return
-            if not run_it:
-                self._skip(name, StepReason.WHEN_FALSE, f"when {plan.when.source!r} is false", now)
-                return
+        run_it = self._when(plan.when, None) if plan.when is not None else True
+        if isinstance(run_it, str):
+            st.start_time = now
+            self._finish_step(name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, run_it, now)
+            return
+        if not run_it:
+            assert plan.when is not None
+            self._skip(name, StepReason.WHEN_FALSE, f"when {plan.when.source!r} is false", now)
+            return
         self.dirty = True
         if plan.action is not None:
-            task = step_task(self.run_name, plan, st)
-            if plan.action.approval is not None:
-                self._open_gate(task, now)
-            else:
-                self._enqueue(task)
-        elif plan.fan_out is not None:
-            self._begin_fan_out(plan, st, now)
+            self._begin_task(step_task(self.run_name, plan, st), now)
+            return
+        st.phase, st.start_time = StepPhase.RUNNING, now
+        if plan.fan_out is not None:
+            items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)))
+            if isinstance(items, str):
+                self._finish_step(
+                    name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
+                )
+                return
+            self.actions.append(self.fans.begin(plan, st, items))
+            self._check_fan_out(name, now)
         elif plan.loop is not None:
-            st.phase, st.start_time, st.iterations = StepPhase.RUNNING, now, []
+            st.iterations = []
             self.running_loops.add(name)
             self._next_iteration(plan, st, now)
+
+    def _begin_task(self, task: Task, now: datetime) -> None:
+        """A step or body step that may run: a gate opens, anything else waits for a slot."""
+        if task.action.approval is None:
+            self.slots.enqueue(task)
+            return
+        approval = task.action.approval
+        st = task.status
+        st.attempts, st.attempt_name = 1, task.attempt_name()
+        try:
+            text = approval.message.render(self._task_context(task)) if approval.message else ""
+        except ExpressionError as exc:
+            st.start_time = now
+            self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
+            return
+        inputs = inputs_of(task, self.plan.steps[task.step].deps, self.steps)
+        self.actions.append(self.gates.opened(task, text, inputs, run_uid=self.run_uid, now=now))
+        self.dirty = True
 
     def _skip(self, name: str, reason: str, message: str, now: datetime) -> None:
         self._event("Normal", EventReason.STEP_SKIPPED, f"Skipped step {name}: {message}", name)
@@ -358,23 +361,18 @@ class RunState:
         st = self.steps[name]
         if phase == StepPhase.SUCCEEDED:
             st.mark_succeeded(st.outputs, now, reason, message)
-            self.actions.append(
-                RecordEvent(
-                    "Normal",
-                    EventReason.STEP_SUCCEEDED,
-                    f"Step {name} succeeded",
-                    name,
-                    progress=True,
-                )
+            said = RecordEvent(
+                "Normal", EventReason.STEP_SUCCEEDED, f"Step {name} succeeded", name, progress=True
             )
+            self.actions.append(said)
         elif phase == StepPhase.SKIPPED:
             st.mark_skipped(reason, message, now)
         else:
             st.mark_failed(reason, message, now)
-            said = f"step {name} failed ({reason}): {message}"
-            self._event("Warning", EventReason.STEP_FAILED, said[0].upper() + said[1:], name)
+            failed = f"failed ({reason}): {message}"
+            self._event("Warning", EventReason.STEP_FAILED, f"Step {name} {failed}", name)
             if self.failing is None:
-                self._begin_failing(RunReason.STEP_FAILED, said, now)
+                self._begin_failing(RunReason.STEP_FAILED, f"step {name} {failed}", now)
         self.finished_steps += 1
         self.dirty = True
         for dependent in self.plan.dependents[name]:
@@ -383,14 +381,6 @@ class RunState:
                 self.ready.append(dependent)
 
     # ------------------------------------------------------------------ slots and attempts
-
-    @property
-    def active(self) -> dict[str, Task]:
-        """Running attempts by name."""
-        return self.slots.active
-
-    def _enqueue(self, task: Task) -> None:
-        self.slots.enqueue(task)
 
     def _fill_slots(self, now: datetime) -> None:
         if self.paused:
@@ -406,21 +396,22 @@ class RunState:
                     blocked.append(task)
         self.slots.requeue_first(blocked)  # they keep their place in the queue
         if self.failing is None:
-            for fan in list(self.fan_outs.values()):
-                self._start_items(fan, now)
+            for name in list(self.fans.running):
+                self._start_items(name, now)
 
     def _may_start(self, task: Task) -> bool:
         return self.failing is None or task.role in ("compensation", "finally")
 
     def _admit(self, action: ActionPlan, status: TaskStatus) -> bool:
+        """A free slot in the action's concurrency pool, counting every run's attempts."""
         free, changed = self.slots.admit(action, status)
         self.dirty |= changed
         return free
 
     def _deactivate(self, name: str) -> Task | None:
         task = self.slots.deactivate(name)
-        if task is not None and task.role == "item" and task.step in self.fan_outs:
-            self.fan_outs[task.step].running -= 1
+        if task is not None and task.role == "item":
+            self.fans.took_slot(task.step, -1)
         return task
 
     def _start_attempt(self, task: Task, now: datetime) -> None:
@@ -429,12 +420,20 @@ class RunState:
         # its slot when it first starts and keeps it while it retries.
         first = st.phase == StepPhase.PENDING
         st.attempts += 1
-        st.retry_time = None
-        st.start_time = st.start_time or now
-        through = self._through_breaker(task, now)
-        if through is None:
-            return
-        task = through
+        st.start_time, st.retry_time = st.start_time or now, None
+        breaker = task.action.breaker
+        if breaker is not None and self.breakers is not None:
+            fallback = task.action.fallback
+            way = passage(self.breakers, breaker.key, task.attempt_name(), now, bool(fallback))
+            st.fallback = True if way.kind == "fallback" else None
+            if way.kind == "open":
+                st.attempt_name = task.attempt_name()
+                self._task_failed(task, FailureReason.CIRCUIT_OPEN, way.message, None, now)
+                return
+            if way.kind == "fallback" and fallback is not None:
+                said = f"{way.message}: {task.display} runs its fallback"
+                self._event("Warning", EventReason.CIRCUIT_OPEN_FALLBACK, said, task.step)
+                task = replace(task, action=fallback)
         try:
             request = render_request(task, self._task_context(task))
         except ExpressionError as exc:
@@ -444,30 +443,9 @@ class RunState:
         st.mark_running(request.name, now)
         self.slots.activate(request.name, task)
         if task.role == "item" and first:
-            self.fan_outs[task.step].running += 1
+            self.fans.took_slot(task.step, 1)
         self.actions.append(request)
         self.dirty = True
-
-    def _through_breaker(self, task: Task, now: datetime) -> Task | None:
-        """The task as it goes through its circuit breaker: as it is, as its fallback, or
-        None when the breaker is open and the attempt failed fast."""
-        breaker = task.action.breaker
-        if breaker is None or self.breakers is None:
-            return task
-        st = task.status
-        fallback = task.action.fallback
-        way = passage(self.breakers, breaker.key, task.attempt_name(), now, fallback is not None)
-        if way.kind == "through":
-            st.fallback = None
-            return task
-        if way.kind == "fallback" and fallback is not None:
-            st.fallback = True
-            message = f"{way.message}: {task.display} runs its fallback"
-            self._event("Warning", EventReason.CIRCUIT_OPEN_FALLBACK, message, task.step)
-            return replace(task, action=fallback)
-        st.attempt_name = task.attempt_name()
-        self._task_failed(task, FailureReason.CIRCUIT_OPEN, way.message, None, now)
-        return None
 
     def _on_result(self, result: AttemptResult, now: datetime) -> None:
         task = self._deactivate(result.name)
@@ -508,10 +486,9 @@ class RunState:
     def _task_failed(
         self, task: Task, reason: FailureReason, message: str, exit_code: int | None, now: datetime
     ) -> None:
-        st = task.status
+        st, retry = task.status, task.action.retry
         st.exit_code = exit_code
         self.dirty = True
-        retry = task.action.retry
         if (
             task.action.approval is None
             and st.attempts <= retry.limit
@@ -522,7 +499,7 @@ class RunState:
             st.mark_retrying(reason, message, now + timedelta(seconds=delay))
             self.retrying.append(task)
             if task.role == "item":
-                self.fan_outs[task.step].running += 1  # a retrying item keeps its slot
+                self.fans.took_slot(task.step, 1)  # a retrying item keeps its slot
             self._event(
                 "Warning",
                 EventReason.STEP_RETRYING,
@@ -541,7 +518,10 @@ class RunState:
         if task.role == "step":
             self._finish_step(task.step, st.phase, st.reason or "", st.message, now)
         elif task.role == "item":
-            self._item_done(task, now)
+            name = task.step
+            succeeded = st.phase == StepPhase.SUCCEEDED
+            self.dirty |= self.fans.item_done(name, self.steps[name], succeeded)
+            self._check_fan_out(name, now)
         elif task.role == "body":
             self._advance_loop(self.plan.steps[task.step], now)
         elif task.role == "compensation":
@@ -550,8 +530,8 @@ class RunState:
                 StepPhase.FAILED: EventReason.COMPENSATION_FAILED,
             }.get(st.phase, EventReason.COMPENSATION_CANCELLED)
             level: Level = "Normal" if st.phase == StepPhase.SUCCEEDED else "Warning"
-            message = f"Compensation of step {task.step} {st.phase.value.lower()}"
-            self._event(level, reason, message, task.step)
+            said = f"Compensation of step {task.step} {st.phase.value.lower()}"
+            self._event(level, reason, said, task.step)
 
     def _cancel_task(self, task: Task, reason: str, message: str, now: datetime) -> None:
         name = task.status.attempt_name
@@ -560,6 +540,8 @@ class RunState:
             breaker = active.action.breaker
             if breaker is not None and self.breakers is not None:
                 self.breakers.abandon(breaker.key, name, now)
+        if task.status.phase == StepPhase.RETRYING:
+            self.retrying = [t for t in self.retrying if t.status is not task.status]
         task.status.mark_cancelled(reason, message, now)
         self.dirty = True
 
@@ -567,29 +549,59 @@ class RunState:
 
     def _account(self, task: Task, used: Usage, now: datetime) -> None:
         """Add a task's reported usage to it, its step (fan-outs, loops) and the run."""
-        task.status.usage = (task.status.usage or Usage()).add(used)
-        if task.role in ("item", "body"):
-            owner = self.steps[task.step]
-            owner.usage = (owner.usage or Usage()).add(used)
-        self.status.usage = (self.status.usage or Usage()).add(used)
+        owner = self.steps[task.step] if task.role in ("item", "body") else None
+        total = budget.add_usage(used, task.status, owner, self.status)
         spec = self.plan.spec.budget
         if spec is None or self.status.budget is not None or self.failing is not None:
             return
-        verdict = budget.judge_usage(
-            spec, self.status.usage, task.display, run_uid=self.run_uid, now=now
-        )
-        if verdict is None:
-            return
-        self.status.budget = verdict.status
-        self.actions += verdict.events
-        if verdict.stop is not None:
-            self._begin_failing(*verdict.stop, now, cancel=True)
+        verdict = budget.judge_usage(spec, total, task.display, run_uid=self.run_uid, now=now)
+        if verdict is not None:
+            self.status.budget = verdict.status
+            self.actions += verdict.events
+            if verdict.stop is not None:
+                self._begin_failing(*verdict.stop, now, cancel=True)
 
     @property
     def paused(self) -> bool:
         """Over a Pause budget and not yet approved: nothing new starts."""
         record = self.status.budget
         return record is not None and record.state == "Exceeded" and self.failing is None
+
+    # ------------------------------------------------------------------ approvals
+
+    def _on_decision(self, decision: ApprovalDecision, now: datetime) -> None:
+        if decision.step == BUDGET_GATE and self.plan.spec.budget is not None:
+            self._on_budget_decision(decision, now)
+            return
+        for task, verdict in self.gates.decided(decision, self._openings, now):
+            self._apply_gate(task, verdict, now)
+
+    def _openings(self, task: Task) -> list[StepStatus | LoopTaskStatus]:
+        """Every opening of a task's gate: the step's, or each iteration's of a body step."""
+        if task.role != "body":
+            return [self.steps[task.step]]
+        iterations = self.steps[task.step].iterations or []
+        return [b for it in iterations for b in it.steps if b.name == task.body]
+
+    def _apply_gate(self, task: Task, verdict: approvals.GateVerdict, now: datetime) -> None:
+        st = task.status
+        assert isinstance(st, StepStatus | LoopTaskStatus)
+        if verdict.record is not None:
+            st.approvals = [*(st.approvals or []), verdict.record]
+            self._recorded(task.body or task.step, task.iteration, verdict.record)
+        if verdict.event is not None:
+            level, reason, message = verdict.event
+            self._event(level, reason, message, task.step)
+        if verdict.close is None:
+            return
+        self.gates.close(task)
+        if verdict.close == "approved":
+            outputs = {"approved": True, "approvedBy": approvals.approvers_of(st.approvals)}
+            self._task_succeeded(task, outputs, now, verdict.reason, verdict.message)
+        else:
+            st.mark_failed(verdict.reason, verdict.message, now)
+            self.dirty = True
+            self._task_done(task, now)
 
     def _on_budget_decision(self, decision: ApprovalDecision, now: datetime) -> None:
         spec, record = self.plan.spec.budget, self.status.budget
@@ -599,256 +611,66 @@ class RunState:
             return
         refused = approvals.refusal(spec.approvers, decision)
         entry = approvals.record_of(decision, refused, record.digest, now)
-        records = record.approvals or []
-        if approvals.already_recorded(records, entry):
+        if approvals.already_recorded(record.approvals or [], entry):
             return
-        record.approvals = [*records, entry]
-        self._recorded(BUDGET_GATE, None, entry.user, entry)
+        record.approvals = [*(record.approvals or []), entry]
+        self._recorded(BUDGET_GATE, None, entry)
         verdict = budget.judge_decision(decision, refused)
         self.actions.append(verdict.event)
-        if verdict.state is not None:
-            record.state = verdict.state
+        record.state = verdict.state or record.state
         if verdict.stop is not None:
             self._begin_failing(*verdict.stop, now, cancel=True)
 
-    # ------------------------------------------------------------------ approvals
-
-    def _open_gate(self, task: Task, now: datetime) -> None:
-        approval = task.action.approval
-        assert approval is not None
-        st = task.status
-        assert isinstance(st, StepStatus | LoopTaskStatus)
-        st.attempts, st.attempt_name = 1, task.attempt_name()
-        try:
-            text = approval.message.render(self._task_context(task)) if approval.message else ""
-        except ExpressionError as exc:
-            st.start_time = now
-            self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
-            return
-        spec = approval.spec
-        who = approvals.approvers_text(spec.approvers)
-        st.mark_waiting(text or f"waiting for {spec.required} approval(s) from {who}", now)
-        st.approval_digest = approvals.gate_digest(
-            self._gate_inputs(task),
-            text,
-            run_uid=self.run_uid,
-            step=task.step,
-            body=task.body,
-            iteration=task.iteration,
-            opened=st.start_time,
-        )
-        st.approval_deadline = deadlines.after(now, spec.timeout_seconds)
-        self.gates.append(task)
-        self.dirty = True
-        ask = f": {text}" if text else ""
-        self.actions.append(
-            RecordEvent(
-                "Normal",
-                EventReason.APPROVAL_REQUESTED,
-                f"Step {task.display} awaits {spec.required} approval(s) from {who}{ask}",
-                task.step,
-                gate=task.body or task.step,
-                iteration=task.iteration,
-            )
-        )
-
-    def _gate_inputs(self, task: Task) -> dict[str, Any]:
-        """What the gated step builds on: its dependencies' outputs (inside a loop: the
-        previous iteration's and this iteration's body steps before it)."""
-        if task.role != "body":
-            deps = self.plan.steps[task.step].deps
-            return {"steps": {d: self.steps[d].outputs or {} for d in deps}}
-        iterations = self.steps[task.step].iterations
-        assert iterations
-        before = {}
-        for body in iterations[-1].steps:
-            if body is task.status:
-                break
-            before[body.name] = body.outputs or {}
-        return {"previous": task.scope.get("previous", {}), "body": before}
-
-    def _openings(self, task: Task) -> list[StepStatus | LoopTaskStatus]:
-        """Every opening of a task's gate: the step's, or each iteration's of a body step."""
-        if task.role != "body":
-            return [self.steps[task.step]]
-        iterations = self.steps[task.step].iterations or []
-        return [b for it in iterations for b in it.steps if b.name == task.body]
-
-    def _on_decision(self, decision: ApprovalDecision, now: datetime) -> None:
-        if decision.step == BUDGET_GATE and self.plan.spec.budget is not None:
-            self._on_budget_decision(decision, now)
-            return
-        for task in list(self.gates):
-            name = task.body or task.step
-            if name != decision.step or task.status.phase != StepPhase.WAITING:
-                continue
-            if decision.iteration is not None and decision.iteration != task.iteration:
-                continue
-            st = task.status
-            assert isinstance(st, StepStatus | LoopTaskStatus)
-            assert task.action.approval is not None
-            verdict = approvals.judge(
-                task.action.approval.spec,
-                st.approvals or [],
-                decision,
-                current=st.approval_digest,
-                earlier=approvals.earlier_bare_digest(self._openings(task), decision.user),
-                display=task.display,
-                now=now,
-            )
-            self._apply_gate(task, verdict, now)
-
-    def _apply_gate(self, task: Task, verdict: approvals.GateVerdict, now: datetime) -> None:
-        st = task.status
-        assert isinstance(st, StepStatus | LoopTaskStatus)
-        if verdict.record is not None:
-            st.approvals = [*(st.approvals or []), verdict.record]
-            self._recorded(
-                task.body or task.step, task.iteration, verdict.record.user, verdict.record
-            )
-        if verdict.event is not None:
-            level, reason, message = verdict.event
-            self._event(level, reason, message, task.step)
-        if verdict.close is None:
-            return
-        self.gates.remove(task)
-        if verdict.close == "approved":
-            outputs = {"approved": True, "approvedBy": approvals.approvers_of(st.approvals)}
-            self._task_succeeded(task, outputs, now, verdict.reason, verdict.message)
-        else:
-            st.mark_failed(verdict.reason, verdict.message, now)
-            self.dirty = True
-            self._task_done(task, now)
-
-    def _recorded(self, gate: str, iteration: int | None, user: str, record: Any) -> None:
-        self.actions.append(
-            RecordDecision(
-                gate,
-                user,
-                record.decision,
-                record.digest,
-                record.reason,
-                iteration,
-                record.verified,
-            )
-        )
+    def _recorded(self, gate: str, iteration: int | None, record: ApprovalRecord) -> None:
+        self.actions.append(RecordDecision.of(gate, iteration, record))
         self.dirty = True
 
     # ------------------------------------------------------------------ fan-out
 
-    def _begin_fan_out(self, plan: StepPlan, st: StepStatus, now: datetime) -> None:
-        st.phase, st.start_time = StepPhase.RUNNING, now
-        items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)))
-        if isinstance(items, str):
-            self._finish_step(
-                plan.name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
-            )
+    def _start_items(self, name: str, now: datetime) -> None:
+        st, plan = self.steps[name], self.plan.steps[name].fan_out
+        assert plan is not None
+        while self.fans.may_start(name, st, self.slots.capacity()) and self._admit(plan.action, st):
+            self._start_attempt(self.fans.next_item(name, st), now)
+
+    def _check_fan_out(self, name: str, now: datetime) -> None:
+        decided = self.fans.decided(name, self.steps[name])
+        if decided is None:
             return
-        st.items, st.item_count, st.items_started = [], len(items), 0
-        fan = self.fan_outs[plan.name] = fanout.start(plan, items)
-        self._event(
-            "Normal",
-            EventReason.FAN_OUT_STARTED,
-            f"Step {plan.name} fans out over {fan.total} items (success threshold {fan.threshold})",
-            plan.name,
-        )
-        self._check_fan_out(fan, now)
-
-    def _start_items(self, fan: FanOut, now: datetime) -> None:
-        st = self.steps[fan.plan.name]
-        assert fan.plan.fan_out is not None
-        assert st.items is not None
-        if st.items_started is None:  # a status written before itemsStarted existed
-            st.items_started = len(st.items)
-        while (
-            self.fan_outs.get(fan.plan.name) is fan  # an item failing fast can end it
-            and fanout.may_start_another(fan, st.items_started, self.slots.capacity())
-            and self._admit(fan.plan.fan_out.action, st)
-        ):
-            item = ItemStatus(index=st.items_started)
-            st.items.append(item)
-            st.items_started += 1
-            self._start_attempt(item_task(self.run_name, fan.plan, item, fan.items), now)
-
-    def _item_done(self, task: Task, now: datetime) -> None:
-        fan = self.fan_outs.get(task.step)
-        if fan is None:
-            return
-        if task.status.phase == StepPhase.SUCCEEDED:
-            fan.succeeded += 1
-        else:
-            fan.failed += 1
-        self._compact(fan)
-        self._check_fan_out(fan, now)
-
-    def _compact(self, fan: FanOut) -> None:
-        st = self.steps[fan.plan.name]
-        folded = fanout.compacted(st.items or [], st.items_summary, fan.total)
-        if folded is not None:
-            st.items, st.items_summary = folded
-            self.dirty = True
-
-    def _check_fan_out(self, fan: FanOut, now: datetime) -> None:
-        verdict = fanout.outcome(fan)
-        if verdict is None:
-            return
-        st = self.steps[fan.plan.name]
-        for item in st.items or []:
-            if not item.phase.final:
-                self._cancel_item(fan, item, now)
-        st.outputs = fanout.outputs(fan, st.items or [])
-        self._compact(fan)
-        del self.fan_outs[fan.plan.name]
-        self._finish_step(fan.plan.name, verdict.phase, verdict.reason, verdict.message, now)
-
-    def _cancel_item(self, fan: FanOut, item: ItemStatus, now: datetime) -> None:
-        task = item_task(self.run_name, fan.plan, item, fan.items)
-        if item.phase == StepPhase.RETRYING:
-            fan.running -= 1
-            self.retrying = [t for t in self.retrying if t.status is not item]
-        self._cancel_task(
-            task,
-            StepReason.THRESHOLD_REACHED,
-            "cancelled: the step's outcome was already decided",
-            now,
-        )
+        verdict, unfinished = decided
+        for task in unfinished:
+            message = "cancelled: the step's outcome was already decided"
+            self._cancel_task(task, StepReason.THRESHOLD_REACHED, message, now)
+        self._finish_step(name, verdict.phase, verdict.reason, verdict.message, now)
 
     # ------------------------------------------------------------------ loops
 
     def _next_iteration(self, plan: StepPlan, st: StepStatus, now: datetime) -> None:
         assert plan.loop is not None
         assert st.iterations is not None
-        st.iterations.append(
-            IterationStatus(
-                iteration=len(st.iterations),
-                steps=[LoopTaskStatus(name=b.name) for b in plan.loop.body],
-            )
-        )
+        body = [LoopTaskStatus(name=b.name) for b in plan.loop.body]
+        st.iterations.append(IterationStatus(iteration=len(st.iterations), steps=body))
         self.dirty = True
         self._advance_loop(plan, now)
 
     def _advance_loop(self, plan: StepPlan, now: datetime) -> None:
         st, loop = self.steps[plan.name], plan.loop
         assert loop is not None
-        assert st.iterations is not None
+        assert st.iterations
         if st.phase.final or self.failing is not None:
             return  # a failing run sweeps unfinished loops; no new work starts
-        tasks = self._body_tasks(plan, st)
+        tasks = loops.body_tasks(self.run_name, plan, st)
         move = loops.next_in_body([t.status.phase for t in tasks])
         iteration = st.iterations[-1].iteration
         if move.kind == "failed":
-            body = loop.body[move.index]
-            verdict = loops.body_failed(iteration, body.name, tasks[move.index].status.message)
-            self._end_loop(plan, verdict, now)
+            failed = tasks[move.index]
+            self._end_loop(
+                plan, loops.body_failed(iteration, failed.body or "", failed.status.message), now
+            )
         elif move.kind == "begin":
             self._begin_body(loop.body[move.index].when, tasks[move.index], now)
         elif move.kind == "done":
-            try:
-                until: bool | str = loop.until.evaluate_bool(
-                    self.context(tasks[0] if tasks else None, (loop.until,))
-                )
-            except ExpressionError as exc:
-                until = str(exc)
+            until = self._when(loop.until, tasks[0] if tasks else None)
             ended = loops.after_iteration(loop.spec, iteration, until)
             if ended is None:
                 self._next_iteration(plan, st, now)
@@ -856,24 +678,17 @@ class RunState:
                 self._end_loop(plan, ended, now)
 
     def _begin_body(self, when: Expression | None, task: Task, now: datetime) -> None:
-        if when is not None:
-            try:
-                run_it = when.evaluate_bool(self.context(task, (when,)))
-            except ExpressionError as exc:
-                task.status.start_time = now
-                self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
-                return
-            if not run_it:
-                task.status.mark_skipped(
-                    StepReason.WHEN_FALSE, f"when {when.source!r} is false", now
-                )
-                self.dirty = True
-                self._advance_loop(self.plan.steps[task.step], now)
-                return
-        if task.action.approval is not None:
-            self._open_gate(task, now)
+        run_it = self._when(when, task) if when is not None else True
+        if isinstance(run_it, str):
+            task.status.start_time = now
+            self._task_failed(task, FailureReason.EXPRESSION_ERROR, run_it, None, now)
+        elif not run_it:
+            assert when is not None
+            task.status.mark_skipped(StepReason.WHEN_FALSE, f"when {when.source!r} is false", now)
+            self.dirty = True
+            self._advance_loop(self.plan.steps[task.step], now)
         else:
-            self._enqueue(task)
+            self._begin_task(task, now)
 
     def _end_loop(self, plan: StepPlan, verdict: loops.LoopVerdict, now: datetime) -> None:
         self.steps[plan.name].outputs = loops.outputs(self.steps[plan.name], verdict.converged)
@@ -891,9 +706,9 @@ class RunState:
         for task in [t for t in self.retrying if t.status.phase == StepPhase.RETRYING]:
             self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
         self.retrying.clear()
-        for task in self.gates:
+        for task in self.gates.waiting:
             self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
-        self.gates.clear()
+        self.gates.waiting.clear()
         if cancel:
             for task in list(self.active.values()):
                 self._cancel_task(task, reason, message, now)
@@ -903,7 +718,7 @@ class RunState:
         failing = self.failing
         assert failing is not None
         self.finished_steps += finishing.sweep(self.status.steps, failing.cancelled, now)
-        self.fan_outs.clear()
+        self.fans.running.clear()
         self.running_loops.clear()
         self.dirty = True
         spec = self.plan.spec
@@ -912,11 +727,8 @@ class RunState:
             spec.compensation, failing.reason, failing.cancelled, spec.budget
         ):
             self.status.phase = RunPhase.COMPENSATING
-            self._event(
-                "Warning",
-                EventReason.COMPENSATION_STARTED,
-                f"Compensating {len(order)} step(s) in reverse completion order",
-            )
+            said = f"Compensating {len(order)} step(s) in reverse completion order"
+            self._event("Warning", EventReason.COMPENSATION_STARTED, said)
         else:
             self._begin_finally()
 
@@ -926,7 +738,7 @@ class RunState:
             if task.status.phase.final:
                 continue
             if task.status.phase == StepPhase.PENDING:
-                self._enqueue(task)
+                self.slots.enqueue(task)
             return
         self._begin_finally()
 
@@ -935,46 +747,34 @@ class RunState:
         self.dirty = True
         for fin, st in zip(self.plan.finally_steps, self.status.finally_ or [], strict=True):
             if st.phase == StepPhase.PENDING:
-                self._enqueue(finally_task(self.run_name, fin, st))
+                self.slots.enqueue(finally_task(self.run_name, fin, st))
 
     def _advance_finally(self, now: datetime) -> None:
         unfinished = any(not s.phase.final for s in self.status.finally_ or [])
-        if not (unfinished or self.active or self.slots.queue):
-            self._complete(now)
-
-    def _complete(self, now: datetime) -> None:
-        status = self.status
+        if unfinished or self.active or self.slots.queue:
+            return
         if self.failing is None:
-            failed = finishing.finally_failure(status.finally_ or [])
+            failed = finishing.finally_failure(self.status.finally_ or [])
+            if failed is None:
+                ctx = self.context(None, tuple(self.plan.outputs.values()))
+                outputs = finishing.run_outputs(self.plan.outputs, ctx)
+                if isinstance(outputs, tuple):
+                    failed = outputs
+                else:
+                    self.status.outputs = outputs
             if failed is not None:
                 self.failing = _Failing(*failed)
-        if self.failing is None:
-            self._run_outputs()
         self.dirty = True
         if self.failing is None:
-            status.mark_succeeded("all steps finished", now, self.generation)
-            took = format_duration(now - (status.start_time or now))
+            self.status.mark_succeeded("all steps finished", now, self.generation)
+            took = format_duration(now - (self.status.start_time or now))
             self._event("Normal", EventReason.RUN_SUCCEEDED, f"Run succeeded in {took}")
             return
         cancelled = self.failing.cancelled
-        status.mark_failed(
-            self.failing.reason, self.failing.message, now, self.generation, cancelled=cancelled
-        )
-        reason = EventReason.RUN_CANCELLED if cancelled else EventReason.RUN_FAILED
-        self._event("Warning", reason, f"Run ended: {self.failing.message}")
-
-    def _run_outputs(self) -> None:
-        try:
-            ctx = self.context(None, tuple(self.plan.outputs.values()))
-            outputs = {k: e.evaluate(ctx) for k, e in self.plan.outputs.items()}
-        except ExpressionError as exc:
-            self.failing = _Failing(RunReason.OUTPUTS_ERROR, str(exc))
-            return
-        deep = depth_failure(outputs, "spec.outputs")
-        if deep is not None:
-            self.failing = _Failing(RunReason.OUTPUTS_ERROR, deep.message or "")
-        else:
-            self.status.outputs = outputs
+        reason, message = self.failing.reason, self.failing.message
+        self.status.mark_failed(reason, message, now, self.generation, cancelled=cancelled)
+        event = EventReason.RUN_CANCELLED if cancelled else EventReason.RUN_FAILED
+        self._event("Warning", event, f"Run ended: {message}")
 
     def _on_oversized(self, message: str, level: int, now: datetime) -> None:
         """The status cannot be stored: fail the run now (running steps cancelled) and shed
@@ -994,52 +794,26 @@ class RunState:
 
     def _check_time(self, now: datetime) -> None:
         spec, start = self.plan.spec, self.status.start_time
-        if self.failing is None and self.status.phase == RunPhase.RUNNING:
-            end = deadlines.after(start, spec.timeout_seconds)
-            if end is not None and now >= end:
-                said = f"exceeded timeoutSeconds={spec.timeout_seconds}"
-                self._begin_failing(RunReason.TIMED_OUT, f"the run {said}", now, cancel=True)
-                self._event("Warning", EventReason.RUN_TIMED_OUT, f"Run {said}")
+        end = deadlines.after(start, spec.timeout_seconds)
+        if end and now >= end and self.failing is None and self.status.phase == RunPhase.RUNNING:
+            said = f"exceeded timeoutSeconds={spec.timeout_seconds}"
+            self._begin_failing(RunReason.TIMED_OUT, f"the run {said}", now, cancel=True)
+            self._event("Warning", EventReason.RUN_TIMED_OUT, f"Run {said}")
         for name, task in list(self.active.items()):
-            end = deadlines.attempt(task.action.timeout_seconds, task.status.attempt_start_time)
+            timeout = task.action.timeout_seconds
+            end = deadlines.attempt(timeout, task.status.attempt_start_time)
             if end is not None and now >= end:
                 self._deactivate(name)
                 self.actions.append(CancelAttempt(name, FailureReason.TIMED_OUT))
-                self._task_failed(
-                    task,
-                    FailureReason.TIMED_OUT,
-                    f"attempt {task.status.attempts} exceeded "
-                    f"timeoutSeconds={task.action.timeout_seconds}",
-                    None,
-                    now,
-                )
+                said = f"attempt {task.status.attempts} exceeded timeoutSeconds={timeout}"
+                self._task_failed(task, FailureReason.TIMED_OUT, said, None, now)
         due = [t for t in self.retrying if t.status.retry_time and t.status.retry_time <= now]
         if due:
             self.retrying = [t for t in self.retrying if t not in due]
             for task in due:
-                self._enqueue(task)  # a retrying item still holds its fan-out slot
-        for task in list(self.gates):
-            end = getattr(task.status, "approval_deadline", None)
-            if end is not None and now >= end and task.status.phase == StepPhase.WAITING:
-                assert task.action.approval is not None
-                verdict = approvals.on_timeout(task.action.approval.spec, task.display)
-                self._apply_gate(task, verdict, now)
-        self._check_sla(now)
-
-    def _sla_deadlines(self) -> list[tuple[str | None, datetime | None]]:
-        out: list[tuple[str | None, datetime | None]] = []
-        if not self.finished:
-            start, breached = self.status.start_time, bool(self.status.sla_breached)
-            out.append((None, deadlines.run_sla(self.plan.spec.sla, start, breached)))
-        tasks = (*self.active.values(), *self.gates, *self.retrying)
-        running = {t.step for t in tasks if t.role == "step"} | self.running_loops | set(self.fan_outs)
-        for name in sorted(running):
-            st = self.steps[name]
-            seconds = self.plan.steps[name].sla_seconds
-            out.append((name, deadlines.step_sla(seconds, st.start_time, bool(st.sla_breached))))
-        return out
-
-    def _check_sla(self, now: datetime) -> None:
+                self.slots.enqueue(task)  # a retrying item still holds its fan-out slot
+        for task, verdict in self.gates.timed_out(now):
+            self._apply_gate(task, verdict, now)
         sla = self.plan.spec.sla
         for step in deadlines.due(self._sla_deadlines(), now):
             if step is None:
@@ -1055,22 +829,31 @@ class RunState:
             self._event("Warning", EventReason.SLA_BREACHED, message[0].upper() + message[1:], step)
             self.dirty = True
 
+    def _sla_deadlines(self) -> list[tuple[str | None, datetime | None]]:
+        out: list[tuple[str | None, datetime | None]] = []
+        if not self.finished:
+            start, breached = self.status.start_time, bool(self.status.sla_breached)
+            out.append((None, deadlines.run_sla(self.plan.spec.sla, start, breached)))
+        tasks = (*self.active.values(), *self.gates.waiting, *self.retrying)
+        running = {t.step for t in tasks if t.role == "step"}
+        for name in sorted(running | self.running_loops | set(self.fans.running)):
+            st, seconds = self.steps[name], self.plan.steps[name].sla_seconds
+            out.append((name, deadlines.step_sla(seconds, st.start_time, bool(st.sla_breached))))
+        return out
+
     def _wake_at(self) -> datetime | None:
         if self.finished:
             return None
-        spec = self.plan.spec
-        run_end = (
-            None if self.failing else deadlines.after(self.status.start_time, spec.timeout_seconds)
-        )
+        timeout = None if self.failing else self.plan.spec.timeout_seconds
         return deadlines.earliest(
             [
-                run_end,
+                deadlines.after(self.status.start_time, timeout),
                 *(
                     deadlines.attempt(t.action.timeout_seconds, t.status.attempt_start_time)
                     for t in self.active.values()
                 ),
                 *(t.status.retry_time for t in self.retrying),
-                *(getattr(t.status, "approval_deadline", None) for t in self.gates),
+                *self.gates.deadlines(),
                 *(at for _, at in self._sla_deadlines()),
             ]
         )
@@ -1079,19 +862,18 @@ class RunState:
 
     def _update_conditions(self, now: datetime) -> None:
         status, gen = self.status, self.generation
-        waiting = [t for t in self.gates if t.status.phase == StepPhase.WAITING]
+        pending = self.gates.pending()
         if not self.finished:
             failing = (self.failing.reason, self.failing.message) if self.failing else None
             reason, message = finishing.progress(
                 failing,
                 self.paused,
-                bool(waiting),
+                bool(pending),
                 bool(self.active),
                 self.finished_steps,
                 self.total,
             )
             self.dirty |= status.mark_progressing(reason, message, now, gen)
-        pending = [self._pending(t) for t in waiting]
         spec_budget = self.plan.spec.budget
         if self.paused and spec_budget is not None and status.budget is not None:
             pending.append(
@@ -1107,22 +889,3 @@ class RunState:
             self.dirty |= status.mark_no_approval_pending(now, gen)
         if self.plan.has_sla:
             self.dirty |= status.mark_within_sla(now, gen)
-
-    @staticmethod
-    def _pending(task: Task) -> PendingApproval:
-        assert task.action.approval is not None
-        st = task.status
-        assert isinstance(st, StepStatus | LoopTaskStatus)
-        spec = task.action.approval.spec
-        return approvals.pending_of(spec, task.body or task.step, task.iteration, st)
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
