@@ -13,60 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import logging
 import statistics
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from braid.controller.reconcile import PodView, Reconciler
-from braid.engine import RecordEvent
+from braid.kube.memory import MemoryCluster
 from results import write_results
-
-
-class MemoryCluster:
-    """The Cluster protocol over dicts: JSON round trips stand in for the wire."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, dict[str, Any]] = {}
-        self.workflows: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.requests: Counter[str] = Counter()
-        self.rv = 1
-
-    async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        run = self.runs.get(name)
-        return json.loads(json.dumps(run)) if run else None
-
-    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.workflows.get(name))
-
-    async def replace_run_status(
-        self, run: dict[str, Any], status: dict[str, Any]
-    ) -> dict[str, Any]:
-        current = self.runs[run["metadata"]["name"]]
-        self.rv += 1
-        current["status"] = json.loads(json.dumps(status))
-        current["metadata"]["resourceVersion"] = str(self.rv)
-        return current
-
-    async def create_pod(self, pod: dict[str, Any]) -> bool:
-        self.pods[pod["metadata"]["name"]] = pod
-        return True
-
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        self.pods.pop(name, None)
-
-    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
-        self.runs.pop(name, None)
-
-    async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
-        return None
 
 
 def succeed(pod: dict[str, Any]) -> None:
@@ -102,7 +60,7 @@ async def drive(items: int, parallelism: int) -> list[tuple[int, float, int]]:
     }
     clock = datetime(2026, 1, 1, tzinfo=UTC)
     ticks = iter(clock + timedelta(milliseconds=i) for i in range(10**9))
-    reconciler = Reconciler(cluster, clock=lambda: next(ticks))  # type: ignore[arg-type]
+    reconciler = Reconciler(cluster, clock=lambda: next(ticks))
     samples: list[tuple[int, float, int]] = []
     finished = 0
     # As the operator's pod indexes do: by name, and all of them only when asked.

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from braid.api.reasons import EventReason
 from braid.api.run import RunPhase, StepPhase, WorkflowRunStatus
 from braid.engine import Action, RecordEvent
 from braid.engine.breakers import BreakerBoard
@@ -26,6 +27,14 @@ APPROVAL_BUCKETS = (10, 60, 300, 900, 1800, 3600, 14400, 43200, 86400, 259200)
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 _FINISHED = {RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.CANCELLED}
+_DECISIONS = frozenset(
+    {
+        EventReason.APPROVED,
+        EventReason.APPROVAL_REJECTED,
+        EventReason.APPROVAL_REFUSED,
+        EventReason.APPROVAL_TIMED_OUT,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -195,27 +204,8 @@ class Metrics:
     ) -> None:
         """Everything one decision changed, as metrics."""
         labels = {"namespace": namespace, "workflow": workflow}
-        if before.phase == RunPhase.PENDING and after.phase != RunPhase.PENDING:
-            self.runs_started.labels(**labels).inc()
-        if before.phase not in _FINISHED and after.phase in _FINISHED:
-            result = after.phase.value
-            self.runs_finished.labels(**labels, result=result).inc()
-            if after.start_time and after.completion_time:
-                seconds = (after.completion_time - after.start_time).total_seconds()
-                self.run_duration.labels(**labels, result=result).observe(seconds)
-        for step in after.steps:
-            was = before.steps.get(step.name, StepPhase.PENDING)
-            if was.final or not step.phase.final or step.phase == StepPhase.SKIPPED:
-                continue
-            if step.start_time and step.completion_time:
-                seconds = (step.completion_time - step.start_time).total_seconds()
-                self.step_duration.labels(
-                    **labels, step=step.name, result=step.phase.value
-                ).observe(seconds)
-            if step.phase == StepPhase.FAILED:
-                self.step_failures.labels(
-                    **labels, step=step.name, reason=step.reason or "Unknown"
-                ).inc()
+        self._run(labels, before, after)
+        self._steps(labels, before, after)
         for action in actions:
             if isinstance(action, RecordEvent):
                 self._count_event(labels, action)
@@ -231,17 +221,38 @@ class Metrics:
         self._active.pop((namespace, run), None)
         self._set_gauges()
 
+    def _run(self, labels: dict[str, str], before: Before, after: WorkflowRunStatus) -> None:
+        if before.phase == RunPhase.PENDING and after.phase != RunPhase.PENDING:
+            self.runs_started.labels(**labels).inc()
+        if before.phase not in _FINISHED and after.phase in _FINISHED:
+            result = after.phase.value
+            self.runs_finished.labels(**labels, result=result).inc()
+            if after.start_time and after.completion_time:
+                seconds = (after.completion_time - after.start_time).total_seconds()
+                self.run_duration.labels(**labels, result=result).observe(seconds)
+
+    def _steps(self, labels: dict[str, str], before: Before, after: WorkflowRunStatus) -> None:
+        """Steps that finished (ran, not skipped) in this decision."""
+        for step in after.steps:
+            was = before.steps.get(step.name, StepPhase.PENDING)
+            if was.final or not step.phase.final or step.phase == StepPhase.SKIPPED:
+                continue
+            if step.start_time and step.completion_time:
+                seconds = (step.completion_time - step.start_time).total_seconds()
+                self.step_duration.labels(
+                    **labels, step=step.name, result=step.phase.value
+                ).observe(seconds)
+            if step.phase == StepPhase.FAILED:
+                self.step_failures.labels(
+                    **labels, step=step.name, reason=step.reason or "Unknown"
+                ).inc()
+
     def _count_event(self, labels: dict[str, str], event: RecordEvent) -> None:
-        if event.reason == "StepRetrying":
+        if event.reason == EventReason.STEP_RETRYING:
             self.retries.labels(**labels, step=event.step or "").inc()
-        elif event.reason == "SLABreached":
+        elif event.reason == EventReason.SLA_BREACHED:
             self.sla_breaches.labels(**labels, scope="step" if event.step else "run").inc()
-        elif event.reason in (
-            "Approved",
-            "ApprovalRejected",
-            "ApprovalRefused",
-            "ApprovalTimedOut",
-        ):
+        elif event.reason in _DECISIONS:
             self.approvals_decided.labels(**labels, decision=event.reason).inc()
 
     def _gates(

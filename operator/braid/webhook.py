@@ -226,33 +226,39 @@ async def _call(
         kwargs["json"] = hook.body
     timeout = hook.timeout_seconds or request.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
     async with client.stream(hook.method, url, timeout=timeout, **kwargs) as response:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                return AttemptResult(
-                    request.name,
-                    error=f"{hook.method} {hook.url[:300]}: the response is larger than "
-                    f"{MAX_RESPONSE_BYTES} bytes; select less on the server or page it",
-                )
-            chunks.append(chunk)
-        text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
-        body: Any = text
-        if "json" in response.headers.get("content-type", ""):
-            try:
-                body = json.loads(text)
-            except ValueError:
-                body = text
-            except RecursionError:
-                body = None  # deeper than the decoder goes: far deeper than allowed
-            if body is None or too_deep(body) is not None:
-                return AttemptResult(
-                    request.name,
-                    error=f"{hook.method} {hook.url[:300]}: the JSON response is nested deeper "
-                    "than 64 levels",
-                )
-        return AttemptResult(
-            request.name,
-            response=HTTPResponse(response.status_code, dict(response.headers), body),
-        )
+        return await _read(request, response)
+
+
+async def _read(request: StartAttempt, response: httpx.Response) -> AttemptResult:
+    """The response, read up to MAX_RESPONSE_BYTES; JSON parsed when it says it is JSON and
+    is not nested deeper than anything a run may hold."""
+    hook = request.webhook
+    assert hook is not None
+    where = f"{hook.method} {hook.url[:300]}"
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            return AttemptResult(
+                request.name,
+                error=f"{where}: the response is larger than {MAX_RESPONSE_BYTES} bytes; "
+                "select less on the server or page it",
+            )
+        chunks.append(chunk)
+    text = b"".join(chunks).decode(response.encoding or "utf-8", errors="replace")
+    body: Any = text
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+        except RecursionError:
+            body = None  # deeper than the decoder goes: far deeper than allowed
+        if body is None or too_deep(body) is not None:
+            return AttemptResult(
+                request.name, error=f"{where}: the JSON response is nested deeper than 64 levels"
+            )
+    return AttemptResult(
+        request.name, response=HTTPResponse(response.status_code, dict(response.headers), body)
+    )

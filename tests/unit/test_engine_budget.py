@@ -8,8 +8,8 @@ import pytest
 from braid.api.errors import InvalidSpecError
 from braid.api.run import RunPhase, StepPhase, WorkflowRunStatus
 from braid.engine import ApprovalDecision, AttemptResult, Observations, RunState
-from braid.engine.outputs import usage_of
 from braid.engine.compile import compile_plan
+from braid.engine.outputs import usage_of
 from braid.engine.simulate import EPOCH, simulate
 from tests.conftest import container, ok, workflow
 

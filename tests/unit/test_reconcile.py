@@ -4,70 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from braid.controller.reconcile import LOST_AFTER, Reconciler, decisions_from
-from braid.engine import RecordEvent
-from braid.kube.client import ConflictError
+from braid.controller.reconcile import LOST_AFTER, Reconciler, Result
+from braid.kube.annotations import decisions_from
+from braid.kube.memory import MemoryCluster
 from braid.kube.pods import result_of
 from braid.metrics import Metrics
-
-
-class FakeCluster:
-    def __init__(self) -> None:
-        self.runs: dict[str, dict[str, Any]] = {}
-        self.workflows: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.events: list[RecordEvent] = []
-        self.requests: Counter[str] = Counter()
-        self.fail_next_status_write = False
-        self.rv = 1
-
-    async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.runs.get(name))
-
-    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.workflows.get(name))
-
-    async def replace_run_status(
-        self, run: dict[str, Any], status: dict[str, Any]
-    ) -> dict[str, Any]:
-        self.requests["update"] += 1
-        current = self.runs[run["metadata"]["name"]]
-        if self.fail_next_status_write:
-            self.fail_next_status_write = False
-            raise ConnectionError("operator died here")
-        if current["metadata"]["resourceVersion"] != run["metadata"]["resourceVersion"]:
-            raise ConflictError(run["metadata"]["name"])
-        self.rv += 1
-        current["status"] = copy.deepcopy(status)
-        current["metadata"]["resourceVersion"] = str(self.rv)
-        return copy.deepcopy(current)
-
-    async def create_pod(self, pod: dict[str, Any]) -> bool:
-        self.requests["create"] += 1
-        if pod["metadata"]["name"] in self.pods:
-            return False
-        self.pods[pod["metadata"]["name"]] = pod
-        return True
-
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.pods.get(name))
-
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        self.pods.pop(name, None)
-
-    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
-        if self.runs.get(name, {}).get("metadata", {}).get("uid") == uid:
-            del self.runs[name]
-
-    async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
-        self.events.append(event)
-
 
 WORKFLOW = {
     "spec": {
@@ -80,8 +26,8 @@ WORKFLOW = {
 }
 
 
-def setup(params: dict[str, Any] | None = None) -> tuple[FakeCluster, Reconciler]:
-    cluster = FakeCluster()
+def setup(params: dict[str, Any] | None = None) -> tuple[MemoryCluster, Reconciler]:
+    cluster = MemoryCluster()
     cluster.workflows["wf"] = copy.deepcopy(WORKFLOW)
     cluster.runs["r"] = {
         "apiVersion": "braid.dev/v1alpha1",
@@ -102,17 +48,12 @@ def setup(params: dict[str, Any] | None = None) -> tuple[FakeCluster, Reconciler
     return cluster, Reconciler(cluster, clock=lambda: next(clock))
 
 
-def finish(cluster: FakeCluster, name: str, output: str = "{}") -> None:
-    cluster.pods[name]["status"] = {
-        "phase": "Succeeded",
-        "containerStatuses": [
-            {"name": "step", "state": {"terminated": {"exitCode": 0, "message": output}}}
-        ],
-    }
+def finish(cluster: MemoryCluster, name: str, output: str = "{}") -> None:
+    cluster.finish_pod(name, output)
 
 
-def reconcile(cluster: FakeCluster, reconciler: Reconciler) -> None:
-    asyncio.run(reconciler.reconcile("ns", "r", list(cluster.pods.values())))
+def reconcile(cluster: MemoryCluster, reconciler: Reconciler, run: str = "r") -> Result:
+    return asyncio.run(reconciler.reconcile("ns", run, list(cluster.pods.values())))
 
 
 def test_first_reconcile_snapshots_the_workflow_and_creates_the_first_pod():
@@ -124,9 +65,9 @@ def test_first_reconcile_snapshots_the_workflow_and_creates_the_first_pod():
     assert status["params"] == {"n": 1}
     assert [e.reason for e in cluster.events] == ["RunStarted"]
     # nothing changed: a second reconcile writes nothing
-    writes = cluster.requests["update"]
+    writes = cluster.requests["PUT workflowruns/status"]
     reconcile(cluster, reconciler)
-    assert cluster.requests["update"] == writes
+    assert cluster.requests["PUT workflowruns/status"] == writes
     assert list(cluster.pods) == ["r-a-1"]
 
 
@@ -134,7 +75,7 @@ def test_crash_between_pod_create_and_status_write_creates_no_duplicate():
     cluster, reconciler = setup()
     reconcile(cluster, reconciler)
     finish(cluster, "r-a-1")
-    cluster.fail_next_status_write = True
+    cluster.fail_next_status_write = ConnectionError("operator died here")
     with pytest.raises(ConnectionError):
         reconcile(cluster, reconciler)
     assert "r-b-1" in cluster.pods  # created before the status that records it
@@ -143,7 +84,7 @@ def test_crash_between_pod_create_and_status_write_creates_no_duplicate():
     assert sorted(cluster.pods) == ["r-a-1", "r-b-1"]
     assert cluster.runs["r"]["status"]["steps"][1]["phase"] == "Running"
     finish(cluster, "r-b-1")
-    cluster.fail_next_status_write = True
+    cluster.fail_next_status_write = ConnectionError("operator died here")
     with pytest.raises(ConnectionError):
         reconcile(cluster, reconciler)
     assert [e.reason for e in cluster.events] == ["RunStarted"]  # nothing for an unrecorded end
@@ -303,7 +244,7 @@ def test_metrics_follow_the_runs_transitions():
     assert metrics.registry.get_sample_value("braid_active_runs", labels) is None  # no runs left
 
 
-def with_spec(**extra: Any) -> tuple[FakeCluster, Reconciler]:
+def with_spec(**extra: Any) -> tuple[MemoryCluster, Reconciler]:
     cluster, reconciler = setup()
     cluster.workflows["wf"]["spec"].update(extra)
     return cluster, reconciler
@@ -314,7 +255,8 @@ def test_a_pod_deleted_under_a_running_step_is_retried_with_the_reason():
     cluster.workflows["wf"]["spec"]["steps"][0]["retry"] = {"limit": 1}
     reconcile(cluster, reconciler)
     del cluster.pods["r-a-1"]  # kubectl delete pod, or the node went away
-    asyncio.run(reconciler.reconcile("ns", "r", [], lost=["r-a-1"]))
+    reconciler.inbox.lose(("ns", "r"), "r-a-1")
+    asyncio.run(reconciler.reconcile("ns", "r", []))
     step = cluster.runs["r"]["status"]["steps"][0]
     assert (step["phase"], step["reason"]) == ("Retrying", "PodLost")
     assert "deleted before the step finished" in step["message"]
@@ -358,17 +300,16 @@ def test_pod_gc_on_run_completion_and_ttl_delete_after_the_run_finishes():
     cluster, reconciler = with_spec(
         podGC={"strategy": "OnRunCompletion"}, ttlStrategy={"secondsAfterSuccess": 30}
     )
-    woken: list[float] = []
-    reconciler.on_wake = lambda _ns, _name, delay: woken.append(delay)
     reconcile(cluster, reconciler)
     finish(cluster, "r-a-1")
     reconcile(cluster, reconciler)
     assert sorted(cluster.pods) == ["r-a-1", "r-b-1"]  # still running: kept
     finish(cluster, "r-b-1")
-    reconcile(cluster, reconciler)
+    result = reconcile(cluster, reconciler)
     assert cluster.runs["r"]["status"]["phase"] == "Succeeded"
     assert cluster.pods == {}
-    assert 25 < woken[-1] <= 30  # woken when the TTL is due
+    assert result.requeue_after is not None
+    assert 25 < result.requeue_after <= 30  # come back when the TTL is due
     reconciler.clock = lambda: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=60)
     reconcile(cluster, reconciler)
     assert "r" not in cluster.runs

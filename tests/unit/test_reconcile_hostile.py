@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from braid.controller import reconcile as reconcile_module
+from braid.controller import apply as apply_module
 from braid.controller.reconcile import MAX_OBJECT_BYTES, Reconciler
-from braid.kube.client import PodRejectedError
-from tests.unit.test_reconcile import FakeCluster, finish, reconcile, setup
+from braid.kube.memory import MemoryCluster
+from tests.unit.test_reconcile import finish, reconcile, setup
 
 
-def status(cluster: FakeCluster, run: str = "r") -> dict[str, Any]:
+def status(cluster: MemoryCluster, run: str = "r") -> dict[str, Any]:
     return cluster.runs[run]["status"]
 
 
-def cond(cluster: FakeCluster, run: str = "r") -> dict[str, Any]:
+def cond(cluster: MemoryCluster, run: str = "r") -> dict[str, Any]:
     return next(c for c in status(cluster, run)["conditions"] if c["type"] == "Succeeded")
 
 
@@ -65,12 +65,7 @@ def test_a_pod_replaced_under_a_running_attempt_is_a_conflict_too():
 
 def test_a_pod_the_api_server_refuses_fails_the_attempt_instead_of_wedging_the_run():
     cluster, reconciler = setup()
-    refuse = 'Pod "r-a-1" is invalid: spec.nodeSelector: Invalid value: "bad value!"'
-
-    async def create_pod(pod: dict[str, Any]) -> bool:
-        raise PodRejectedError(refuse)
-
-    cluster.create_pod = create_pod  # type: ignore[method-assign]
+    cluster.refuse_pods = 'Pod "r-a-1" is invalid: spec.nodeSelector: Invalid value: "bad value!"'
     reconcile(cluster, reconciler)
     step = status(cluster)["steps"][0]
     assert (step["phase"], step["reason"]) == ("Failed", "StartFailed")
@@ -82,17 +77,11 @@ def test_a_pod_the_api_server_refuses_fails_the_attempt_instead_of_wedging_the_r
 def test_a_refused_pod_is_retried_like_any_failed_attempt():
     cluster, reconciler = setup()
     cluster.workflows["wf"]["spec"]["steps"][0]["retry"] = {"limit": 2}
-    calls: list[str] = []
-
-    async def create_pod(pod: dict[str, Any]) -> bool:
-        calls.append(pod["metadata"]["name"])
-        raise PodRejectedError("exceeded quota: pods=10")
-
-    cluster.create_pod = create_pod  # type: ignore[method-assign]
+    cluster.refuse_pods = "exceeded quota: pods=10"
     reconcile(cluster, reconciler)
     step = status(cluster)["steps"][0]
     assert (step["phase"], step["reason"]) == ("Retrying", "StartFailed")
-    assert calls == ["r-a-1"]
+    assert cluster.requests["POST pods"] == 1
 
 
 def test_a_pod_template_the_operator_does_not_admit_fails_the_run_before_anything_runs():
@@ -109,7 +98,7 @@ def test_a_pod_template_the_operator_does_not_admit_fails_the_run_before_anythin
     assert cluster.pods == {}
 
 
-def big_fan_out(cluster: FakeCluster, reconciler: Reconciler, per_round: int) -> None:
+def big_fan_out(cluster: MemoryCluster, reconciler: Reconciler, per_round: int) -> None:
     """180 items of 4 KB outputs each: more than a run object can hold."""
     item = {
         "name": "f",
@@ -168,7 +157,7 @@ def test_a_spec_edited_after_start_changes_nothing_and_never_fails_the_run_as_in
     assert cond(cluster)["status"] == "True"
 
 
-def retry_of(cluster: FakeCluster, spec: dict[str, Any], **annotations: str) -> None:
+def retry_of(cluster: MemoryCluster, spec: dict[str, Any], **annotations: str) -> None:
     cluster.runs["r2"] = {
         "apiVersion": "braid.dev/v1alpha1",
         "kind": "WorkflowRun",
@@ -183,7 +172,7 @@ def retry_of(cluster: FakeCluster, spec: dict[str, Any], **annotations: str) -> 
     }
 
 
-def failed_run() -> tuple[FakeCluster, Reconciler]:
+def failed_run() -> tuple[MemoryCluster, Reconciler]:
     cluster, reconciler = setup()
     reconcile(cluster, reconciler)
     finish(cluster, "r-a-1", '{"a": 1}')
@@ -288,17 +277,15 @@ def test_a_webhook_call_that_raises_fails_its_attempt(monkeypatch):
     cluster.workflows["wf"]["spec"]["steps"] = [
         {"name": "hook", "webhook": {"url": "http://api.invalid/"}}
     ]
-    woken: list[float] = []
-    reconciler.on_wake = lambda _ns, _name, delay: woken.append(delay)
 
     async def explode(*args: Any, **kwargs: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(reconcile_module, "call_webhook", explode)
+    monkeypatch.setattr(apply_module, "call_webhook", explode)
 
     async def go() -> None:
         await reconciler.reconcile("ns", "r", [])
-        await asyncio.gather(*reconciler.calls)
+        await asyncio.gather(*reconciler.apply.calls)
         await reconciler.reconcile("ns", "r", [])
 
     asyncio.run(go())
@@ -312,16 +299,14 @@ def test_every_webhook_attempt_has_a_deadline():
     cluster.workflows["wf"]["spec"]["steps"] = [
         {"name": "hook", "webhook": {"url": "http://api.invalid/", "timeoutSeconds": 5}}
     ]
-    woken: list[float] = []
-    reconciler.on_wake = lambda _ns, _name, delay: woken.append(delay)
 
     async def never(*args: Any, **kwargs: Any) -> Any:
         await asyncio.Event().wait()
 
-    reconcile_module.call_webhook, saved = never, reconcile_module.call_webhook  # type: ignore[assignment]
+    apply_module.call_webhook, saved = never, apply_module.call_webhook  # type: ignore[assignment]
     try:
-        reconcile(cluster, reconciler)
+        result = reconcile(cluster, reconciler)
     finally:
-        reconcile_module.call_webhook = saved
-    assert woken
-    assert 0 < woken[-1] <= 15  # the call's timeout plus the grace
+        apply_module.call_webhook = saved
+    assert result.requeue_after is not None
+    assert 0 < result.requeue_after <= 15  # the call's timeout plus the grace

@@ -19,6 +19,7 @@ from braid.api.analysis import (
     Straggler,
     WorkflowAnalysis,
 )
+from braid.api.reasons import FailureReason
 from braid.api.run import StepPhase, StepStatus, WorkflowRunStatus
 from braid.api.workflow import Step, WorkflowSpec
 from braid.engine import dag
@@ -109,7 +110,7 @@ def analyze(
             if st.attempts > 1:
                 retried[name] += 1
                 waste[name] += _seconds(st.start_time, st.attempt_start_time) or 0.0
-            if st.reason == "TimedOut":
+            if st.reason == FailureReason.TIMED_OUT:
                 timed_out[name] += 1
             dep_times = [
                 by_name[d].completion_time
@@ -211,10 +212,20 @@ def _recommend(
     timed_out: Counter[str],
     run_durations: list[float],
 ) -> list[Recommendation]:
+    """Every recommendation the runs support, the largest expected gain first."""
     by_step = {s.step: s for s in stats}
-    steps = {s.name: s for s in spec.steps}
-    out: list[Recommendation] = []
-    # Sequential only because dependsOn was omitted, with no data passing between them.
+    out = [
+        *_parallelize(spec, by_step),
+        *_cache(spec, runs, by_step),
+        *_timeouts_and_retries(spec, runs, by_step, timed_out),
+        *_relax_sla(spec, run_durations),
+    ]
+    return sorted(out, key=lambda r: r.gain_seconds, reverse=True)
+
+
+def _parallelize(spec: WorkflowSpec, by_step: dict[str, StepStats]) -> list[Recommendation]:
+    """Sequential only because dependsOn was omitted, with no data passing between them."""
+    out = []
     for prev, step in zip(spec.steps, spec.steps[1:], strict=False):
         if step.depends_on is not None or _reads(step, prev.name):
             continue
@@ -227,15 +238,23 @@ def _recommend(
                 steps=[prev.name, step.name],
                 gain_seconds=round(min(a.mean, b.mean), 3),
                 message=f"run {step.name} alongside {prev.name}: set its dependsOn to "
-                f"{list(steps[prev.name].depends_on or [])} (or what it really needs)",
+                f"{list(prev.depends_on or [])} (or what it really needs)",
                 evidence=f"{step.name} reads no output of {prev.name} and runs after it only "
                 f"because dependsOn is omitted; means {a.mean:.1f}s and {b.mean:.1f}s",
             )
         )
-    # Same params, same outputs: the work repeats.
+    return out
+
+
+def _cache(
+    spec: WorkflowSpec, runs: list[WorkflowRunStatus], by_step: dict[str, StepStats]
+) -> list[Recommendation]:
+    """Same params, same outputs: the work repeats."""
+    steps = {s.name: s for s in spec.steps}
     groups: dict[str, list[WorkflowRunStatus]] = defaultdict(list)
     for run in runs:
         groups[json.dumps(run.params or {}, sort_keys=True)].append(run)
+    out = []
     for name, st in by_step.items():
         repeats = 0
         for group in groups.values():
@@ -258,6 +277,17 @@ def _recommend(
                     f"outputs; mean {st.mean:.1f}s",
                 )
             )
+    return out
+
+
+def _timeouts_and_retries(
+    spec: WorkflowSpec,
+    runs: list[WorkflowRunStatus],
+    by_step: dict[str, StepStats],
+    timed_out: Counter[str],
+) -> list[Recommendation]:
+    steps = {s.name: s for s in spec.steps}
+    out = []
     for name, st in by_step.items():
         step = steps[name]
         timeout = step.timeout_seconds or (spec.defaults.timeout_seconds if spec.defaults else None)
@@ -276,13 +306,8 @@ def _recommend(
                 )
             )
         retry = step.retry or (spec.defaults.retry if spec.defaults else None)
-        retried_runs = [s for r in runs for s in r.steps if s.name == name and s.attempts > 1]
-        if (
-            retry
-            and retry.limit
-            and retried_runs
-            and all(s.phase == StepPhase.FAILED for s in retried_runs)
-        ):
+        retried = [s for r in runs for s in r.steps if s.name == name and s.attempts > 1]
+        if retry and retry.limit and retried and all(s.phase == StepPhase.FAILED for s in retried):
             out.append(
                 Recommendation(
                     kind="LowerRetries",
@@ -290,27 +315,31 @@ def _recommend(
                     gain_seconds=st.retry_waste,
                     message=f"lower {name}'s retry limit ({retry.limit}) or restrict retryOn: "
                     "its retries never succeeded",
-                    evidence=f"{len(retried_runs)} run(s) retried it and every one still failed; "
+                    evidence=f"{len(retried)} run(s) retried it and every one still failed; "
                     f"{st.retry_waste:.1f}s per run spent on those attempts",
                 )
             )
+    return out
+
+
+def _relax_sla(spec: WorkflowSpec, run_durations: list[float]) -> list[Recommendation]:
     sla = spec.sla.max_duration_seconds if spec.sla else None
-    if sla and run_durations:
-        missed = sum(d > sla for d in run_durations)
-        if missed / len(run_durations) > 0.5:
-            p50 = percentile(run_durations, 50)
-            out.append(
-                Recommendation(
-                    kind="RelaxSLA",
-                    steps=[],
-                    gain_seconds=round(p50 - sla, 3),
-                    message=f"the run SLA ({sla}s) is routinely missed: raise it to about "
-                    f"{math.ceil(percentile(run_durations, 95))}s or shorten the critical path",
-                    evidence=f"{missed} of {len(run_durations)} runs took longer; "
-                    f"median {p50:.1f}s",
-                )
-            )
-    return sorted(out, key=lambda r: r.gain_seconds, reverse=True)
+    if not sla or not run_durations:
+        return []
+    missed = sum(d > sla for d in run_durations)
+    if missed / len(run_durations) <= 0.5:
+        return []
+    p50 = percentile(run_durations, 50)
+    return [
+        Recommendation(
+            kind="RelaxSLA",
+            steps=[],
+            gain_seconds=round(p50 - sla, 3),
+            message=f"the run SLA ({sla}s) is routinely missed: raise it to about "
+            f"{math.ceil(percentile(run_durations, 95))}s or shorten the critical path",
+            evidence=f"{missed} of {len(run_durations)} runs took longer; median {p50:.1f}s",
+        )
+    ]
 
 
 def gantt(status: WorkflowRunStatus, title: str = "") -> tuple[float, float, list[Shape]]:

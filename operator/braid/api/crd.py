@@ -41,32 +41,44 @@ def _structural(node: Any) -> Any:
         return node
     node = {k: v for k, v in node.items() if k not in _DROP}
     if "anyOf" in node:
-        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
-        if len(options) == 1:
-            merged = {**options[0], **node}
-            if "description" in node:
-                merged["description"] = node["description"]
-            return _structural(merged)
-        return _structural({**node, "x-kubernetes-preserve-unknown-fields": True})
+        return _collapse(node)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "properties":
-            out[key] = {k: _structural(v) for k, v in value.items()}
-        elif key == "items":
-            out[key] = _structural(value)
-        elif key == "additionalProperties":
-            if value is True or value == {}:
-                out["x-kubernetes-preserve-unknown-fields"] = True
-            elif value is not False:
-                out[key] = _structural(value)
-        elif key == "exclusiveMinimum":
-            out["minimum"], out["exclusiveMinimum"] = value, True
-        elif key == "exclusiveMaximum":
-            out["maximum"], out["exclusiveMaximum"] = value, True
-        elif key == "const":
-            out["enum"] = [value]
-        else:
-            out[key] = value
+        out.update(_keyword(key, value))
+    return _typed(out)
+
+
+def _collapse(node: dict[str, Any]) -> Any:
+    """``X | None`` is X (absent means null); any other union is free-form JSON."""
+    options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+    if len(options) == 1:
+        merged = {**options[0], **node}
+        if "description" in node:
+            merged["description"] = node["description"]
+        return _structural(merged)
+    return _structural({**node, "x-kubernetes-preserve-unknown-fields": True})
+
+
+def _keyword(key: str, value: Any) -> dict[str, Any]:  # noqa: PLR0911 - one return per keyword
+    """One JSON Schema keyword as the structural dialect says it."""
+    if key == "properties":
+        return {key: {k: _structural(v) for k, v in value.items()}}
+    if key == "items":
+        return {key: _structural(value)}
+    if key == "additionalProperties":
+        if value is True or value == {}:
+            return {"x-kubernetes-preserve-unknown-fields": True}
+        return {key: _structural(value)} if value is not False else {}
+    if key == "exclusiveMinimum":
+        return {"minimum": value, "exclusiveMinimum": True}
+    if key == "exclusiveMaximum":
+        return {"maximum": value, "exclusiveMaximum": True}
+    if key == "const":
+        return {"enum": [value]}
+    return {key: value}
+
+
+def _typed(out: dict[str, Any]) -> dict[str, Any]:
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if "type" not in out and "x-kubernetes-preserve-unknown-fields" not in out:

@@ -314,6 +314,24 @@ class _Checker:
     def security_context(self, sc: dict[str, Any], path: str, *, pod: bool) -> None:
         if self.privileged:
             return
+        self.host_and_privilege(sc, path, pod=pod)
+        self.confinement(sc, path)
+        if not self.restricted:
+            self.capabilities(sc, path, BASELINE_CAPABILITIES, pod=pod)
+            return
+        if sc.get("runAsNonRoot") is False:
+            self.beyond(f"{path}.runAsNonRoot", "runAsNonRoot: false", "baseline")
+        if sc.get("runAsUser") == 0:
+            self.beyond(f"{path}.runAsUser", "running as root, runAsUser: 0", "baseline")
+        if not pod and sc.get("allowPrivilegeEscalation") is True:
+            self.beyond(
+                f"{path}.allowPrivilegeEscalation", "allowPrivilegeEscalation: true", "baseline"
+            )
+        self.capabilities(sc, path, RESTRICTED_CAPABILITIES, pod=pod)
+
+    def host_and_privilege(self, sc: dict[str, Any], path: str, *, pod: bool) -> None:
+        """Baseline: no Windows host process, privileged container, unmasked /proc, or
+        unsafe sysctl."""
         windows = self.mapping(sc.get("windowsOptions"), f"{path}.windowsOptions") or {}
         if windows.get("hostProcess"):
             self.beyond(f"{path}.windowsOptions.hostProcess", "a Windows host process")
@@ -321,6 +339,13 @@ class _Checker:
             self.beyond(f"{path}.privileged", "a privileged container")
         if not pod and sc.get("procMount") not in (None, "Default"):
             self.beyond(f"{path}.procMount", f"procMount {sc.get('procMount')!r}")
+        for i, sysctl in enumerate(sc.get("sysctls") or [] if pod else []):
+            name = sysctl.get("name") if isinstance(sysctl, dict) else None
+            if name not in SAFE_SYSCTLS:
+                self.beyond(f"{path}.sysctls[{i}]", f"sysctl {name!r}")
+
+    def confinement(self, sc: dict[str, Any], path: str) -> None:
+        """Seccomp, AppArmor and SELinux stay confined (restricted: seccomp must be set)."""
         seccomp = self.mapping(sc.get("seccompProfile"), f"{path}.seccompProfile") or {}
         kind = seccomp.get("type")
         if kind == "Unconfined":
@@ -337,22 +362,6 @@ class _Checker:
         for key in ("user", "role"):
             if selinux.get(key):
                 self.beyond(f"{path}.seLinuxOptions.{key}", f"a custom SELinux {key}")
-        for i, sysctl in enumerate(sc.get("sysctls") or [] if pod else []):
-            name = sysctl.get("name") if isinstance(sysctl, dict) else None
-            if name not in SAFE_SYSCTLS:
-                self.beyond(f"{path}.sysctls[{i}]", f"sysctl {name!r}")
-        if not self.restricted:
-            self.capabilities(sc, path, BASELINE_CAPABILITIES, pod=pod)
-            return
-        if sc.get("runAsNonRoot") is False:
-            self.beyond(f"{path}.runAsNonRoot", "runAsNonRoot: false", "baseline")
-        if sc.get("runAsUser") == 0:
-            self.beyond(f"{path}.runAsUser", "running as root, runAsUser: 0", "baseline")
-        if not pod and sc.get("allowPrivilegeEscalation") is True:
-            self.beyond(
-                f"{path}.allowPrivilegeEscalation", "allowPrivilegeEscalation: true", "baseline"
-            )
-        self.capabilities(sc, path, RESTRICTED_CAPABILITIES, pod=pod)
 
     def capabilities(
         self, sc: dict[str, Any], path: str, allowed: frozenset[str], *, pod: bool
@@ -383,23 +392,25 @@ class _Checker:
             if not isinstance(volume, dict):
                 self.refuse(where, "must be a mapping")
                 continue
-            sources = [k for k in volume if k != "name"]
-            for source in sources:
-                if self.privileged:
-                    continue
+            for source in (k for k in volume if k != "name" and not self.privileged):
                 if source == "hostPath":
                     self.beyond(f"{where}.hostPath", "a hostPath volume")
                 elif self.restricted and source not in RESTRICTED_VOLUMES:
                     self.beyond(f"{where}.{source}", f"a {source} volume", "baseline")
-            projected = volume.get("projected")
-            if isinstance(projected, dict) and spec.get("serviceAccountName") is None:
-                for j, src in enumerate(projected.get("sources") or []):
-                    if isinstance(src, dict) and "serviceAccountToken" in src:
-                        self.refuse(
-                            f"{where}.projected.sources[{j}].serviceAccountToken",
-                            "a service account token is mounted only for a serviceAccountName "
-                            "the operator allows",
-                        )
+            if spec.get("serviceAccountName") is None:
+                self.no_token(volume.get("projected"), where)
+
+    def no_token(self, projected: Any, where: str) -> None:
+        """Without an allowed service account, no token reaches the Pod, projected either."""
+        if not isinstance(projected, dict):
+            return
+        for j, src in enumerate(projected.get("sources") or []):
+            if isinstance(src, dict) and "serviceAccountToken" in src:
+                self.refuse(
+                    f"{where}.projected.sources[{j}].serviceAccountToken",
+                    "a service account token is mounted only for a serviceAccountName "
+                    "the operator allows",
+                )
 
     def container(self, c: dict[str, Any], path: str) -> None:
         self.fields(c, path, CONTAINER_FIELDS, OWNED_CONTAINER)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
 import sys
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import structlog
+import typer
 
-if TYPE_CHECKING:
-    from braid.api.podtemplate import PodPolicy
-    from braid.webhook import WebhookPolicy
+from braid.api.podtemplate import PodPolicy
+from braid.kube.selectors import parse_selector
+from braid.webhook import WebhookPolicy
 
 
 class LogFormat(StrEnum):
@@ -107,3 +109,104 @@ def run_operator(
             ),
         )
     )
+
+
+def operator(
+    namespace: list[str] = typer.Option(
+        [], "--namespace", "-n", help="Watch only these namespaces (repeatable); default all."
+    ),
+    log_format: LogFormat = typer.Option(
+        LogFormat.AUTO, "--log-format", help="auto (JSON unless on a terminal), json or console."
+    ),
+    health_port: int | None = typer.Option(
+        None, help="Serve /healthz (liveness and readiness) on this port; off by default."
+    ),
+    health_address: str = typer.Option(
+        "127.0.0.1", help="Address for /healthz; 0.0.0.0 in a pod, so the kubelet reaches it."
+    ),
+    peering: str = typer.Option(
+        "",
+        help="kopf peering name for a hot standby: of the operators sharing it, only the one "
+        "with the highest priority works. Empty: standalone, no peering objects used.",
+    ),
+    priority: str = typer.Option(
+        "0",
+        help="Peering priority: an integer, or 'auto' for a stable one derived from the pod "
+        "name ($POD_NAME, else the host name), distinct per replica.",
+    ),
+    metrics_port: int | None = typer.Option(
+        8080, help="Serve Prometheus /metrics on this port; 0 turns it off."
+    ),
+    webhook_allow: list[str] = typer.Option(
+        [],
+        "--webhook-allow",
+        help="Networks, addresses or host names webhook steps may call (repeatable); when "
+        "given, nothing else is reachable, and they win over --webhook-deny.",
+    ),
+    webhook_deny: list[str] = typer.Option(
+        [],
+        "--webhook-deny",
+        help="Networks webhook steps may not call (repeatable); replaces the default, which is "
+        "everything but the public internet (loopback, link-local and cloud metadata, RFC 1918, "
+        "CGNAT, ULA, multicast, reserved); 'none' for no deny list.",
+    ),
+    selector: str = typer.Option(
+        "",
+        "--selector",
+        help="Shard: only runs whose labels match this selector (k=v, k!=v, k, !k; "
+        "comma-separated), watched with a server-side label selector.",
+    ),
+    pod_security: str = typer.Option(
+        "restricted",
+        "--pod-security",
+        help="The Pod Security Standard step Pods must meet, whatever their podTemplate asks: "
+        "restricted (default), baseline, or privileged (host namespaces, hostPath, privileged "
+        "containers, init containers: whoever may create runs may then run anything).",
+    ),
+    pod_service_account: list[str] = typer.Option(
+        [],
+        "--pod-service-account",
+        help="A service account step Pods may run as (podTemplate.spec.serviceAccountName): "
+        "NAMESPACE/NAME, or */NAME in every namespace (repeatable). Default: none.",
+    ),
+    approval_policy: str = typer.Option(
+        "",
+        "--approval-policy",
+        help="Name of the ValidatingAdmissionPolicy (and its binding) that checks approval "
+        "annotations (the chart's braid-approvals). Checked at start: only when it is "
+        "enforced are approver names trusted and approvals through groups counted.",
+    ),
+    metrics_address: str = typer.Option("0.0.0.0", help="Address to serve metrics on."),  # noqa: S104
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster credentials)."""
+    configure_logging(log_format, verbose)
+    try:
+        rank = resolve_priority(priority, os.environ.get("POD_NAME") or socket.gethostname())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--priority") from None
+    deny = None if not webhook_deny else [d for d in webhook_deny if d != "none"]
+    own_ports = [p for p in (metrics_port, health_port) if p]
+    try:
+        policy = WebhookPolicy.parse(webhook_allow, deny, own_ports)
+        parse_selector(selector)
+        pods = PodPolicy.parse(pod_security, pod_service_account)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run_operator(
+        namespace,
+        health_port,
+        health_address,
+        metrics_port or None,
+        metrics_address,
+        peering=peering or None,
+        priority=rank,
+        webhook_policy=policy,
+        selector=selector or None,
+        pod_policy=pods,
+        approval_policy=approval_policy or None,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(operator)

@@ -7,8 +7,6 @@ apply unchanged, and what it writes is exactly what plain `kubectl annotate` wou
 from __future__ import annotations
 
 import json
-import subprocess
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,48 +15,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-APPROVE = "approve.braid.dev/"
-REJECT = "reject.braid.dev/"
+from braid.api.common import ObjectMeta
+from braid.api.reasons import APPROVE_PREFIX as APPROVE
+from braid.api.reasons import REJECT_PREFIX as REJECT
+from braid.api.reasons import REQUESTED_BY
+from braid.api.run import RetryOf, WorkflowRun, WorkflowRunSpec
+from braid.api.workflow import WorkflowSpec
+from braid.cli.kubectl import Kubectl, KubectlError
+from braid.kube.pods import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-
-class KubectlError(Exception):
-    pass
-
-
-@dataclass
-class Kubectl:
-    namespace: str | None = None
-    context: str | None = None
-    as_user: str | None = None
-    as_groups: list[str] = field(default_factory=list)
-
-    def _base(self) -> list[str]:
-        args = ["kubectl"]
-        if self.context:
-            args += ["--context", self.context]
-        if self.namespace:
-            args += ["-n", self.namespace]
-        if self.as_user:
-            args += [f"--as={self.as_user}"]
-        args += [f"--as-group={g}" for g in self.as_groups]
-        return args
-
-    def __call__(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(
-            [*self._base(), *args], input=stdin, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise KubectlError(result.stderr.strip() or f"kubectl {' '.join(args)} failed")
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self("-o", "json", *args))
-
-    def whoami(self) -> str:
-        return self("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").strip()
 
 
 def approval_value(existing: str, user: str, digest: str) -> str:
@@ -150,196 +117,191 @@ def status_tree(run: dict[str, Any]) -> Tree:
     return tree
 
 
-def register(app: typer.Typer) -> None:
-    """Add the plugin commands to the `braid` app."""
+def kubectl_for(
+    namespace: str | None, context: str | None, as_user: str | None, as_group: list[str]
+) -> Kubectl:
+    return Kubectl(namespace, context, as_user, list(as_group))
 
-    def kubectl_for(
-        namespace: str | None, context: str | None, as_user: str | None, as_group: list[str]
-    ) -> Kubectl:
-        return Kubectl(namespace, context, as_user, list(as_group))
 
-    ns_opt = typer.Option(None, "--namespace", "-n", help="Namespace of the run.")
-    ctx_opt = typer.Option(None, "--context", help="kubeconfig context.")
-    as_opt = typer.Option(None, "--as", help="Impersonate this user.")
-    group_opt = typer.Option([], "--as-group", help="Impersonate this group (repeatable).")
+ns_opt = typer.Option(None, "--namespace", "-n", help="Namespace of the run.")
+ctx_opt = typer.Option(None, "--context", help="kubeconfig context.")
+as_opt = typer.Option(None, "--as", help="Impersonate this user.")
+group_opt = typer.Option([], "--as-group", help="Impersonate this group (repeatable).")
 
-    def fail(exc: Exception) -> typer.Exit:
-        err.print(f"[red]error[/]: {exc}", markup=True, soft_wrap=True)
-        return typer.Exit(1)
 
-    @app.command()
-    def approve(
-        run: str,
-        step: str,
-        namespace: str | None = ns_opt,
-        context: str | None = ctx_opt,
-        as_user: str | None = as_opt,
-        as_group: list[str] = group_opt,
-    ) -> None:
-        """Approve STEP of RUN, for exactly the inputs it is waiting on."""
-        k = kubectl_for(namespace, context, as_user, as_group)
-        try:
-            obj = k.json("get", "workflowrun", run)
-            gate = pending_gate(obj, step)
-            user = k.whoami()
-            existing = (obj["metadata"].get("annotations") or {}).get(APPROVE + step, "")
-            value = approval_value(existing, user, gate["digest"])
-            k(
-                "annotate",
-                "--overwrite",
-                f"--resource-version={obj['metadata']['resourceVersion']}",
-                "workflowrun",
-                run,
-                f"{APPROVE}{step}={value}",
-            )
-        except KubectlError as exc:
-            raise fail(exc) from None
-        out.print(f"approved {step} of {run} as {user} (inputs {gate['digest']})")
+def fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error[/]: {exc}", markup=True, soft_wrap=True)
+    return typer.Exit(1)
 
-    @app.command()
-    def reject(
-        run: str,
-        step: str,
-        reason: str = typer.Option(..., "--reason", help="Why."),
-        namespace: str | None = ns_opt,
-        context: str | None = ctx_opt,
-        as_user: str | None = as_opt,
-        as_group: list[str] = group_opt,
-    ) -> None:
-        """Reject STEP of RUN with a reason; the step fails and compensation runs."""
-        k = kubectl_for(namespace, context, as_user, as_group)
-        try:
-            pending_gate(k.json("get", "workflowrun", run), step)
-            user = k.whoami()
-            k("annotate", "workflowrun", run, f"{REJECT}{step}={user}: {reason}")
-        except KubectlError as exc:
-            raise fail(exc) from None
-        out.print(f"rejected {step} of {run} as {user}: {reason}")
 
-    @app.command()
-    def status(
-        run: str,
-        namespace: str | None = ns_opt,
-        context: str | None = ctx_opt,
-        output: str = typer.Option("tree", "--output", "-o", help="tree or json"),
-    ) -> None:
-        """A tree of the run's steps: phases, attempts, durations, who approved."""
-        try:
-            obj = Kubectl(namespace, context).json("get", "workflowrun", run)
-        except KubectlError as exc:
-            raise fail(exc) from None
-        if output == "json":
-            print(json.dumps(obj.get("status") or {}, indent=2))
-        else:
-            out.print(status_tree(obj))
-
-    @app.command("list")
-    def list_runs(
-        namespace: str | None = ns_opt,
-        context: str | None = ctx_opt,
-        all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
-    ) -> None:
-        """Runs with their workflow, outcome, progress and age."""
-        try:
-            args = ["get", "workflowruns"] + (["--all-namespaces"] if all_namespaces else [])
-            items = Kubectl(namespace, context).json(*args).get("items", [])
-        except KubectlError as exc:
-            raise fail(exc) from None
-        now = datetime.now(UTC)
-        table = Table(box=None)
-        for col in ("NAMESPACE", "NAME", "WORKFLOW", "SUCCEEDED", "REASON", "PROGRESS", "AGE"):
-            table.add_column(col)
-        for item in items:
-            st = item.get("status") or {}
-            cond: dict[str, Any] = next(
-                (c for c in st.get("conditions", []) if c["type"] == "Succeeded"), {}
-            )
-            ref = (item["spec"].get("workflowRef") or {}).get("name", "(inline)")
-            table.add_row(
-                item["metadata"]["namespace"],
-                item["metadata"]["name"],
-                ref,
-                cond.get("status", ""),
-                cond.get("reason", ""),
-                st.get("progress", ""),
-                _age(item["metadata"].get("creationTimestamp"), now),
-            )
-        out.print(table)
-
-    @app.command()
-    def logs(
-        run: str,
-        step: str,
-        namespace: str | None = ns_opt,
-        context: str | None = ctx_opt,
-        attempt: int | None = typer.Option(None, help="Attempt number; default the latest."),
-    ) -> None:
-        """Logs of the latest (or a given) attempt of STEP."""
-        k = Kubectl(namespace, context)
-        try:
-            pods = k.json("get", "pods", "-l", f"braid.dev/run={run},braid.dev/step={step}")[
-                "items"
-            ]
-            if attempt is not None:
-                pods = [
-                    p
-                    for p in pods
-                    if p["metadata"]["labels"].get("braid.dev/attempt") == str(attempt)
-                ]
-            if not pods:
-                raise KubectlError(f"no pods for step {step!r} of run {run!r}")
-            latest = max(
-                pods, key=lambda p: int(p["metadata"]["labels"].get("braid.dev/attempt", "0"))
-            )
-            print(k("logs", latest["metadata"]["name"], "-c", "step"), end="")
-        except KubectlError as exc:
-            raise fail(exc) from None
-
-    @app.command()
-    def cancel(run: str, namespace: str | None = ns_opt, context: str | None = ctx_opt) -> None:
-        """Cancel RUN: running steps stop, compensation and finally steps run."""
-        try:
-            Kubectl(namespace, context)(
-                "patch", "workflowrun", run, "--type=merge", "-p", '{"spec": {"cancelled": true}}'
-            )
-        except KubectlError as exc:
-            raise fail(exc) from None
-        out.print(f"cancelling {run}")
-
-    @app.command()
-    def retry(
-        run: str,
-        from_step: str | None = typer.Option(None, "--from", help="Re-run from this step."),
-        namespace: str | None = ns_opt,
-        context: str | None = ctx_opt,
-    ) -> None:
-        """Start a new run of RUN's workflow snapshot and params, reusing what succeeded."""
-        k = Kubectl(namespace, context)
-        try:
-            old = k.json("get", "workflowrun", run)
-            status = old.get("status") or {}
-            if not status.get("workflowSpec"):
-                raise KubectlError(f"run {run!r} has not started; nothing to retry")
-            spec: dict[str, Any] = {"workflow": status["workflowSpec"], "retryOf": {"name": run}}
-            if status.get("params"):
-                spec["params"] = status["params"]
-            if from_step:
-                spec["retryOf"]["fromStep"] = from_step
-            manifest = {
-                "apiVersion": "braid.dev/v1alpha1",
-                "kind": "WorkflowRun",
-                "metadata": {
-                    "generateName": f"{run[:50]}-retry-",
-                    # Who asks: the approval policy checks it is you, and the retry reuses only
-                    # approvals you gave yourself.
-                    "annotations": {"braid.dev/requested-by": k.whoami()},
-                },
-                "spec": spec,
-            }
-            created = k("create", "-o", "name", "-f", "-", stdin=json.dumps(manifest)).strip()
-        except KubectlError as exc:
-            raise fail(exc) from None
-        out.print(
-            f"{created.rsplit('/', 1)[-1]} retries {run}"
-            + (f" from {from_step}" if from_step else "")
+def approve(
+    run: str,
+    step: str,
+    namespace: str | None = ns_opt,
+    context: str | None = ctx_opt,
+    as_user: str | None = as_opt,
+    as_group: list[str] = group_opt,
+) -> None:
+    """Approve STEP of RUN, for exactly the inputs it is waiting on."""
+    k = kubectl_for(namespace, context, as_user, as_group)
+    try:
+        obj = k.json("get", "workflowrun", run)
+        gate = pending_gate(obj, step)
+        user = k.whoami()
+        existing = (obj["metadata"].get("annotations") or {}).get(APPROVE + step, "")
+        value = approval_value(existing, user, gate["digest"])
+        k(
+            "annotate",
+            "--overwrite",
+            f"--resource-version={obj['metadata']['resourceVersion']}",
+            "workflowrun",
+            run,
+            f"{APPROVE}{step}={value}",
         )
+    except KubectlError as exc:
+        raise fail(exc) from None
+    out.print(f"approved {step} of {run} as {user} (inputs {gate['digest']})")
+
+
+def reject(
+    run: str,
+    step: str,
+    reason: str = typer.Option(..., "--reason", help="Why."),
+    namespace: str | None = ns_opt,
+    context: str | None = ctx_opt,
+    as_user: str | None = as_opt,
+    as_group: list[str] = group_opt,
+) -> None:
+    """Reject STEP of RUN with a reason; the step fails and compensation runs."""
+    k = kubectl_for(namespace, context, as_user, as_group)
+    try:
+        pending_gate(k.json("get", "workflowrun", run), step)
+        user = k.whoami()
+        k("annotate", "workflowrun", run, f"{REJECT}{step}={user}: {reason}")
+    except KubectlError as exc:
+        raise fail(exc) from None
+    out.print(f"rejected {step} of {run} as {user}: {reason}")
+
+
+def status(
+    run: str,
+    namespace: str | None = ns_opt,
+    context: str | None = ctx_opt,
+    output: str = typer.Option("tree", "--output", "-o", help="tree or json"),
+) -> None:
+    """A tree of the run's steps: phases, attempts, durations, who approved."""
+    try:
+        obj = Kubectl(namespace, context).json("get", "workflowrun", run)
+    except KubectlError as exc:
+        raise fail(exc) from None
+    if output == "json":
+        print(json.dumps(obj.get("status") or {}, indent=2))
+    else:
+        out.print(status_tree(obj))
+
+
+def list_runs(
+    namespace: str | None = ns_opt,
+    context: str | None = ctx_opt,
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
+) -> None:
+    """Runs with their workflow, outcome, progress and age."""
+    try:
+        args = ["get", "workflowruns"] + (["--all-namespaces"] if all_namespaces else [])
+        items = Kubectl(namespace, context).json(*args).get("items", [])
+    except KubectlError as exc:
+        raise fail(exc) from None
+    now = datetime.now(UTC)
+    table = Table(box=None)
+    for col in ("NAMESPACE", "NAME", "WORKFLOW", "SUCCEEDED", "REASON", "PROGRESS", "AGE"):
+        table.add_column(col)
+    for item in items:
+        st = item.get("status") or {}
+        cond: dict[str, Any] = next(
+            (c for c in st.get("conditions", []) if c["type"] == "Succeeded"), {}
+        )
+        ref = (item["spec"].get("workflowRef") or {}).get("name", "(inline)")
+        table.add_row(
+            item["metadata"]["namespace"],
+            item["metadata"]["name"],
+            ref,
+            cond.get("status", ""),
+            cond.get("reason", ""),
+            st.get("progress", ""),
+            _age(item["metadata"].get("creationTimestamp"), now),
+        )
+    out.print(table)
+
+
+def logs(
+    run: str,
+    step: str,
+    namespace: str | None = ns_opt,
+    context: str | None = ctx_opt,
+    attempt: int | None = typer.Option(None, help="Attempt number; default the latest."),
+) -> None:
+    """Logs of the latest (or a given) attempt of STEP."""
+    k = Kubectl(namespace, context)
+    try:
+        pods = k.json("get", "pods", "-l", f"{LABEL_RUN}={run},{LABEL_STEP}={step}")["items"]
+        if attempt is not None:
+            pods = [p for p in pods if p["metadata"]["labels"].get(LABEL_ATTEMPT) == str(attempt)]
+        if not pods:
+            raise KubectlError(f"no pods for step {step!r} of run {run!r}")
+        latest = max(pods, key=lambda p: int(p["metadata"]["labels"].get(LABEL_ATTEMPT, "0")))
+        print(k("logs", latest["metadata"]["name"], "-c", "step"), end="")
+    except KubectlError as exc:
+        raise fail(exc) from None
+
+
+def cancel(run: str, namespace: str | None = ns_opt, context: str | None = ctx_opt) -> None:
+    """Cancel RUN: running steps stop, compensation and finally steps run."""
+    try:
+        Kubectl(namespace, context)(
+            "patch", "workflowrun", run, "--type=merge", "-p", '{"spec": {"cancelled": true}}'
+        )
+    except KubectlError as exc:
+        raise fail(exc) from None
+    out.print(f"cancelling {run}")
+
+
+def retry(
+    run: str,
+    from_step: str | None = typer.Option(None, "--from", help="Re-run from this step."),
+    namespace: str | None = ns_opt,
+    context: str | None = ctx_opt,
+) -> None:
+    """Start a new run of RUN's workflow snapshot and params, reusing what succeeded."""
+    k = Kubectl(namespace, context)
+    try:
+        old = k.json("get", "workflowrun", run)
+        status = old.get("status") or {}
+        if not status.get("workflowSpec"):
+            raise KubectlError(f"run {run!r} has not started; nothing to retry")
+        manifest = WorkflowRun(
+            metadata=ObjectMeta(
+                generateName=f"{run[:50]}-retry-",
+                # Who asks: the approval policy checks it is you, and the retry reuses only
+                # approvals you gave yourself.
+                annotations={REQUESTED_BY: k.whoami()},
+            ),
+            spec=WorkflowRunSpec(
+                workflow=WorkflowSpec.model_validate(status["workflowSpec"]),
+                params=status.get("params") or None,
+                retry_of=RetryOf(name=run, from_step=from_step),
+            ),
+        )
+        created = k("create", "-o", "name", "-f", "-", stdin=json.dumps(manifest.wire()))
+        created = created.strip()
+    except KubectlError as exc:
+        raise fail(exc) from None
+    out.print(
+        f"{created.rsplit('/', 1)[-1]} retries {run}" + (f" from {from_step}" if from_step else "")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the plugin commands to the `braid` app (also `kubectl braid`)."""
+    for command in (approve, reject, status, logs, cancel, retry):
+        app.command()(command)
+    app.command("list")(list_runs)

@@ -11,22 +11,23 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from braid.api.reasons import EventReason
 from braid.api.run import StepPhase, StepStatus, TaskStatus, WorkflowRunStatus
 from braid.engine import RecordEvent, StartAttempt
 
-_ICONS = {
-    "StepSucceeded": "[green]✓[/]",
-    "StepFailed": "[red]✗[/]",
-    "StepRetrying": "[yellow]↻[/]",
-    "StepSkipped": "[dim]-[/]",
-    "ApprovalRequested": "[yellow]?[/]",
-    "Approved": "[green]✓[/]",
-    "ApprovalRejected": "[red]✗[/]",
-    "ApprovalRefused": "[red]![/]",
-    "RunSucceeded": "[bold green]✓[/]",
-    "RunFailed": "[bold red]✗[/]",
-    "RunCancelled": "[bold red]✗[/]",
-    "SLABreached": "[red]⏰[/]",
+_ICONS: dict[str, str] = {
+    EventReason.STEP_SUCCEEDED: "[green]✓[/]",
+    EventReason.STEP_FAILED: "[red]✗[/]",
+    EventReason.STEP_RETRYING: "[yellow]↻[/]",
+    EventReason.STEP_SKIPPED: "[dim]-[/]",
+    EventReason.APPROVAL_REQUESTED: "[yellow]?[/]",
+    EventReason.APPROVED: "[green]✓[/]",
+    EventReason.APPROVAL_REJECTED: "[red]✗[/]",
+    EventReason.APPROVAL_REFUSED: "[red]![/]",
+    EventReason.RUN_SUCCEEDED: "[bold green]✓[/]",
+    EventReason.RUN_FAILED: "[bold red]✗[/]",
+    EventReason.RUN_CANCELLED: "[bold red]✗[/]",
+    EventReason.SLA_BREACHED: "[red]⏰[/]",
 }
 _PHASE_STYLE = {
     StepPhase.SUCCEEDED: "green",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,82 +10,20 @@ import structlog
 from prometheus_client import start_http_server
 
 from braid.api.common import GROUP, VERSION
+from braid.api.podtemplate import PodPolicy
+from braid.api.reasons import DOMAIN
 from braid.controller.pools import pod_keys
-from braid.controller.reconcile import PodView, Reconciler
+from braid.controller.reconcile import Reconciler
+from braid.controller.runtime import Runtime
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
+from braid.webhook import WebhookPolicy
 
 log = structlog.get_logger("braid.controller")
 
 RUNS = (GROUP, VERSION, "workflowruns")
-
-
-class Runtime:
-    """Per-operator state: the reconciler, one lock and one wake-up timer per run."""
-
-    def __init__(self, reconciler: Reconciler, pods: Any, by_name: Any = None) -> None:
-        self.reconciler = reconciler
-        self.pods = pods  # the kopf index of pods by (namespace, run)
-        self.by_name = by_name  # the kopf index of pods by (namespace, name)
-        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
-        # Pods deleted before they finished, per run, until a reconcile has seen them.
-        self.lost: dict[tuple[str, str], set[str]] = {}
-        self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        reconciler.on_wake = self.wake
-
-    async def trigger(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        lock = self.locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            pods = self.pod_view(key)
-            lost = self.lost.pop(key, set())
-            metrics = self.reconciler.metrics
-            began = time.perf_counter()
-            try:
-                await self.reconciler.reconcile(namespace, name, pods, lost)
-            except Exception:
-                self.lost.setdefault(key, set()).update(lost)
-                if metrics is not None:
-                    metrics.reconcile_errors.inc()
-                log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
-                self.wake(namespace, name, 5.0)
-            finally:
-                if metrics is not None:
-                    metrics.reconcile_duration.observe(time.perf_counter() - began)
-
-    def pod_view(self, key: tuple[str, str]) -> PodView:
-        if self.pods is None or self.by_name is None:
-            return PodView()
-        namespace = key[0]
-        by_run, by_name = self.pods, self.by_name
-
-        def lookup(pod: str) -> dict[str, Any] | None:
-            found = by_name.get((namespace, pod))
-            return next(iter(found), None) if found else None
-
-        return PodView(lookup=lookup, every=lambda: list(by_run.get(key, [])))
-
-    def wake(self, namespace: str, name: str, delay: float) -> None:
-        key = (namespace, name)
-        if (old := self.timers.pop(key, None)) is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self.timers[key] = loop.call_later(
-            delay, lambda: loop.create_task(self.trigger(namespace, name))
-        )
-
-    def forget(self, namespace: str, name: str) -> None:
-        self.reconciler.written.pop((namespace, name), None)
-        for other in self.reconciler.pools.forget((namespace, name)):
-            self.wake(*other, 0.0)
-        if self.reconciler.metrics is not None:
-            self.reconciler.metrics.forget(namespace, name)
-        if (timer := self.timers.pop((namespace, name), None)) is not None:
-            timer.cancel()
-        self.locks.pop((namespace, name), None)
-        self.lost.pop((namespace, name), None)
 
 
 _runtime: Runtime | None = None
@@ -96,11 +32,11 @@ _runtime: Runtime | None = None
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Own every key kopf persists: nothing under kopf.zalando.org.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="braid.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=DOMAIN)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="braid.dev", key="last-handled-configuration"
+        prefix=DOMAIN, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = "braid.dev/finalizer"
+    settings.persistence.finalizer = f"{DOMAIN}/finalizer"
     settings.posting.level = 100  # kopf's own k8s events: never; Braid records its own
     settings.watching.server_timeout = 300
     # kopf waits this long for more events on one object before handling them; the default
@@ -196,15 +132,19 @@ def pods_by_name(
 def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
     global _runtime  # noqa: PLW0603 - one runtime per operator process
     if _runtime is None:
-        reconciler = Reconciler(memo["cluster"], metrics=memo.get("metrics"))
-        if memo.get("webhook_policy") is not None:
-            reconciler.webhook_policy = memo["webhook_policy"]
-        if memo.get("pod_policy") is not None:
-            reconciler.pods = memo["pod_policy"]
-        reconciler.approvals_verified = bool(memo.get("approvals_verified"))
-        reconciler.shard = parse_selector(memo.get("selector") or "")
-        reconciler.shard_keys = selector_keys(memo.get("selector") or "")
-        reconciler.pool_pods = lambda: pod_keys(pods) if pods is not None else []
+        settings: dict[str, Any] = {
+            k: memo[k] for k in ("webhook_policy", "pod_policy") if memo.get(k) is not None
+        }
+        reconciler = Reconciler(
+            memo["cluster"],
+            metrics=memo.get("metrics"),
+            webhook_policy=settings.get("webhook_policy", WebhookPolicy()),
+            pods=settings.get("pod_policy", PodPolicy()),
+            approvals_verified=bool(memo.get("approvals_verified")),
+            shard=parse_selector(memo.get("selector") or ""),
+            shard_keys=selector_keys(memo.get("selector") or ""),
+            pool_pods=lambda: pod_keys(pods) if pods is not None else [],
+        )
         if reconciler.metrics is not None:
             reconciler.metrics.watch_shared(reconciler.pools.in_use, reconciler.breakers)
         _runtime = Runtime(reconciler, pods, by_name)
@@ -225,7 +165,7 @@ async def run_changed(
     if namespace is None:
         return
     if type == "DELETED":
-        runtime.forget(namespace, name)
+        runtime.forget((namespace, name))
         return
     if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):
         return  # the echo of our own status write
@@ -248,7 +188,7 @@ async def pod_changed(
     if type == "DELETED" and not finished:
         # Deleted under a running step: the step is told its pod was lost.
         runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
-        runtime.lost.setdefault((namespace, labels[LABEL_RUN]), set()).add(kwargs["name"])
+        runtime.lost((namespace, labels[LABEL_RUN]), kwargs["name"])
         log.info(
             "Observed a pod deleted before it finished", run=labels[LABEL_RUN], pod=kwargs["name"]
         )

@@ -126,7 +126,7 @@ class GateVerdict:
 IGNORE = GateVerdict()
 
 
-def judge(
+def judge(  # noqa: PLR0911 - a decision table: one return per outcome
     spec: ApprovalSpec,
     records: Sequence[ApprovalRecord],
     decision: ApprovalDecision,

@@ -41,7 +41,7 @@ def depth_failure(value: Any, where: str = "outputs") -> ParsedOutputs | None:
     )
 
 
-def parse_outputs(raw: str | bytes | None) -> ParsedOutputs:
+def parse_outputs(raw: str | bytes | None) -> ParsedOutputs:  # noqa: PLR0911 - one return per outcome
     if raw is None:
         return ParsedOutputs({})
     data = raw.encode() if isinstance(raw, str) else raw

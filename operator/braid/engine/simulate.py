@@ -16,6 +16,7 @@ from typing import Any
 from braid.api.run import WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.engine.actions import (
+    Action,
     ApprovalDecision,
     AttemptResult,
     CancelAttempt,
@@ -74,77 +75,88 @@ def simulate(
     state = RunState.load(
         run_name, spec, WorkflowRunStatus(), resolve_params(spec, params), uid=f"uid-{run_name}"
     )
-    result = SimulationResult(state.status)
-    now = start
-    pending: list[tuple[datetime, int, str, AttemptResult]] = []  # completions by time
-    seq = 0
-    running: set[str] = set()
-    inbox: list[tuple[datetime, ApprovalDecision]] = sorted(
+    sim = _Simulation(state, script, SimulationResult(state.status), start, breakers, elsewhere)
+    sim.inbox = sorted(
         ((start + timedelta(seconds=t), d) for t, d in decisions or []), key=lambda x: x[0]
     )
-    cancel_time = start + timedelta(seconds=cancel_at) if cancel_at is not None else None
-
-    def observations() -> Observations:
-        return Observations(breakers=breakers, elsewhere=dict(elsewhere or {}))
-
-    obs = observations()
+    sim.cancel_time = start + timedelta(seconds=cancel_at) if cancel_at is not None else None
+    obs = sim.observations()
     for _ in range(max_decisions):
-        decision = state.decide(obs, now)
-        result.decisions += 1
+        decision = state.decide(obs, sim.now)
+        sim.result.decisions += 1
         for action in decision.actions:
-            if isinstance(action, StartAttempt):
-                if action.name in result.start_times:
-                    raise AssertionError(f"attempt {action.name} started twice")
-                result.started.append(action)
-                result.start_times[action.name] = now
-                running.add(action.name)
-                outcome = script(action)
-                done = now + timedelta(seconds=outcome.seconds)
-                seq += 1
-                heapq.heappush(
-                    pending,
-                    (
-                        done,
-                        seq,
-                        action.name,
-                        AttemptResult(
-                            action.name,
-                            exit_code=outcome.exit_code,
-                            output=outcome.output,
-                            error=outcome.error,
-                        ),
-                    ),
-                )
-            elif isinstance(action, CancelAttempt):
-                result.cancelled.append(action.name)
-                running.discard(action.name)
-            elif isinstance(action, RecordEvent):
-                result.events.append(action)
-        result.max_running = max(result.max_running, len(running))
+            sim.carry_out(action)
+        sim.result.max_running = max(sim.result.max_running, len(sim.running))
         if decision.finished:
-            result.end = now
-            return result
-        # Advance the clock to the next thing that happens.
-        candidates = [t for t in (decision.wake_at, cancel_time) if t is not None and t > now]
-        if decision.wake_at is not None and decision.wake_at <= now:
+            sim.result.end = sim.now
+            return sim.result
+        obs = sim.advance(decision.wake_at)
+    raise AssertionError("run did not finish within max_decisions")
+
+
+@dataclass
+class _Simulation:
+    """The virtual world around one run: attempts ending when their script says, people
+    deciding at their times, a cancel, and a clock that jumps to the next of them."""
+
+    state: RunState
+    script: Script
+    result: SimulationResult
+    now: datetime
+    breakers: BreakerBoard | None
+    elsewhere: dict[str, int] | None
+    pending: list[tuple[datetime, int, str, AttemptResult]] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)
+    inbox: list[tuple[datetime, ApprovalDecision]] = field(default_factory=list)
+    cancel_time: datetime | None = None
+    seq: int = 0
+
+    def observations(self) -> Observations:
+        return Observations(breakers=self.breakers, elsewhere=dict(self.elsewhere or {}))
+
+    def carry_out(self, action: Action) -> None:
+        if isinstance(action, StartAttempt):
+            if action.name in self.result.start_times:
+                raise AssertionError(f"attempt {action.name} started twice")
+            self.result.started.append(action)
+            self.result.start_times[action.name] = self.now
+            self.running.add(action.name)
+            outcome = self.script(action)
+            ended = AttemptResult(
+                action.name, exit_code=outcome.exit_code, output=outcome.output, error=outcome.error
+            )
+            self.seq += 1
+            done = self.now + timedelta(seconds=outcome.seconds)
+            heapq.heappush(self.pending, (done, self.seq, action.name, ended))
+        elif isinstance(action, CancelAttempt):
+            self.result.cancelled.append(action.name)
+            self.running.discard(action.name)
+        elif isinstance(action, RecordEvent):
+            self.result.events.append(action)
+
+    def advance(self, wake_at: datetime | None) -> Observations:
+        """Move the clock to the next thing that happens; what happened by then."""
+        now = self.now
+        candidates = [t for t in (wake_at, self.cancel_time) if t is not None and t > now]
+        if wake_at is not None and wake_at <= now:
             candidates.append(now)
-        while pending and pending[0][2] not in running:
-            heapq.heappop(pending)  # cancelled before it ended
-        if pending:
-            candidates.append(pending[0][0])
-        if inbox:
-            candidates.append(inbox[0][0])
+        while self.pending and self.pending[0][2] not in self.running:
+            heapq.heappop(self.pending)  # cancelled before it ended
+        if self.pending:
+            candidates.append(self.pending[0][0])
+        if self.inbox:
+            candidates.append(self.inbox[0][0])
         if not candidates:
             raise AssertionError(f"run is stuck at {now}: nothing running and nothing scheduled")
-        now = max(now, min(candidates))
-        obs = observations()
-        while pending and pending[0][0] <= now:
-            _, _, name, res = heapq.heappop(pending)
-            if name in running:
-                running.discard(name)
+        self.now = max(now, min(candidates))
+        obs = self.observations()
+        while self.pending and self.pending[0][0] <= self.now:
+            _, _, name, res = heapq.heappop(self.pending)
+            if name in self.running:
+                self.running.discard(name)
                 obs.results.append(res)
-        while inbox and inbox[0][0] <= now:
-            obs.decisions.append(inbox.pop(0)[1])
-        if cancel_time is not None and now >= cancel_time:
+        while self.inbox and self.inbox[0][0] <= self.now:
+            obs.decisions.append(self.inbox.pop(0)[1])
+        if self.cancel_time is not None and self.now >= self.cancel_time:
             obs.cancel = True
-    raise AssertionError("run did not finish within max_decisions")
+        return obs

@@ -173,7 +173,9 @@ class Verdict:
     exit_code: int | None = None
 
 
-def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict:
+def judge(  # noqa: PLR0911 - a decision table: one return per way an attempt ends
+    task: Task, result: AttemptResult, context: dict[str, Any]
+) -> Verdict:
     if result.timed_out:
         return Verdict(
             None,
@@ -202,7 +204,9 @@ def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict
     return Verdict(parsed.outputs, parsed.failure, parsed.message, result.exit_code)
 
 
-def _judge_webhook(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict:
+def _judge_webhook(  # noqa: PLR0911 - a decision table: one return per outcome
+    task: Task, result: AttemptResult, context: dict[str, Any]
+) -> Verdict:
     webhook = task.action.webhook
     assert webhook is not None
     response = result.response

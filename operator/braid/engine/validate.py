@@ -8,7 +8,7 @@ from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest
 from braid.api.podtemplate import PodPolicy, check_pod_template
 from braid.api.run import WorkflowRun
-from braid.api.workflow import ContainerSpec, StepAction, Workflow, WorkflowSpec
+from braid.api.workflow import ContainerSpec, LoopStep, Step, StepAction, Workflow, WorkflowSpec
 from braid.engine.compile import plan_for
 from braid.engine.params import check_param_schemas, resolve_params
 
@@ -42,28 +42,29 @@ def pod_template_errors(
 
 def containers_of(spec: WorkflowSpec) -> Iterator[tuple[str, ContainerSpec]]:
     """Every container a run of ``spec`` may start, with its field path."""
-
-    def action(a: StepAction | None, path: str) -> Iterator[tuple[str, ContainerSpec]]:
-        if a is not None and a.container is not None:
-            yield f"{path}.container", a.container
-
     for i, step in enumerate(spec.steps):
         path = f"spec.steps[{i}]"
-        if step.container is not None:
-            yield f"{path}.container", step.container
+        yield from _own(step, path)
         if step.fan_out is not None and step.fan_out.container is not None:
             yield f"{path}.fanOut.container", step.fan_out.container
-        yield from action(step.compensation, f"{path}.compensation")
-        if step.circuit_breaker is not None:
-            yield from action(step.circuit_breaker.fallback, f"{path}.circuitBreaker.fallback")
+        yield from _action(step.compensation, f"{path}.compensation")
         for j, body in enumerate(step.loop.steps if step.loop else []):
-            bpath = f"{path}.loop.steps[{j}]"
-            if body.container is not None:
-                yield f"{bpath}.container", body.container
-            if body.circuit_breaker is not None:
-                yield from action(body.circuit_breaker.fallback, f"{bpath}.circuitBreaker.fallback")
+            yield from _own(body, f"{path}.loop.steps[{j}]")
     for i, fin in enumerate(spec.finally_ or []):
-        yield from action(fin, f"spec.finally[{i}]")
+        yield from _action(fin, f"spec.finally[{i}]")
+
+
+def _own(step: Step | LoopStep, path: str) -> Iterator[tuple[str, ContainerSpec]]:
+    """A step's (or body step's) container and its circuit breaker's fallback's."""
+    if step.container is not None:
+        yield f"{path}.container", step.container
+    if step.circuit_breaker is not None:
+        yield from _action(step.circuit_breaker.fallback, f"{path}.circuitBreaker.fallback")
+
+
+def _action(a: StepAction | None, path: str) -> Iterator[tuple[str, ContainerSpec]]:
+    if a is not None and a.container is not None:
+        yield f"{path}.container", a.container
 
 
 def resolve_run_spec(run: WorkflowRun, workflows: Sequence[Workflow]) -> WorkflowSpec:

@@ -8,7 +8,7 @@ from typing import Any
 from braid.api.common import API_VERSION
 from braid.api.errors import FieldError
 from braid.api.podtemplate import BRAID_LABEL_PREFIX, PodPolicy, check_pod_template
-from braid.engine import AttemptResult, StartAttempt
+from braid.engine import AttemptResult, ContainerRequest, StartAttempt
 
 LABEL_WORKFLOW = "braid.dev/workflow"
 LABEL_RUN = "braid.dev/run"
@@ -74,48 +74,12 @@ def pod_for(
     metadata wins whatever the template says."""
     container = request.container
     assert container is not None
-    labels = {
-        **(inherited or {}),
-        LABEL_WORKFLOW: workflow[:63],
-        LABEL_RUN: run_name[:63],
-        LABEL_STEP: request.labels.step,
-        LABEL_ATTEMPT: str(request.labels.attempt),
-        LABEL_ROLE: request.labels.role,
-    }
-    if request.labels.item is not None:
-        labels[LABEL_ITEM] = str(request.labels.item)
-    if request.labels.iteration is not None:
-        labels[LABEL_ITERATION] = str(request.labels.iteration)
-    if request.labels.body_step is not None:
-        labels[LABEL_BODY_STEP] = request.labels.body_step
-    if request.concurrency_key is not None:
-        labels[LABEL_CONCURRENCY_KEY] = request.concurrency_key
-    env = [{"name": k, "value": v} for k, v in container.env.items()]
-    env += [
-        {"name": "BRAID_RUN", "value": run_name},
-        {"name": "BRAID_OUTPUT", "value": TERMINATION_LOG},
-    ]
-    main: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": container.image,
-        "env": env,
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "File",
-        "securityContext": copy.deepcopy(_CONTAINER_SECURITY),
-    }
-    if container.command:
-        main["command"] = container.command
-    if container.args:
-        main["args"] = container.args
-    if container.working_dir:
-        main["workingDir"] = container.working_dir
-    if container.resources:
-        main["resources"] = container.resources
+    labels = _labels(request, run_name, workflow, inherited)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": copy.deepcopy(_POD_SECURITY),
         "automountServiceAccountToken": False,
-        "containers": [main],
+        "containers": [_main(container, run_name)],
     }
     if request.timeout_seconds:
         spec["activeDeadlineSeconds"] = request.timeout_seconds
@@ -140,6 +104,52 @@ def pod_for(
         }
     ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def _labels(
+    request: StartAttempt, run_name: str, workflow: str, inherited: dict[str, str] | None
+) -> dict[str, str]:
+    labels = {
+        **(inherited or {}),
+        LABEL_WORKFLOW: workflow[:63],
+        LABEL_RUN: run_name[:63],
+        LABEL_STEP: request.labels.step,
+        LABEL_ATTEMPT: str(request.labels.attempt),
+        LABEL_ROLE: request.labels.role,
+    }
+    optional = {
+        LABEL_ITEM: request.labels.item,
+        LABEL_ITERATION: request.labels.iteration,
+        LABEL_BODY_STEP: request.labels.body_step,
+        LABEL_CONCURRENCY_KEY: request.concurrency_key,
+    }
+    labels.update({k: str(v) for k, v in optional.items() if v is not None})
+    return labels
+
+
+def _main(container: ContainerRequest, run_name: str) -> dict[str, Any]:
+    """The step's container: its command, and the outputs contract (the termination log)."""
+    env = [{"name": k, "value": v} for k, v in container.env.items()]
+    env += [
+        {"name": "BRAID_RUN", "value": run_name},
+        {"name": "BRAID_OUTPUT", "value": TERMINATION_LOG},
+    ]
+    main: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": container.image,
+        "env": env,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": copy.deepcopy(_CONTAINER_SECURITY),
+    }
+    optional = {
+        "command": container.command,
+        "args": container.args,
+        "workingDir": container.working_dir,
+        "resources": container.resources,
+    }
+    main.update({k: v for k, v in optional.items() if v})
+    return main
 
 
 # Lists a template adds to rather than replaces: Braid's own entries (BRAID_OUTPUT, ...) stay.

@@ -20,14 +20,15 @@ from typing import Any
 
 import httpx
 
+from braid.api.reasons import EventReason
 from braid.api.run import WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.engine import (
+    Action,
     ApprovalDecision,
     AttemptResult,
     CancelAttempt,
     Observations,
-    RecordDecision,
     RecordEvent,
     RunState,
     StartAttempt,
@@ -103,8 +104,7 @@ class LocalRun:
         http: HTTPExecutor,
         interrupted: asyncio.Event,
     ) -> None:
-        running: dict[asyncio.Future[Any], str] = {}
-        prompts: set[asyncio.Future[Any]] = set()
+        work = _Work(processes, http)
         # One run locally: its breakers are its own (a retry storm still trips them), and its
         # concurrency pools hold only its own attempts.
         breakers = BreakerBoard()
@@ -113,54 +113,36 @@ class LocalRun:
             now = self.clock()
             decision = state.decide(observations, now)
             for action in decision.actions:
-                if isinstance(action, StartAttempt):
-                    self.on_start(action)
-                    executor = processes.run if action.container else http.run
-                    running[asyncio.ensure_future(executor(action))] = action.name
-                elif isinstance(action, CancelAttempt):
-                    if action.name in processes.processes:
-                        processes.cancel(action.name)  # its result arrives and is ignored
-                    else:
-                        for task, name in list(running.items()):
-                            if name == action.name:
-                                task.cancel()
-                elif isinstance(action, RecordDecision):
-                    continue  # kept in the status, which `braid run --record` writes
-                else:
-                    self.on_event(action, now)
-                    if action.reason == "ApprovalRequested" and (action.gate or action.step):
-                        prompts.add(self._ask(action))
+                self._carry_out(action, work, now)
             if decision.finished:
-                for task in running:
+                for task in work.running:
                     task.cancel()
                 return
-            waiters: set[asyncio.Future[Any]] = {*running, *prompts}
-            interrupt_wait = asyncio.ensure_future(interrupted.wait())
-            waiters.add(interrupt_wait)
             timeout = None
             if decision.wake_at is not None:
                 timeout = max(0.0, (decision.wake_at - self.clock()).total_seconds())
-            if len(waiters) == 1 and timeout is None:
-                interrupt_wait.cancel()
-                raise RuntimeError("the run is stuck: nothing is running and nothing is scheduled")
-            done, _ = await asyncio.wait(
-                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            interrupt_wait.cancel()
             observations = Observations(
                 decisions=list(self.decisions), cancel=self.cancel_requested, breakers=breakers
             )
-            for fut in done:
-                running.pop(fut, None)
-                prompts.discard(fut)
-                if fut is interrupt_wait or fut.cancelled():
-                    continue
-                value = fut.result()
+            for value in await work.next(interrupted, timeout):
                 if isinstance(value, AttemptResult):
                     observations.results.append(value)
                 elif isinstance(value, ApprovalDecision):
                     self.decisions.append(value)
                     observations.decisions.append(value)
+
+    def _carry_out(self, action: Action, work: _Work, now: datetime) -> None:
+        if isinstance(action, StartAttempt):
+            self.on_start(action)
+            work.start(action)
+        elif isinstance(action, CancelAttempt):
+            work.cancel(action.name)
+        elif isinstance(action, RecordEvent):
+            self.on_event(action, now)
+            requested = action.reason == EventReason.APPROVAL_REQUESTED
+            if requested and (action.gate or action.step):
+                work.prompts.add(self._ask(action))
+        # RecordDecision: kept in the status, which `braid run --record` writes.
 
     def _ask(self, event: RecordEvent) -> asyncio.Task[ApprovalDecision]:
         gate = event.gate or event.step or ""
@@ -183,6 +165,45 @@ class LocalRun:
 
 async def _ready(decision: ApprovalDecision) -> ApprovalDecision:
     return decision
+
+
+class _Work:
+    """What a local run is waiting on: attempts (processes, HTTP calls) and prompts."""
+
+    def __init__(self, processes: ProcessExecutor, http: HTTPExecutor) -> None:
+        self.processes, self.http = processes, http
+        self.running: dict[asyncio.Future[Any], str] = {}
+        self.prompts: set[asyncio.Future[Any]] = set()
+
+    def start(self, action: StartAttempt) -> None:
+        executor = self.processes.run if action.container else self.http.run
+        self.running[asyncio.ensure_future(executor(action))] = action.name
+
+    def cancel(self, name: str) -> None:
+        if name in self.processes.processes:
+            self.processes.cancel(name)  # its result arrives and is ignored
+            return
+        for task, running in list(self.running.items()):
+            if running == name:
+                task.cancel()
+
+    async def next(self, interrupted: asyncio.Event, wake_in: float | None) -> list[Any]:
+        """Wait for the first thing that happens (an attempt ends, a prompt is answered,
+        Ctrl-C, or the engine's timer) and return what ended."""
+        interrupt_wait = asyncio.ensure_future(interrupted.wait())
+        waiters: set[asyncio.Future[Any]] = {*self.running, *self.prompts, interrupt_wait}
+        if len(waiters) == 1 and wake_in is None:
+            interrupt_wait.cancel()
+            raise RuntimeError("the run is stuck: nothing is running and nothing is scheduled")
+        done, _ = await asyncio.wait(waiters, timeout=wake_in, return_when=asyncio.FIRST_COMPLETED)
+        interrupt_wait.cancel()
+        out = []
+        for fut in done:
+            self.running.pop(fut, None)
+            self.prompts.discard(fut)
+            if fut is not interrupt_wait and not fut.cancelled():
+                out.append(fut.result())
+        return out
 
 
 def stdin_is_terminal() -> bool:

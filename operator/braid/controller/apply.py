@@ -1,0 +1,316 @@
+"""Everything a reconcile does to the world, in the order that makes a crash at any point safe:
+Pods are created before the status that records them (a repeated create of the same
+deterministic name is a 409, never a duplicate), and Events and log lines come after the
+status write they describe.
+
+Also the inbox: what the engine hears about a run from outside its object — the results of
+webhook calls the operator made, and pods seen deleted before they finished — held until a
+status write has recorded them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from braid.api.errors import FieldError
+from braid.api.podtemplate import PodPolicy
+from braid.api.reasons import EventReason, RunReason
+from braid.api.run import ApprovalRecord, WorkflowRunStatus
+from braid.api.workflow import PodGCStrategy
+from braid.engine import (
+    Action,
+    AttemptResult,
+    CancelAttempt,
+    RecordDecision,
+    RecordEvent,
+    StartAttempt,
+)
+from braid.kube.client import Cluster, ConflictError, PodRejectedError
+from braid.kube.pods import PodTemplateRefusedError, controller_uid, pod_for, result_of
+from braid.webhook import WebhookPolicy, call_webhook
+
+log = structlog.get_logger("braid.controller")
+
+RunKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class Inbox:
+    """Per run: webhook results and pods lost, until a reconcile has recorded them.
+    ``notify`` is told which run has news (the runtime reconciles it)."""
+
+    results: dict[RunKey, list[AttemptResult]] = field(default_factory=dict)
+    lost: dict[RunKey, set[str]] = field(default_factory=dict)
+    notify: Callable[[RunKey], None] = lambda _key: None
+
+    def deliver(self, key: RunKey, result: AttemptResult) -> None:
+        self.results.setdefault(key, []).append(result)
+        self.notify(key)
+
+    def lose(self, key: RunKey, pod: str) -> None:
+        self.lost.setdefault(key, set()).add(pod)
+
+    def take(self, key: RunKey) -> tuple[list[AttemptResult], set[str]]:
+        return self.results.pop(key, []), self.lost.pop(key, set())
+
+    def put_back(self, key: RunKey, results: list[AttemptResult], lost: set[str]) -> None:
+        """A reconcile that did not record them (a conflict, an error): keep them."""
+        if results:
+            self.results.setdefault(key, [])[:0] = results
+        if lost:
+            self.lost.setdefault(key, set()).update(lost)
+
+    def forget(self, key: RunKey) -> None:
+        self.results.pop(key, None)
+        self.lost.pop(key, None)
+
+
+@dataclass
+class Applier:
+    cluster: Cluster
+    inbox: Inbox
+    pods: PodPolicy = field(default_factory=PodPolicy)
+    webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
+    shard_keys: frozenset[str] = frozenset()
+    http: httpx.AsyncClient | None = None  # shared by every webhook call; made on first use
+    # Webhook calls in flight: the event loop keeps only weak references to tasks.
+    calls: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(
+        self, actions: list[Action], run: dict[str, Any], workflow: str, log_: Any
+    ) -> list[AttemptResult]:
+        """Carry out a decision's starts and cancels; attempts refused at once (a podTemplate
+        not admitted, a Pod the API server rejects, a pod of that name owned by something else)
+        come back as results for the engine to decide on."""
+        namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        refused: list[AttemptResult] = []
+        for action in actions:
+            if isinstance(action, StartAttempt) and action.container is not None:
+                failure = await self._create_pod(action, run, workflow)
+                if failure is not None:
+                    refused.append(failure)
+                    log_.warning(
+                        "Refused step pod",
+                        pod=action.name,
+                        step=action.labels.step,
+                        reason=failure.error,
+                    )
+                    continue
+                log_.info(
+                    "Created step pod",
+                    pod=action.name,
+                    step=action.labels.step,
+                    attempt=action.labels.attempt,
+                )
+            elif isinstance(action, StartAttempt):
+                self._call_webhook((namespace, name), action)
+            elif isinstance(action, CancelAttempt):
+                await self.cluster.delete_pod(namespace, action.name)
+                log_.info("Deleted step pod", pod=action.name, reason=action.reason)
+        return refused
+
+    async def _create_pod(
+        self, action: StartAttempt, run: dict[str, Any], workflow: str
+    ) -> AttemptResult | None:
+        meta = run["metadata"]
+        try:
+            pod = pod_for(
+                action,
+                namespace=meta["namespace"],
+                run_name=meta["name"],
+                run_uid=meta["uid"],
+                workflow=workflow,
+                inherited={
+                    k: v for k, v in (meta.get("labels") or {}).items() if k in self.shard_keys
+                },
+                policy=self.pods,
+            )
+        except PodTemplateRefusedError as exc:
+            return AttemptResult(action.name, error=f"podTemplate not admitted: {exc}")
+        try:
+            created = await self.cluster.create_pod(pod)
+        except PodRejectedError as exc:
+            return AttemptResult(action.name, error=f"the API server refused the Pod: {exc}")
+        if created:
+            return None
+        # A pod of that name exists: ours from an earlier try of this very decision, or a
+        # pod someone else made under our attempt's name, whose result must never be taken.
+        existing = await self.cluster.get_pod(meta["namespace"], action.name)
+        owner = controller_uid(existing) if existing is not None else meta["uid"]
+        return None if owner == meta["uid"] else conflict(action.name, owner)
+
+    def _call_webhook(self, key: RunKey, action: StartAttempt) -> None:
+        """Webhook steps run in the operator process with async I/O; the result reaches the
+        inbox. (An operator restart mid-call leaves the attempt to its deadline, which every
+        webhook attempt has.)"""
+
+        async def call() -> None:
+            try:
+                result = await call_webhook(self.client(), action, self.webhook_policy)
+            except Exception as exc:  # noqa: BLE001 - call_webhook catches; this is the backstop
+                result = AttemptResult(action.name, error=f"webhook call failed: {exc!r}"[:1000])
+            self.inbox.deliver(key, result)
+
+        task = asyncio.get_running_loop().create_task(call())
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    def client(self) -> httpx.AsyncClient:
+        """One connection pool for every webhook call (a client costs ~1 MiB). No
+        redirects: a permitted host must not bounce the call somewhere denied."""
+        if self.http is None:
+            self.http = httpx.AsyncClient(
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+        return self.http
+
+    async def close(self) -> None:
+        for task in list(self.calls):
+            task.cancel()
+        if self.http is not None:
+            await self.http.aclose()
+
+    async def write(self, run: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+        """The status, guarded by the resourceVersion read; None when it changed meanwhile."""
+        try:
+            return await self.cluster.replace_run_status(run, status)
+        except ConflictError:
+            return None
+
+    async def record(self, updated: dict[str, Any], actions: list[Action], log_: Any) -> None:
+        """After the status write: Events, log lines, and one audit line per approval
+        decision (the status and Events do not outlive the run; a log pipeline can)."""
+        uid = updated["metadata"].get("uid")
+        for action in actions:
+            if isinstance(action, RecordEvent):
+                if not action.progress:
+                    await self.cluster.record_event(updated, action)
+                log_.info(action.message, reason=action.reason, step=action.step)
+            elif isinstance(action, RecordDecision):
+                log_.info(
+                    "Recorded approval decision",
+                    audit="approval",
+                    run_uid=uid,
+                    gate=action.gate,
+                    iteration=action.iteration,
+                    user=action.user,
+                    decision=action.decision,
+                    digest=action.digest,
+                    reason=action.reason,
+                    verified=action.verified,
+                )
+
+    async def collect_pods(
+        self, run: dict[str, Any], pods: list[dict[str, Any]], active: set[str]
+    ) -> None:
+        """Pod GC OnPodCompletion: every finished pod of the run whose result is recorded."""
+        meta = run["metadata"]
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            if (
+                result_of(pod) is not None
+                and name not in active
+                and not pod.get("deleting")
+                and controller_uid(pod) in (None, meta["uid"])
+            ):
+                await self.cluster.delete_pod(meta["namespace"], name)
+
+    async def after_finish(
+        self,
+        run: dict[str, Any],
+        status: WorkflowRunStatus,
+        pods: list[dict[str, Any]],
+        now: datetime,
+    ) -> float | None:
+        """Pod GC on completion, and the run's own deletion once its TTL has passed; returns
+        how long until then, when it has not."""
+        spec = status.workflow_spec
+        if spec is None or status.completion_time is None:
+            return None
+        meta = run["metadata"]
+        gc = spec.pod_gc.strategy if spec.pod_gc else PodGCStrategy.NEVER
+        if gc != PodGCStrategy.NEVER:
+            for pod in pods:
+                if not pod.get("deleting") and controller_uid(pod) in (None, meta["uid"]):
+                    await self.cluster.delete_pod(meta["namespace"], pod["metadata"]["name"])
+        ttl = spec.ttl_strategy.seconds(bool(status.succeeded)) if spec.ttl_strategy else None
+        if ttl is None:
+            return None
+        due = (status.completion_time - now).total_seconds() + ttl
+        if due > 0:
+            return due
+        await self.cluster.delete_run(meta["namespace"], meta["name"], meta["uid"])
+        log.info(
+            "Deleted finished run (TTL)",
+            namespace=meta["namespace"],
+            run=meta["name"],
+            run_uid=meta["uid"],
+            audit="deletion",
+            succeeded=status.succeeded,
+            approvals=approval_summary(status),
+        )
+        return None
+
+    async def reject(
+        self,
+        run: dict[str, Any],
+        status: WorkflowRunStatus,
+        errors: list[FieldError],
+        now: datetime,
+        log_: Any,
+    ) -> None:
+        """An invalid run fails at once, saying every problem with its field path. Only runs
+        that have not started come here: nothing of theirs is running."""
+        message = "; ".join(str(e) for e in errors)
+        generation = run["metadata"].get("generation")
+        status.mark_failed(RunReason.INVALID_SPEC, message[:4000], now, generation)
+        with contextlib.suppress(ConflictError):
+            updated = await self.cluster.replace_run_status(run, status.wire())
+            event = RecordEvent("Warning", EventReason.INVALID_SPEC, f"Run rejected: {message}")
+            await self.cluster.record_event(updated, replace_message(event, 1024))
+        log_.warning("Rejected invalid run", problems=message[:4000])
+
+
+def replace_message(event: RecordEvent, limit: int) -> RecordEvent:
+    return RecordEvent(event.type, event.reason, event.message[:limit], event.step)
+
+
+def conflict(attempt: str, owner: str | None) -> AttemptResult:
+    return AttemptResult(
+        attempt,
+        error=f"a pod named {attempt} already exists and belongs to another object (uid "
+        f"{owner}); its result is not this run's",
+        conflict=True,
+    )
+
+
+def approval_summary(status: WorkflowRunStatus) -> list[dict[str, Any]]:
+    """Every recorded decision of a run, for the line logged when its TTL deletes it."""
+    out: list[dict[str, Any]] = []
+    for step in status.steps:
+        records: list[tuple[int | None, ApprovalRecord]] = [(None, r) for r in step.approvals or []]
+        for it in step.iterations or []:
+            records += [(it.iteration, r) for b in it.steps for r in b.approvals or []]
+        out += [
+            {
+                "step": step.name,
+                "iteration": iteration,
+                "user": r.user,
+                "decision": r.decision,
+                "digest": r.digest,
+                "verified": r.verified,
+            }
+            for iteration, r in records
+        ]
+    budget = status.budget.approvals if status.budget is not None else None
+    out += [{"step": "budget", "user": r.user, "decision": r.decision} for r in budget or []]
+    return out

@@ -1,0 +1,98 @@
+"""The operator's runtime: one lock and one wake-up timer per run, and what a reconcile's
+Result asks for (come back later, wake the runs waiting for a slot this one freed). No kopf
+here: the handlers feed it events, and it drives the Reconciler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+
+from braid.controller.apply import RunKey
+from braid.controller.reconcile import PodView, Reconciler, Result
+
+log = structlog.get_logger("braid.controller")
+
+# After a reconcile raised (the API server away, say): try that run again this much later.
+RETRY_AFTER_ERROR = 5.0
+
+
+class Runtime:
+    def __init__(self, reconciler: Reconciler, by_run: Any = None, by_name: Any = None) -> None:
+        self.reconciler = reconciler
+        self.by_run = by_run  # the kopf index of pods by (namespace, run)
+        self.by_name = by_name  # the kopf index of pods by (namespace, name)
+        self.locks: dict[RunKey, asyncio.Lock] = {}
+        self.timers: dict[RunKey, asyncio.TimerHandle] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # reconciles started by timers
+        # A webhook result, or any news in the inbox, means the run has something to decide.
+        reconciler.inbox.notify = lambda key: self.wake(key, 0.0)
+
+    async def trigger(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            metrics = self.reconciler.metrics
+            began = time.perf_counter()
+            try:
+                result = await self.reconciler.reconcile(namespace, name, self.pod_view(key))
+            except Exception:
+                if metrics is not None:
+                    metrics.reconcile_errors.inc()
+                log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
+                result = Result(RETRY_AFTER_ERROR)
+            finally:
+                if metrics is not None:
+                    metrics.reconcile_duration.observe(time.perf_counter() - began)
+        self.follow(key, result)
+
+    def follow(self, key: RunKey, result: Result) -> None:
+        if result.requeue_after is not None:
+            self.wake(key, result.requeue_after)
+        for other in result.wake:
+            self.wake(other, 0.0)
+
+    def pod_view(self, key: RunKey) -> PodView:
+        if self.by_run is None or self.by_name is None:
+            return PodView()
+        namespace = key[0]
+        by_run, by_name = self.by_run, self.by_name
+
+        def lookup(pod: str) -> dict[str, Any] | None:
+            found = by_name.get((namespace, pod))
+            return next(iter(found), None) if found else None
+
+        return PodView(lookup=lookup, every=lambda: list(by_run.get(key, [])))
+
+    def wake(self, key: RunKey, delay: float) -> None:
+        if (old := self.timers.pop(key, None)) is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self.timers.pop(key, None)
+            task = loop.create_task(self.trigger(*key))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        self.timers[key] = loop.call_later(delay, fire)
+
+    def lost(self, key: RunKey, pod: str) -> None:
+        """A pod was deleted before it finished: its attempt is told so on the next
+        reconcile (the inbox keeps it until then)."""
+        self.reconciler.inbox.lose(key, pod)
+
+    def forget(self, key: RunKey) -> None:
+        """The run is gone: drop everything kept for it."""
+        self.reconciler.written.pop(key, None)
+        for other in self.reconciler.pools.forget(key):
+            self.wake(other, 0.0)
+        if self.reconciler.metrics is not None:
+            self.reconciler.metrics.forget(*key)
+        if (timer := self.timers.pop(key, None)) is not None:
+            timer.cancel()
+        self.locks.pop(key, None)
+        self.reconciler.inbox.forget(key)
