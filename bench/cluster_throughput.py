@@ -1,8 +1,10 @@
 """N concurrent 3-step runs on the local control plane: how fast and how cheaply the operator
 moves runs along.
 
-    python tests/cluster/cluster.py up
-    KUBECONFIG=~/.cache/braid/cluster/admin.kubeconfig python bench/cluster_throughput.py 10 100 500
+    python tests/cluster/cluster.py up                 # builds the control plane if missing
+    export KUBECONFIG=~/.cache/braid/cluster/admin.kubeconfig
+    kubectl apply --server-side -f crds/               # the Workflow and WorkflowRun CRDs
+    python bench/cluster_throughput.py 10 100 500
     BRAID_BENCH_SHARDS=2 ... python bench/cluster_throughput.py 100 500   # K sharded operators
 
 Step pods complete on their own through kwok (scripted annotations, no delay), so what is
