@@ -799,7 +799,8 @@ class RunState:
             said = f"exceeded timeoutSeconds={spec.timeout_seconds}"
             self._begin_failing(RunReason.TIMED_OUT, f"the run {said}", now, cancel=True)
             self._event("Warning", EventReason.RUN_TIMED_OUT, f"Run {said}")
-        for name, task in list(self.active.items()):
+        timed = [(n, t) for n, t in self.active.items() if t.action.timeout_seconds]
+        for name, task in timed:
             timeout = task.action.timeout_seconds
             end = deadlines.attempt(timeout, task.status.attempt_start_time)
             if end is not None and now >= end:
@@ -830,14 +831,18 @@ class RunState:
             self.dirty = True
 
     def _sla_deadlines(self) -> list[tuple[str | None, datetime | None]]:
+        if not self.plan.has_sla:
+            return []  # called twice per decision: a run without targets pays nothing
         out: list[tuple[str | None, datetime | None]] = []
         if not self.finished:
             start, breached = self.status.start_time, bool(self.status.sla_breached)
             out.append((None, deadlines.run_sla(self.plan.spec.sla, start, breached)))
+        steps = self.plan.steps
         tasks = (*self.active.values(), *self.gates.waiting, *self.retrying)
-        running = {t.step for t in tasks if t.role == "step"}
-        for name in sorted(running | self.running_loops | set(self.fans.running)):
-            st, seconds = self.steps[name], self.plan.steps[name].sla_seconds
+        running = {t.step for t in tasks if t.role == "step" and steps[t.step].sla_seconds}
+        running |= {n for n in (*self.running_loops, *self.fans.running) if steps[n].sla_seconds}
+        for name in sorted(running):
+            st, seconds = self.steps[name], steps[name].sla_seconds
             out.append((name, deadlines.step_sla(seconds, st.start_time, bool(st.sla_breached))))
         return out
 
@@ -851,6 +856,7 @@ class RunState:
                 *(
                     deadlines.attempt(t.action.timeout_seconds, t.status.attempt_start_time)
                     for t in self.active.values()
+                    if t.action.timeout_seconds
                 ),
                 *(t.status.retry_time for t in self.retrying),
                 *self.gates.deadlines(),
