@@ -4,8 +4,8 @@
 """
 
 from __future__ import annotations
-
 import __future__
+
 import re
 import types
 from pathlib import Path
