@@ -110,7 +110,7 @@ C = "container: {image: x, command: [a]}"
                 container: {image: x, args: ["${{ steps.a.outputs }"]}
             """,
             [
-                "spec.steps[0].container.args[0]: unterminated ${{ interpolation; close it with }} (in expression '${{ steps.a.outputs }')"
+                "spec.steps[0].container.args[0]: unterminated ${{ interpolation; close it with }} (or write $${{ for a literal ${{) (in expression '${{ steps.a.outputs }')"
             ],
         ),
         (

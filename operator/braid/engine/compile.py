@@ -137,6 +137,7 @@ class _Compiler:
     ) -> ContainerPlan:
         return ContainerPlan(
             spec,
+            self.template(spec.image, f"{path}.image", owner, extra),
             tuple(
                 self.template(c, f"{path}.command[{i}]", owner, extra)
                 for i, c in enumerate(spec.command or [])

@@ -34,6 +34,7 @@ COMPACT_ABOVE = 200
 @dataclass(frozen=True)
 class ContainerPlan:
     spec: ContainerSpec
+    image: Template
     command: tuple[Template, ...]
     args: tuple[Template, ...]
     env: tuple[tuple[str, Template], ...]

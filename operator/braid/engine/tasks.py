@@ -103,7 +103,7 @@ def expressions_of(action: ActionPlan) -> tuple[Expression, ...]:
     """Every expression an attempt of ``action`` evaluates (to build only what they read)."""
     out: list[Expression] = []
     if action.container:
-        for t in (*action.container.command, *action.container.args):
+        for t in (action.container.image, *action.container.command, *action.container.args):
             out.extend(t.expressions)
         for _, t in action.container.env:
             out.extend(t.expressions)
@@ -135,8 +135,13 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
     container = webhook = None
     if action.container is not None:
         c = action.container
+        image = c.image.render(context)
+        if not image.strip() or any(ch.isspace() for ch in image):
+            raise ExpressionError(
+                c.image.path, c.image.source, f"renders to {image!r}, which is not an image name"
+            )
         container = ContainerRequest(
-            image=c.spec.image,
+            image=image,
             command=[t.render(context) for t in c.command],
             args=[t.render(context) for t in c.args],
             env={**_attempt_env(task), **{name: t.render(context) for name, t in c.env}},

@@ -1,4 +1,4 @@
-"""CEL expressions and ``${{ <CEL> }}`` templates, compiled once, evaluated many times.
+"""CEL expressions, compiled once, evaluated many times, within a cost budget.
 
 Pure: compiling and evaluating touch no I/O and no clock. Every error carries the field path
 of the expression and the expression's text, so a user can find and fix it.
@@ -6,32 +6,36 @@ of the expression and the expression's text, so a user can find and fix it.
 Names in scope (a name is only bound where it makes sense; lint reports the others):
 
 ``params``     the run's resolved params                                  everywhere
-``steps``      ``steps.<name>.outputs`` / ``.phase`` of upstream steps       everywhere
+``steps``      ``steps.<name>.phase / reason / message / exitCode / attempts / outputs``
+               (``items`` of a fan-out, ``iterations`` of a loop)         everywhere
 ``item``       the current fan-out item, ``index`` its position          fan-out actions
 ``iteration``  the loop iteration (from 0); ``previous`` the previous
                iteration's body outputs by step name                     loop bodies, until
 ``response``   ``status``, ``headers``, ``body`` of an HTTP response      webhook success/output
-``run``        ``name``, ``succeeded``, ``reason``                       everywhere
+``lastRetry``  ``exitCode``, ``reason``, ``message``, ``outputs``, ``attempt``,
+               ``durationSeconds`` of the attempt that just failed        retry.expression
+``run``        ``name``, ``phase``, ``succeeded``, ``reason``, ``failures``,
+               ``durationSeconds``                                       everywhere
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import cel
 
 from braid.api.errors import FieldError
+from braid.expressions import functions
+from braid.expressions.values import to_json, type_name
 
 CONTEXT_NAMES = frozenset(
-    {"params", "steps", "item", "index", "iteration", "previous", "response", "run"}
+    {"params", "steps", "item", "index", "iteration", "previous", "response", "run", "lastRetry"}
 )
 
-_TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _STRING_LITERAL = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
 _MACRO_VAR = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 
@@ -173,6 +177,8 @@ class Expression:
     _program: Any = field(repr=False, compare=False)
     comprehensions: tuple[Comprehension, ...] = ()
     literal_size: int = 1
+    # the extension functions it calls (functions.py), registered only for it
+    functions: tuple[tuple[str, Callable[..., Any]], ...] = field(default=(), compare=False)
 
     def cost(self, n: int) -> float:
         """Worst-case cost (see COST_BUDGET) over data whose lists are at most ``n`` long."""
@@ -183,16 +189,26 @@ class Expression:
         if not self.comprehensions:
             return
         n = largest_collection([self._reads(name, context) for name in self.variables])
+        message = self._too_expensive(n)
+        if message is not None:
+            raise ExpressionError(self.path, self.source, message)
+
+    def _too_expensive(self, n: int) -> str | None:
         cost = self.cost(n)
-        if cost > COST_BUDGET:
-            raise ExpressionError(
-                self.path,
-                self.source,
-                f"too expensive to evaluate: comprehensions (all, exists, map, filter) over "
-                f"lists of up to {max(n, self.literal_size)} elements could cost "
-                f"{cost / 1e6:.1f} s, over the budget of {COST_BUDGET / 1e6:.1f} s; nest them "
-                "less, filter less data, or fan out over the list instead",
-            )
+        if cost <= COST_BUDGET:
+            return None
+        return (
+            f"too expensive to evaluate: comprehensions (all, exists, map, filter) over "
+            f"lists of up to {max(n, self.literal_size)} elements could cost "
+            f"{cost / 1e6:.1f} s, over the budget of {COST_BUDGET / 1e6:.1f} s; nest them "
+            "less, filter less data, or fan out over the list instead"
+        )
+
+    def _check_produced(self, n: int) -> None:
+        """A function made a list of ``n`` elements: may the comprehensions walk it?"""
+        message = self._too_expensive(n) if self.comprehensions else None
+        if message is not None:
+            raise functions.FunctionError(message)
 
     def _reads(self, name: str, context: dict[str, Any]) -> Any:
         value = context.get(name)
@@ -202,10 +218,26 @@ class Expression:
 
     def evaluate(self, context: dict[str, Any]) -> Any:
         self.check_cost(context)
+        token = functions.produced.set(self._check_produced) if self.functions else None
         try:
-            return to_json(self._program.execute(context))
+            return to_json(self._program.execute(self._bind(context)))
         except Exception as exc:  # noqa: BLE001 - any failure of a user's expression is theirs
             raise ExpressionError(self.path, self.source, _runtime_message(exc)) from None
+        finally:
+            if token is not None:
+                functions.produced.reset(token)
+
+    def _bind(self, context: dict[str, Any]) -> dict[str, Any] | cel.Context:
+        """A plain dict, or a context with the extension functions this expression calls."""
+        if not self.functions:
+            return context
+        bound = cel.Context()
+        for name, fn in self.functions:
+            bound.add_function(name, fn)
+        for name in self.variables:
+            if name in context:
+                bound.add_variable(name, context[name])
+        return bound
 
     def evaluate_bool(self, context: dict[str, Any]) -> bool:
         value = self.evaluate(context)
@@ -216,9 +248,22 @@ class Expression:
         return value
 
     def unknown_names(self) -> set[str]:
-        """Top-level names that are neither context names nor bound by a macro."""
+        """Top-level names that are neither context names, nor bound by a macro, nor the
+        namespace of an extension function (math.greatest, lists.range, ...)."""
         bound = set(_MACRO_VAR.findall(self.source))
-        return {v for v in self.variables if v not in CONTEXT_NAMES and v not in bound}
+        namespaces = {n for n in functions.NAMESPACES if re.search(rf"\b{n}\s*\.", self.source)}
+        return {
+            v
+            for v in self.variables
+            if v not in CONTEXT_NAMES and v not in bound and v not in namespaces
+        }
+
+
+_CALLBACK_FAILED = re.compile(
+    r"Function '([^']+)' error: Python function call failed: \w+: (.*?)\.? Check function "
+    r"arguments and their types\.?$",
+    re.DOTALL,
+)
 
 
 def _runtime_message(exc: Exception) -> str:
@@ -226,6 +271,10 @@ def _runtime_message(exc: Exception) -> str:
         return f"no such key: {exc.args[0]!r} (use has() to test optional fields)"
     if isinstance(exc, IndexError):
         return f"{exc} (check size() before indexing)"
+    failed = _CALLBACK_FAILED.search(str(exc))
+    if failed is not None:
+        name, why = failed.groups()
+        return why if why.startswith((name, "too expensive")) else f"{name}(): {why}"
     return _short(str(exc))
 
 
@@ -238,6 +287,15 @@ def compile_expression(source: str, path: str) -> Expression:
     except (ValueError, RuntimeError) as exc:
         raise ExpressionError(path, source, f"invalid CEL: {_short(str(exc))}") from None
     variables = frozenset(program.variables())
+    calls = program.functions()
+    unknown = functions.unknown(calls)
+    if unknown:
+        raise ExpressionError(
+            path,
+            source,
+            f"unknown function {unknown[0]!r}; CEL's own functions and these extensions are "
+            f"available: {', '.join(functions.documented())}",
+        )
     forest, literal = comprehensions(source)
     expression = Expression(
         source,
@@ -248,6 +306,7 @@ def compile_expression(source: str, path: str) -> Expression:
         program,
         forest,
         literal,
+        functions.used(calls),
     )
     depth = max((c.depth for c in forest), default=0)
     if depth > MAX_NESTING:
@@ -263,120 +322,3 @@ def compile_expression(source: str, path: str) -> Expression:
             f"{expression.cost(0) / 1e6:.1f} s, over the budget of {COST_BUDGET / 1e6:.1f} s",
         )
     return expression
-
-
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "bool",
-        int: "int",
-        float: "double",
-        str: "string",
-        list: "list",
-        dict: "map",
-    }.get(type(value), type(value).__name__)
-
-
-def to_json(value: Any) -> Any:
-    """CEL results as JSON values (timestamps as RFC 3339, durations as seconds)."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value
-
-
-def render_scalar(value: Any) -> str:
-    """How an interpolated value appears inside a string: strings as is, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Template:
-    """A string with ``${{ <CEL> }}`` parts. Literal-only templates cost nothing to render."""
-
-    source: str
-    path: str
-    parts: tuple[str | Expression, ...]
-
-    @property
-    def expressions(self) -> tuple[Expression, ...]:
-        return tuple(p for p in self.parts if isinstance(p, Expression))
-
-    def render(self, context: dict[str, Any]) -> str:
-        return "".join(
-            p if isinstance(p, str) else render_scalar(p.evaluate(context)) for p in self.parts
-        )
-
-    def render_value(self, context: dict[str, Any]) -> Any:
-        """A template that is exactly one expression keeps the value's own type."""
-        if len(self.parts) == 1 and isinstance(self.parts[0], Expression):
-            return self.parts[0].evaluate(context)
-        return self.render(context)
-
-
-def compile_template(source: str, path: str) -> Template:
-    parts: list[str | Expression] = []
-    pos = 0
-    for match in _TEMPLATE.finditer(source):
-        if match.start() > pos:
-            parts.append(source[pos : match.start()])
-        inner = match.group(1).strip()
-        if not inner:
-            raise ExpressionError(path, source, "empty ${{ }} interpolation")
-        parts.append(compile_expression(inner, path))
-        pos = match.end()
-    if pos < len(source):
-        parts.append(source[pos:])
-    if "${{" in "".join(p for p in parts if isinstance(p, str)):
-        raise ExpressionError(path, source, "unterminated ${{ interpolation; close it with }}")
-    return Template(source, path, tuple(parts))
-
-
-@dataclass(frozen=True)
-class ValueTemplate:
-    """A JSON value whose string leaves are templates (webhook bodies)."""
-
-    value: Any
-    templates: dict[tuple[str | int, ...], Template]
-
-    @property
-    def expressions(self) -> tuple[Expression, ...]:
-        return tuple(e for t in self.templates.values() for e in t.expressions)
-
-    def render(self, context: dict[str, Any]) -> Any:
-        return self._render(self.value, (), context)
-
-    def _render(self, value: Any, at: tuple[str | int, ...], context: dict[str, Any]) -> Any:
-        if isinstance(value, dict):
-            return {k: self._render(v, (*at, k), context) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._render(v, (*at, i), context) for i, v in enumerate(value)]
-        template = self.templates.get(at)
-        return template.render_value(context) if template else value
-
-
-def compile_value_template(value: Any, path: str) -> ValueTemplate:
-    templates: dict[tuple[str | int, ...], Template] = {}
-
-    def walk(node: Any, at: tuple[str | int, ...], where: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, (*at, k), f"{where}.{k}")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, (*at, i), f"{where}[{i}]")
-        elif isinstance(node, str) and "${{" in node:
-            templates[at] = compile_template(node, where)
-
-    walk(value, (), path)
-    return ValueTemplate(value, templates)
