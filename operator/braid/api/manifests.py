@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -57,15 +58,53 @@ def parse_object(obj: Any, where: str = "") -> Manifest:
     kind = obj.get("kind")
     model = _KINDS.get(str(kind))
     if model is None:
+        got = "it is missing" if kind is None else f"got {kind!r}"
         raise InvalidSpecError(
-            [FieldError(f"{where}kind", f"must be Workflow or WorkflowRun, got {kind!r}")]
+            [FieldError(f"{where}kind", f"must be Workflow or WorkflowRun; {got}")]
         )
+    errors = _identity_errors(obj, str(kind), where)
+    if errors:
+        raise InvalidSpecError(errors)
     try:
         # Strict JSON mode, as the API server types values: true is not an integer and "5" is
         # not a number (lax mode would take both).
         return model.model_validate_json(json.dumps(obj, default=str), strict=True)
     except ValidationError as exc:
         raise from_validation_error(exc, where.rstrip(".")) from None
+
+
+API_VERSION = "braid.dev/v1alpha1"
+# A DNS-1123 subdomain, as the API server requires of every object's name.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# A run's pods are named <run>-<loop>--<iteration>-<body>-<attempt> at the longest: step names
+# take up to 2 x 40 characters, so a run name over this leaves no room in 253.
+RUN_NAME_MAX = 160
+
+
+def _identity_errors(obj: dict[str, Any], kind: str, where: str) -> list[FieldError]:
+    """apiVersion and metadata.name, checked before the API server (or a pod name) would."""
+    errors = []
+    version = obj.get("apiVersion")
+    if version != API_VERSION:
+        got = "it is missing" if version is None else f"got {version!r}"
+        errors.append(FieldError(f"{where}apiVersion", f"must be {API_VERSION}; {got}"))
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    name = meta.get("name")
+    limit = RUN_NAME_MAX if kind == "WorkflowRun" else 253
+    if name is None or name == "":
+        if kind == "Workflow" or not meta.get("generateName"):
+            also = " (or metadata.generateName)" if kind == "WorkflowRun" else ""
+            errors.append(FieldError(f"{where}metadata.name", f"required{also}"))
+    elif not isinstance(name, str) or not _NAME.match(name) or len(name) > limit:
+        errors.append(
+            FieldError(
+                f"{where}metadata.name",
+                f"{name!r} is not a valid name: lowercase letters, digits, '-' and '.', "
+                f"starting and ending with a letter or digit, at most {limit} characters",
+            )
+        )
+    return errors
 
 
 def parse_documents(text: str) -> list[Manifest]:

@@ -76,6 +76,8 @@ class StepReason(StrEnum):
     SUCCEEDED = "Succeeded"
     WHEN_FALSE = "WhenFalse"
     UPSTREAM_SKIPPED = "UpstreamSkipped"
+    # A dependency failed (without continueOn) and the run went on (failFast: false).
+    UPSTREAM_FAILED = "UpstreamFailed"
     APPROVAL_PENDING = "ApprovalPending"
     APPROVED = "Approved"
     REJECTED = "Rejected"

@@ -431,6 +431,22 @@ class WorkflowRunStatus(Model):
     # Run-level transitions: phase and conditions set together (Tekton's MarkSucceeded,
     # MarkFailed, MarkRunning on the status type). Each returns whether anything changed.
 
+    def shape(
+        self,
+        spec: WorkflowSpec,
+        params: dict[str, Any],
+        steps: list[tuple[str, str]],
+        finally_steps: list[str],
+    ) -> None:
+        """Keep the run's snapshot and params, and list every step (name, kind) and finally
+        step in order, keeping the statuses already recorded."""
+        self.workflow_spec = self.workflow_spec or spec
+        self.params = params if self.params is None else self.params
+        by_name = {s.name: s for s in self.steps}
+        self.steps = [by_name.get(n) or StepStatus(name=n, kind=kind) for n, kind in steps]
+        if self.finally_ is None and finally_steps:
+            self.finally_ = [StepStatus(name=n, kind="finally") for n in finally_steps]
+
     def mark_started(self, now: datetime, generation: int | None) -> None:
         self.phase, self.start_time, self.observed_generation = RunPhase.RUNNING, now, generation
 

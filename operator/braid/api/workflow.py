@@ -222,11 +222,30 @@ class RetryOn(Model):
 
 
 class RetryPolicy(Model):
-    """Retry failed attempts of a step."""
+    """Retry failed attempts of a step. Without backoff, retries wait 1 s, 2 s, 4 s, ...
+    (up to 300 s, ±10 %): Argo retries at once when no backoff is given, which turns a
+    rate-limited model endpoint into a retry storm; set backoff.initialDelaySeconds: 0 for
+    Argo's behaviour."""
 
     limit: int = Field(default=0, ge=0, le=100, description="Retries after the first attempt.")
-    backoff: Backoff | None = Field(default=None, description="Delay between attempts.")
+    backoff: Backoff | None = Field(
+        default=None,
+        description="Delay between attempts; default 1 s doubling to at most 300 s, 10 % jitter.",
+    )
     retry_on: RetryOn | None = Field(default=None, description="Which failures are retried.")
+    expression: Expression | None = Field(
+        default=None,
+        description="CEL deciding whether to retry, over lastRetry (exitCode, reason, message, "
+        "outputs, attempt, durationSeconds of the attempt that failed), params and steps, "
+        "e.g. lastRetry.reason == 'TimedOut' || lastRetry.exitCode == 75. Checked after "
+        "retryOn and within limit.",
+    )
+    max_duration_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="No retry starts later than this many seconds after the first attempt "
+        "started (Argo's backoff.maxDuration).",
+    )
 
 
 class StepAction(Model):
@@ -289,6 +308,16 @@ class CircuitBreakerSpec(Model):
     )
 
 
+class ContinueOn(Model):
+    """Outcomes of a step that do not stop the run (Argo's continueOn)."""
+
+    failed: bool = Field(
+        default=False,
+        description="Its failure (after retries) does not fail the run: steps that depend on "
+        "it run and can branch on steps.<name>.phase, reason, message and exitCode.",
+    )
+
+
 class _StepBase(Model):
     name: str = Field(
         pattern=NAME_PATTERN,
@@ -320,6 +349,13 @@ class _StepBase(Model):
     circuit_breaker: CircuitBreakerSpec | None = Field(
         default=None, description="A circuit breaker shared by all runs."
     )
+    continue_on: ContinueOn | None = Field(
+        default=None, description="Outcomes that do not fail the run (a failure as a branch)."
+    )
+
+    @property
+    def continues_on_failure(self) -> bool:
+        return bool(self.continue_on and self.continue_on.failed)
 
 
 class LoopStep(_StepBase):
@@ -390,6 +426,12 @@ class FanOutSpec(Model):
     )
     max_items: int = Field(
         default=10000, ge=1, le=100000, description="Refuse to fan out over more items."
+    )
+    fail_fast: bool = Field(
+        default=True,
+        description="true: once so many items failed that the threshold cannot be met, the "
+        "step fails and unfinished items are cancelled. false: every item runs (failures are "
+        "retried as usual), and the outcome is decided when all have finished.",
     )
     container: ContainerSpec | None = Field(default=None, description="Per-item container.")
     webhook: WebhookSpec | None = Field(default=None, description="Per-item HTTP call.")
@@ -473,9 +515,21 @@ class Step(_StepBase):
 
 
 class FinallyStep(StepAction):
-    """A step run after everything else, whatever the outcome. `run.succeeded` tells which."""
+    """A step run after everything else (and after compensation), whatever the outcome.
+    Expressions read run.phase (Succeeded, Failed or Cancelled so far), run.failures (step,
+    reason, message of each failed step), run.durationSeconds, and the steps."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="Unique step name.")
+    when: Expression | None = Field(
+        default=None,
+        description="CEL; the finally step runs only when true, e.g. run.phase == 'Failed'.",
+    )
+    depends_on: list[str] | None = Field(
+        default=None,
+        max_length=20,
+        description="Finally steps that must finish first (whatever their outcome). Without "
+        "it a finally step starts at once: finally steps run in parallel.",
+    )
 
     model_config = _cel_rules(_exactly_one("container", "webhook"))
 
@@ -603,6 +657,13 @@ class WorkflowSpec(Model):
     )
     max_parallel: int | None = Field(
         default=None, ge=1, description="Most step attempts running at once in one run."
+    )
+    fail_fast: bool = Field(
+        default=True,
+        description="true: after a step fails nothing new starts; steps already running, and "
+        "their retries, finish; then compensation and finally run (Argo's dag.failFast). "
+        "false: steps that do not depend on the failure keep starting; steps downstream of "
+        "it are Skipped (UpstreamFailed); the run fails once everything has finished.",
     )
     sla: SLASpec | None = Field(default=None, description="Service-level targets.")
     compensation: CompensationPolicy | None = Field(

@@ -26,7 +26,7 @@ from braid.cli import insight, operator, plugin
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
-from braid.engine.validate import resolve_run_spec, validate_manifests
+from braid.engine.validate import manifest_warnings, resolve_run_spec, validate_manifests
 from braid.local.runner import LocalRun, stdin_is_terminal
 
 app = typer.Typer(
@@ -65,6 +65,11 @@ def _print_errors(path: Path, errors: list[FieldError]) -> None:
         err.print(f"[red]error[/]: {path}: {e}", markup=True, soft_wrap=True)
 
 
+def _print_warnings(path: Path, warnings: list[FieldError]) -> None:
+    for w in warnings:
+        err.print(f"[yellow]warning[/]: {path}: {w}", markup=True, soft_wrap=True)
+
+
 POD_SECURITY_HELP = (
     "What podTemplates may ask for, as the operator you target admits it: restricted "
     "(default), baseline or privileged (the Pod Security Standards)."
@@ -99,7 +104,10 @@ def lint(
             failed = True
             _print_errors(path, errors)
         else:
-            err.print(f"[green]ok[/]: {path}: {len(manifests)} manifest(s) valid")
+            warnings = manifest_warnings(manifests)
+            _print_warnings(path, warnings)
+            also = f" ({len(warnings)} warning(s))" if warnings else ""
+            err.print(f"[green]ok[/]: {path}: {len(manifests)} manifest(s) valid{also}")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -238,6 +246,7 @@ def run(
     if errors:
         _print_errors(files[0], errors)
         raise typer.Exit(1)
+    _print_warnings(files[0], manifest_warnings(manifests))
     try:
         name, spec, run_params = _select(manifests)
         params = resolve_params(spec, {**run_params, **_parse_params(param)}, "params")

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from braid.api.reasons import DecisionKind
-from braid.api.run import ApprovalRecord
+from braid.api.run import ApprovalRecord, HistoryEntry
 from braid.engine.breakers import BreakerBoard
 
 
@@ -78,6 +78,12 @@ class RecordEvent:
     # Routine progress (a step succeeded, a fan-out started): shown locally and logged by the
     # operator, but not posted as a Kubernetes Event, to keep API writes per step low.
     progress: bool = False
+
+    def history(self, now: datetime) -> HistoryEntry:
+        """The entry it leaves in the run's status history."""
+        return HistoryEntry(
+            time=now, type=self.type, reason=self.reason, message=self.message[:512], step=self.step
+        )
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,25 @@ driver owns one board, hands it to each decision and exports what it shows."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
+
+from braid.api.run import BreakerStatus, WorkflowRunStatus
+from braid.api.workflow import CircuitBreakerSpec
 
 State = Literal["Closed", "Open", "HalfOpen"]
+
+
+class Guarded(Protocol):
+    """What passes a breaker: an action with its breaker and fallback (engine.plan)."""
+
+    @property
+    def breaker(self) -> CircuitBreakerSpec | None: ...
+
+    @property
+    def fallback(self) -> object | None: ...
 
 
 @dataclass
@@ -96,9 +110,12 @@ class Passage:
     message: str = ""
 
 
-def passage(board: BreakerBoard, key: str, attempt: str, now: datetime, fallback: bool) -> Passage:
-    """Through when the breaker admits the attempt; else its fallback if it has one; else it
-    fails fast, saying until when the breaker stays open."""
+def passage(board: BreakerBoard | None, action: Guarded, attempt: str, now: datetime) -> Passage:
+    """Through when the action has no breaker, or its breaker admits the attempt; else its
+    fallback if it has one; else it fails fast, saying until when the breaker stays open."""
+    if board is None or action.breaker is None:
+        return Passage("through")
+    key, fallback = action.breaker.key, action.fallback is not None
     if board.admit(key, attempt, now):
         return Passage("through")
     if fallback:
@@ -109,3 +126,36 @@ def passage(board: BreakerBoard, key: str, attempt: str, now: datetime, fallback
         "open",
         f"circuit breaker {key} is open{until} after {state.failures} consecutive failures",
     )
+
+
+def record(
+    board: BreakerBoard | None, action: Guarded, attempt: str, ok: bool, now: datetime
+) -> None:
+    """An attempt behind a breaker ended: count it."""
+    b = action.breaker
+    if board is not None and b is not None:
+        board.record(
+            b.key,
+            attempt,
+            ok=ok,
+            now=now,
+            threshold=b.failure_threshold,
+            cool_down_seconds=b.cool_down_seconds,
+        )
+
+
+def abandon(board: BreakerBoard | None, action: Guarded, attempt: str, now: datetime) -> None:
+    """An attempt behind a breaker was cancelled."""
+    if board is not None and action.breaker is not None:
+        board.abandon(action.breaker.key, attempt, now)
+
+
+def show(status: WorkflowRunStatus, board: BreakerBoard | None, keys: Sequence[str]) -> bool:
+    """What the run's status shows of the breakers its steps go through; True if changed."""
+    if board is None or not keys:
+        return False
+    shown = [BreakerStatus.of(k, board.get(k)) for k in keys]
+    if shown == (status.circuit_breakers or []):
+        return False
+    status.circuit_breakers = shown
+    return True

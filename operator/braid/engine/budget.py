@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from braid.api.reasons import EventReason, RunReason
-from braid.api.run import BudgetStatus, TaskStatus, Usage, WorkflowRunStatus
+from braid.api.run import ApprovalRecord, BudgetStatus, TaskStatus, Usage, WorkflowRunStatus
 from braid.api.workflow import BUDGET_GATE, BudgetAction, BudgetSpec
 from braid.engine import approvals
 from braid.engine.actions import ApprovalDecision, RecordEvent
@@ -129,3 +129,23 @@ def judge_decision(decision: ApprovalDecision, refused: str | None) -> DecisionV
         ),
         (RunReason.BUDGET_REJECTED, f"over budget, rejected by {decision.user}: {why}"),
     )
+
+
+def decided(
+    spec: BudgetSpec | None,
+    record: BudgetStatus | None,
+    paused: bool,
+    decision: ApprovalDecision,
+    now: datetime,
+) -> tuple[ApprovalRecord, DecisionVerdict] | None:
+    """A new decision on the paused budget's gate: the record to keep and what it means;
+    None when it is not for this gate's opening, or was already recorded."""
+    if spec is None or record is None or not paused:
+        return None
+    if decision.digest is not None and decision.digest != record.digest:
+        return None
+    refused = approvals.refusal(spec.approvers, decision)
+    entry = approvals.record_of(decision, refused, record.digest, now)
+    if approvals.already_recorded(record.approvals or [], entry):
+        return None
+    return entry, judge_decision(decision, refused)

@@ -17,7 +17,12 @@ from braid.api.workflow import Step
 from braid.engine import dag
 from braid.engine.plan import COMPACT_ABOVE
 from braid.expressions import Expression, ExpressionError, clip
+from braid.expressions.core import STRING_LITERAL
 
+# The attributes of steps.<name> (engine/context.py builds them): anything else is a typo.
+STEP_ATTRIBUTES = frozenset(
+    {"phase", "reason", "message", "exitCode", "attempts", "outputs", "items", "iterations"}
+)
 # Names bound only where they make sense (the compiler adds them to an expression's scope).
 SCOPED = frozenset({"item", "index", "iteration", "previous", "response"})
 ALWAYS = frozenset({"params", "steps", "run"})
@@ -25,11 +30,13 @@ ALWAYS = frozenset({"params", "steps", "run"})
 
 @dataclass(frozen=True)
 class Scoped:
-    """A compiled expression with where it stands."""
+    """A compiled expression with where it stands: its owner step, the names in scope besides
+    params/steps/run, and steps it may read besides its owner's upstream."""
 
     expression: Expression
     owner: str | None
     extra: frozenset[str]
+    reads: frozenset[str] = frozenset()
 
 
 def expression_errors(
@@ -47,6 +54,7 @@ def expression_errors(
         out += unknown_params(s, declared)
         out += names_out_of_scope(s)
         out += step_references(s, graph, body_of, upstream)
+        out += step_attributes(s)
         out += constant_errors(s)
     return out
 
@@ -87,7 +95,7 @@ def step_references(
     e = s.expression
     out = []
     for ref in sorted(e.steps.names):
-        if ref in body_of.get(s.owner or "", ()):
+        if ref in body_of.get(s.owner or "", ()) or ref in s.reads:
             continue
         if ref not in graph.deps:
             out.append(
@@ -98,7 +106,17 @@ def step_references(
                 )
             )
             continue
-        if s.owner is None or ref == s.owner:
+        if s.owner is None:
+            continue
+        if ref == s.owner:
+            out.append(
+                FieldError(
+                    e.path,
+                    f"step {ref!r} reads its own status or outputs in {clip(e.source)!r}, which "
+                    "do not exist until it has finished (a cycle); read them in a later step, "
+                    "or in its compensation",
+                )
+            )
             continue
         if s.owner not in upstream:
             upstream[s.owner] = dag.upstream(graph, s.owner)
@@ -111,6 +129,74 @@ def step_references(
                 )
             )
     return out
+
+
+_INDEXED = re.compile(r"steps\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
+_ATTRIBUTE = re.compile(r"steps\s*(?:\.\s*([A-Za-z_]\w*)|\[\x00(\d+)\x00\])\s*\.\s*([A-Za-z_]\w*)")
+
+
+def attribute_reads(source: str) -> list[tuple[str, str]]:
+    """(step, attribute) for every steps.<name>.<attribute> and steps["name"].<attribute>;
+    text inside other string literals is data."""
+    keys: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        keys.append(m.group(2))
+        return f"steps[\x00{len(keys) - 1}\x00]"
+
+    code = STRING_LITERAL.sub('""', _INDEXED.sub(keep, source))
+    return [(m.group(1) or keys[int(m.group(2))], m.group(3)) for m in _ATTRIBUTE.finditer(code)]
+
+
+def step_attributes(s: Scoped) -> list[FieldError]:
+    """steps.<name>.<attribute>: only the documented attributes exist."""
+    e = s.expression
+    return [
+        FieldError(
+            e.path,
+            f"steps.{step}.{attr} in {clip(e.source)!r}: a step has no {attr!r}; it has "
+            f"{', '.join(sorted(STEP_ATTRIBUTES))} (outputs.<name> for what it wrote)",
+        )
+        for step, attr in dict.fromkeys(attribute_reads(e.source))
+        if attr not in STEP_ATTRIBUTES
+    ]
+
+
+def unguarded_reads(
+    expressions: Iterable[Scoped], conditional: Mapping[str, str], whens: Mapping[str, str]
+) -> list[FieldError]:
+    """Warnings: reads of steps.x.outputs.<name> where x may be skipped (``conditional``:
+    step -> why), in an expression that does not test x first (its phase or reason, or
+    has()), nor does the `when` of the step it belongs to (``whens``: step -> source)."""
+    out = []
+    for s in expressions:
+        e = s.expression
+        reads = {step for step, attr in attribute_reads(e.source) if attr == "outputs"}
+        reads = {step for step in reads if _reads_into_outputs(e.source, step)}
+        guard = f"{e.source} {whens.get(s.owner or '', '')}"
+        tested = {step for step, attr in attribute_reads(guard) if attr in ("phase", "reason")}
+        for step in sorted(reads & conditional.keys()):
+            if step == s.owner or step in s.reads or step in tested:
+                continue
+            if re.search(rf"has\(\s*steps\s*(\.\s*{re.escape(step)}\b|\[)", guard):
+                continue
+            out.append(
+                FieldError(
+                    e.path,
+                    f"reads steps.{step}.outputs, but {step} {conditional[step]}, so its "
+                    f"outputs may be empty; test steps.{step}.phase == 'Succeeded' first, or "
+                    f"use has(steps.{step}.outputs.<name>)",
+                )
+            )
+    return out
+
+
+def _reads_into_outputs(source: str, step: str) -> bool:
+    """steps.<step>.outputs.<name> (or [...]): a key that is missing when the step did not
+    succeed. The whole map (steps.<step>.outputs) is {} then, which is safe to read."""
+    name = re.escape(step)
+    where = rf"steps\s*(\.\s*{name}\b|\[\s*['\"]{name}['\"]\s*\])\s*\.\s*outputs\s*[.\[]"
+    return re.search(where, source) is not None
 
 
 def constant_errors(s: Scoped) -> list[FieldError]:

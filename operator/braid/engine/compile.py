@@ -7,6 +7,8 @@ reject the same workflows with the same field-path messages, every problem at on
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -58,6 +60,7 @@ DEFAULT_OUTPUT = "{'status': response.status, 'body': response.body}"
 WEBHOOK_GRACE_SECONDS = 10
 ITEM_SCOPE = frozenset({"item", "index"})
 LOOP_SCOPE = frozenset({"iteration", "previous"})
+RETRY_SCOPE = frozenset({"lastRetry"})
 
 
 class _Compiler:
@@ -68,6 +71,17 @@ class _Compiler:
         self.spec = spec
         self.errors: list[FieldError] = []
         self.expressions: list[Scoped] = []
+        self.reads: frozenset[str] = frozenset()  # steps readable besides upstream ones
+
+    @contextmanager
+    def reading(self, names: frozenset[str]) -> Iterator[None]:
+        """Expressions compiled inside may also read these steps (a compensation its own
+        step, a finally step the finally steps before it)."""
+        before, self.reads = self.reads, names
+        try:
+            yield
+        finally:
+            self.reads = before
 
     def expr(
         self, source: str, path: str, owner: str | None, extra: frozenset[str] = frozenset()
@@ -77,7 +91,7 @@ class _Compiler:
         except ExpressionError as exc:
             self.errors.append(exc.field_error())
             return None
-        self.expressions.append(Scoped(compiled, owner, extra))
+        self.expressions.append(Scoped(compiled, owner, extra, self.reads))
         return compiled
 
     def template(
@@ -88,7 +102,7 @@ class _Compiler:
         except ExpressionError as exc:
             self.errors.append(exc.field_error())
             return Template(source, path, (source,))
-        self.expressions += [Scoped(e, owner, extra) for e in compiled.expressions]
+        self.expressions += [Scoped(e, owner, extra, self.reads) for e in compiled.expressions]
         return compiled
 
     def value_template(
@@ -99,7 +113,7 @@ class _Compiler:
         except ExpressionError as exc:
             self.errors.append(exc.field_error())
             return ValueTemplate(value, {})
-        self.expressions += [Scoped(e, owner, extra) for e in compiled.expressions]
+        self.expressions += [Scoped(e, owner, extra, self.reads) for e in compiled.expressions]
         return compiled
 
     def action(self, path: str, owner: str | None, what: _What) -> ActionPlan:
@@ -121,6 +135,11 @@ class _Compiler:
                 if message
                 else None,
             )
+        retry = what.retry or (defaults.retry if defaults and defaults.retry else RetryPolicy())
+        retry_expression = None
+        if retry.expression is not None:
+            where = f"{path}.retry.expression" if what.retry else "spec.defaults.retry.expression"
+            retry_expression = self.expr(retry.expression, where, owner, what.extra | RETRY_SCOPE)
         return ActionPlan(
             path=path,
             container=self.container(f"{path}.container", owner, what.container, what.extra)
@@ -128,8 +147,9 @@ class _Compiler:
             else None,
             webhook=webhook,
             approval=approval,
-            retry=what.retry or (defaults.retry if defaults and defaults.retry else RetryPolicy()),
+            retry=retry,
             timeout_seconds=deadline,
+            retry_expression=retry_expression,
         )
 
     def container(
@@ -217,12 +237,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         step.name: _step(compiler, step, i, graph, body_names, positions)
         for i, step in enumerate(spec.steps)
     }
-    finally_steps = []
-    for i, fin in enumerate(spec.finally_ or []):
-        path = f"spec.finally[{i}]"
-        if fin.name in positions or fin.name in body_names:
-            errors.append(FieldError(f"{path}.name", f"{fin.name!r} is already the name of a step"))
-        finally_steps.append(FinallyPlan(fin.name, i, compiler.action(path, None, _What.of(fin))))
+    finally_steps = _finally(compiler, spec.finally_ or [], positions, body_names)
     outputs = {}
     for key, source in (spec.outputs or {}).items():
         compiled = compiler.expr(source, f"spec.outputs.{key}", None)
@@ -234,6 +249,8 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
     errors += checks.gathering(found, spec.steps)
     if errors:
         raise InvalidSpecError(errors)
+    whens = {s.name: s.when for s in spec.steps if s.when}
+    warnings = checks.unguarded_reads(found, _conditional(spec, graph), whens)
     actions = _actions(steps)
     return Plan(
         spec=spec,
@@ -246,7 +263,69 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
         breaker_keys=tuple(dict.fromkeys(a.breaker.key for a in actions if a.breaker)),
         pools=any(a.concurrency is not None for a in actions),
+        warnings=tuple(warnings),
     )
+
+
+def _conditional(spec: WorkflowSpec, graph: dag.Graph) -> dict[str, str]:
+    """Steps that may end without outputs while the run goes on, and why."""
+    out: dict[str, str] = {}
+    by_name = {s.name: s for s in spec.steps}
+    for step in (by_name[n] for n in dag.topological(graph)[0]):
+        deps = graph.deps[step.name]
+        if step.when:
+            out[step.name] = "runs only when its `when` holds"
+        elif step.continue_on and step.continue_on.failed:
+            out[step.name] = "may fail while the run goes on (continueOn.failed)"
+        elif len(deps) == 1 and deps[0] in out:
+            out[step.name] = f"is skipped when {deps[0]} is"
+    return out
+
+
+def _finally(
+    compiler: _Compiler,
+    steps: list[FinallyStep],
+    positions: dict[str, int],
+    body_names: dict[str, str],
+) -> list[FinallyPlan]:
+    """Finally steps with their conditions and their order among themselves (no default
+    order: without dependsOn they start together)."""
+    errors = compiler.errors
+    names = [f.name for f in steps]
+    for i, fin in enumerate(steps):
+        path = f"spec.finally[{i}]"
+        if fin.name in positions or fin.name in body_names:
+            errors.append(FieldError(f"{path}.name", f"{fin.name!r} is already the name of a step"))
+        if fin.name in names[:i]:
+            errors.append(FieldError(f"{path}.name", f"duplicate finally step {fin.name!r}"))
+        for j, dep in enumerate(fin.depends_on or []):
+            if dep not in names or dep == fin.name:
+                what = "itself" if dep == fin.name else f"{dep!r}, not a finally step"
+                errors.append(
+                    FieldError(
+                        f"{path}.dependsOn[{j}]",
+                        f"a finally step depends only on other finally steps, not {what}; "
+                        f"finally steps: {', '.join(names)}",
+                    )
+                )
+    graph = dag.of(names, {f.name: [d for d in f.depends_on or [] if d in names] for f in steps})
+    cycle = dag.find_cycle(graph) if len(set(names)) == len(names) else None
+    if cycle:
+        errors.append(
+            FieldError(
+                f"spec.finally[{names.index(cycle[0])}].dependsOn",
+                f"dependency cycle: {' -> '.join(cycle)}",
+            )
+        )
+    plans = []
+    for i, fin in enumerate(steps):
+        path = f"spec.finally[{i}]"
+        before = frozenset(dag.upstream(graph, fin.name)) if not cycle else frozenset()
+        with compiler.reading(before):
+            when = compiler.expr(fin.when, f"{path}.when", None) if fin.when else None
+            action = compiler.action(path, None, _What.of(fin))
+        plans.append(FinallyPlan(fin.name, i, action, when, graph.deps[fin.name]))
+    return plans
 
 
 def _names(spec: WorkflowSpec, errors: list[FieldError]) -> dict[str, int]:
@@ -308,9 +387,10 @@ def _step(
                 )
     compensation = None
     if step.compensation is not None:
-        compensation = compiler.action(
-            f"{path}.compensation", step.name, _What.of(step.compensation)
-        )
+        with compiler.reading(frozenset({step.name})):  # it undoes what its step did
+            compensation = compiler.action(
+                f"{path}.compensation", step.name, _What.of(step.compensation)
+            )
     sla = compiler.spec.sla
     step_sla = step.sla.max_duration_seconds if step.sla else None
     return StepPlan(
@@ -384,7 +464,7 @@ def _loop(
         action = _shared(
             compiler, sub, compiler.action(spath, step.name, what), spath, step.name, LOOP_SCOPE
         )
-        body.append(BodyPlan(sub.name, j, when, action))
+        body.append(BodyPlan(sub.name, j, when, action, sub.continues_on_failure))
     until = compiler.expr(loop.until, f"{lpath}.until", step.name, LOOP_SCOPE)
     if until is None:
         until = compile_expression("true", f"{lpath}.until")

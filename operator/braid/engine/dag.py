@@ -86,19 +86,26 @@ def of(order: Sequence[str], deps: Mapping[str, Iterable[str]]) -> Graph:
     return _graph(order, {n: tuple(deps.get(n, ())) for n in order})
 
 
-def find_cycle(graph: Graph) -> list[str] | None:
-    """Kahn's algorithm; on a cycle, walk it to name every step on it (first one repeated)."""
+def topological(graph: Graph) -> tuple[list[str], dict[str, int]]:
+    """Kahn's algorithm: every step after its dependencies (ties in declaration order), and
+    the unmet dependency counts left over (non-zero only on and behind a cycle)."""
     indegree = {n: len(graph.deps[n]) for n in graph.order}
     queue = deque(n for n in graph.order if indegree[n] == 0)
-    seen = 0
+    out: list[str] = []
     while queue:
         n = queue.popleft()
-        seen += 1
+        out.append(n)
         for m in graph.dependents[n]:
             indegree[m] -= 1
             if indegree[m] == 0:
                 queue.append(m)
-    if seen == len(graph.order):
+    return out, indegree
+
+
+def find_cycle(graph: Graph) -> list[str] | None:
+    """On a cycle, walk it to name every step on it (the first one repeated)."""
+    order, indegree = topological(graph)
+    if len(order) == len(graph.order):
         return None
     node = next(n for n in graph.order if indegree[n] > 0)
     path: list[str] = []

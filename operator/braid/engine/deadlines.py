@@ -4,10 +4,12 @@ earliest of them (when the driver must wake the engine). Pure: RunState applies 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from braid.api.reasons import SLAReason
+from braid.api.run import StepStatus, WorkflowRunStatus
 from braid.api.workflow import SLASpec
 
 
@@ -56,3 +58,34 @@ def sla_breach(
         SLAReason.STEP_DEADLINE_EXCEEDED,
         f"step {step} has been running longer than its SLA of {step_target}s",
     )
+
+
+@dataclass(frozen=True)
+class SLATargets:
+    """The run's SLA and each step's target (None: the step has none)."""
+
+    run: SLASpec | None
+    steps: Mapping[str, int | None]
+
+    def deadlines(
+        self,
+        status: WorkflowRunStatus,
+        steps: Mapping[str, StepStatus],
+        running: Iterable[str],
+        finished: bool,
+    ) -> list[tuple[str | None, datetime | None]]:
+        """When the run (key None) and each running step with a target become late."""
+        out: list[tuple[str | None, datetime | None]] = []
+        if not finished:
+            out.append((None, run_sla(self.run, status.start_time, bool(status.sla_breached))))
+        for name in sorted({n for n in running if self.steps.get(n)}):
+            st = steps[name]
+            out.append((name, step_sla(self.steps[name], st.start_time, bool(st.sla_breached))))
+        return out
+
+    def breach(self, step: str | None) -> tuple[SLAReason, str]:
+        return sla_breach(
+            step,
+            self.run.max_duration_seconds if self.run else None,
+            self.steps.get(step) if step else None,
+        )

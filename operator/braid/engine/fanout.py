@@ -23,6 +23,7 @@ from braid.expressions import Expression, ExpressionError, type_name
 DEFAULT_PARALLELISM = 100
 # Large fan-outs keep the details of running items and of the last this many failures.
 KEEP_FAILED = 50
+DECIDED = "cancelled: the step's outcome was already decided"
 
 
 @dataclass
@@ -114,7 +115,8 @@ def outcome(fan: FanOut) -> FanOutVerdict | None:
             StepReason.SUCCEEDED,
             f"{fan.succeeded}/{fan.total} items succeeded (threshold {fan.threshold})",
         )
-    if fan.failed > fan.total - fan.threshold:
+    fail_fast = fan.plan.fan_out.spec.fail_fast
+    if fan.failed > fan.total - fan.threshold and (fail_fast or all_done):
         return FanOutVerdict(
             StepPhase.FAILED,
             StepReason.THRESHOLD_UNREACHABLE,

@@ -24,10 +24,11 @@ class BodyMove:
     index: int = -1
 
 
-def next_in_body(phases: Sequence[StepPhase]) -> BodyMove:
-    """Body steps run in order: the first that is not final decides."""
+def next_in_body(phases: Sequence[StepPhase], goes_on: Sequence[bool] = ()) -> BodyMove:
+    """Body steps run in order: the first that is not final decides. ``goes_on``: which body
+    steps' failures are branches (continueOn.failed), not the loop's failure."""
     for i, phase in enumerate(phases):
-        if phase == StepPhase.FAILED:
+        if phase == StepPhase.FAILED and not (i < len(goes_on) and goes_on[i]):
             return BodyMove("failed", i)
         if phase.final:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from braid.api.errors import FieldError
 from braid.api.workflow import (
     ApprovalSpec,
     CircuitBreakerSpec,
@@ -70,6 +71,7 @@ class ActionPlan:
     concurrency: ConcurrencySpec | None = None
     breaker: CircuitBreakerSpec | None = None
     fallback: ActionPlan | None = None  # runs instead while the breaker is open
+    retry_expression: Expression | None = None  # retry.expression, over lastRetry
 
     @property
     def kind(self) -> str:
@@ -84,6 +86,7 @@ class BodyPlan:
     index: int
     when: Expression | None
     action: ActionPlan
+    continues: bool = False  # continueOn.failed: its failure does not end the loop
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class FinallyPlan:
     name: str
     index: int
     action: ActionPlan
+    when: Expression | None = None
+    deps: tuple[str, ...] = ()  # finally steps that finish first
 
 
 @dataclass
@@ -138,6 +143,7 @@ class Plan:
     has_sla: bool = False  # any run or step SLA target: decides whether SLABreached is shown
     breaker_keys: tuple[str, ...] = ()  # circuit breakers the steps go through, shown in status
     pools: bool = False  # some step holds a concurrency key
+    warnings: tuple[FieldError, ...] = ()  # what lint warns about but runs anyway
 
     @property
     def order(self) -> tuple[str, ...]:

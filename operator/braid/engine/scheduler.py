@@ -18,14 +18,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from braid.api.reasons import EventReason, FailureReason, RunReason, StepReason
 from braid.api.run import (
     ApprovalRecord,
-    BreakerStatus,
-    HistoryEntry,
     IterationStatus,
     LoopTaskStatus,
     RunPhase,
@@ -34,10 +32,9 @@ from braid.api.run import (
     TaskStatus,
     Usage,
     WorkflowRunStatus,
-    format_duration,
 )
 from braid.api.workflow import BUDGET_GATE, WorkflowSpec
-from braid.engine import approvals, budget, deadlines, fanout, finishing, loops
+from braid.engine import approvals, breakers, budget, deadlines, failures, fanout, finishing, loops
 from braid.engine.actions import (
     Action,
     ApprovalDecision,
@@ -48,10 +45,9 @@ from braid.engine.actions import (
     RecordDecision,
     RecordEvent,
 )
-from braid.engine.backoff import is_retryable, retry_delay
 from braid.engine.breakers import BreakerBoard, passage
 from braid.engine.compile import plan_for
-from braid.engine.context import expression_context
+from braid.engine.context import RunView, task_context
 from braid.engine.fanout import FanOuts
 from braid.engine.gates import Gates, inputs_of
 from braid.engine.outputs import shed, usage_of
@@ -74,11 +70,18 @@ Level = Literal["Normal", "Warning"]
 
 @dataclass
 class _Failing:
-    """The failure the run is handling (it compensates and finalizes, then ends with it)."""
+    """The failure the run is handling (it compensates and finalizes, then ends with it).
+    ``drain``: what runs, and its retries, may finish first (a step failed: failFast)."""
 
     reason: str
     message: str
     cancelled: bool = False
+    drain: bool = False
+
+    @classmethod
+    def resumed(cls, reason: str, message: str) -> _Failing:
+        """The failure a stored status says the run is handling."""
+        return cls(reason, message, reason == RunReason.CANCELLED, reason == RunReason.STEP_FAILED)
 
 
 @dataclass
@@ -103,6 +106,9 @@ class RunState:
     fans: FanOuts = field(default_factory=lambda: FanOuts(""))
     running_loops: set[str] = field(default_factory=set)
     failing: _Failing | None = None
+    failed_steps: list[str] = field(default_factory=list)  # in the order they failed
+    now: datetime | None = None  # of the current decision (run.durationSeconds)
+    sla: deadlines.SLATargets = field(default_factory=lambda: deadlines.SLATargets(None, {}))
     breakers: BreakerBoard | None = None  # shared with other runs, given by the driver
     approvals_verified: bool | None = None  # see Observations
     # this decision's output
@@ -126,36 +132,42 @@ class RunState:
         plan = plan_for(spec)
         state = cls(run_name, plan, status, params, generation, uid, slots=Slots(spec.max_parallel))
         state.fans = FanOuts(run_name)
-        status.workflow_spec = status.workflow_spec or spec
-        status.params = params if status.params is None else status.params
-        by_name = {s.name: s for s in status.steps}
-        status.steps = [
-            by_name.get(n) or StepStatus(name=n, kind=plan.steps[n].kind) for n in plan.order
-        ]
+        if plan.has_sla:
+            targets = {n: p.sla_seconds for n, p in plan.steps.items() if p.sla_seconds}
+            state.sla = deadlines.SLATargets(spec.sla, targets)
+        kinds = [(n, plan.steps[n].kind) for n in plan.order]
+        status.shape(spec, params, kinds, [f.name for f in plan.finally_steps])
         state.steps = {s.name: s for s in status.steps}
-        if status.finally_ is None and plan.finally_steps:
-            status.finally_ = [StepStatus(name=f.name, kind="finally") for f in plan.finally_steps]
         for name in plan.order:
             st = state.steps[name]
             deps = plan.steps[name].deps
             state.remaining_deps[name] = sum(not state.steps[d].phase.final for d in deps)
             if st.phase.final:
                 state.finished_steps += 1
+                if st.phase == StepPhase.FAILED:
+                    state.failed_steps.append(name)
             elif st.phase == StepPhase.PENDING and state.remaining_deps[name] == 0:
                 state.ready.append(name)
             else:
                 state._resume_step(plan.steps[name], st)
-        failure = status.failure if not state.finished else None
+        state._resume_ending()
+        return state
+
+    def _resume_ending(self) -> None:
+        """The failure being handled, and compensation and finally tasks under way."""
+        status, plan = self.status, self.plan
+        failure = status.failure if not self.finished else None
         if failure is not None:
-            state.failing = _Failing(*failure, cancelled=failure[0] == RunReason.CANCELLED)
-            state.ready.clear()
+            self.failing = _Failing.resumed(*failure)
+            self.ready.clear()
         if status.phase in (RunPhase.COMPENSATING, RunPhase.FINALIZING):
             for name in plan.order:
-                if state.steps[name].compensation is not None:
-                    state._resume(compensation_task(run_name, plan.steps[name], state.steps[name]))
+                if self.steps[name].compensation is not None:
+                    self._resume(
+                        compensation_task(self.run_name, plan.steps[name], self.steps[name])
+                    )
             for fin, fst in zip(plan.finally_steps, status.finally_ or [], strict=True):
-                state._resume(finally_task(run_name, fin, fst))
-        return state
+                self._resume(finally_task(self.run_name, fin, fst))
 
     def _resume(self, task: Task) -> None:
         phase = task.status.phase
@@ -187,15 +199,14 @@ class RunState:
         self, task: Task | None, expressions: tuple[Expression, ...] = ()
     ) -> dict[str, Any]:
         """The names an expression sees; only the steps it reads are materialised."""
-        iterations = self.steps[task.step].iterations if task and task.role == "body" else None
-        return expression_context(
-            run_name=self.run_name,
-            params=self.params,
-            failure=self.failing.reason if self.failing else None,
-            steps=self.steps,
-            expressions=expressions,
-            body=iterations[-1].steps if iterations else None,
-            scope=task.scope if task is not None else None,
+        f, status = self.failing, self.status
+        failed = [self.steps[n] for n in self.failed_steps]
+        run = RunView.of(
+            self.run_name, status, (f.reason, f.cancelled) if f else None, self.now, failed
+        )
+        fins = zip(self.plan.finally_steps, status.finally_ or [], strict=True)
+        return task_context(
+            run, self.params, self.steps, {p.name: s for p, s in fins}, task, expressions
         )
 
     def _task_context(self, task: Task) -> dict[str, Any]:
@@ -213,6 +224,7 @@ class RunState:
     def decide(self, observations: Observations, now: datetime) -> Decision:
         """Apply what was observed and what time it is; return what to do next."""
         self.actions, self.dirty, self.slots.waiting_for = [], False, set()
+        self.now = now
         self.slots.elsewhere = observations.elsewhere
         self.breakers = observations.breakers
         self.approvals_verified = observations.approvals_verified
@@ -231,22 +243,11 @@ class RunState:
             self._check_time(now)
             self._advance(now)
             self._update_conditions(now)
-        self.dirty |= self.status.record_history(
-            [
-                HistoryEntry(
-                    time=now, type=a.type, reason=a.reason, message=a.message[:512], step=a.step
-                )
-                for a in self.actions
-                if isinstance(a, RecordEvent) and not a.progress
-            ],
-            HISTORY_LIMIT,
-        )
+        said = [a for a in self.actions if isinstance(a, RecordEvent) and not a.progress]
+        self.dirty |= self.status.record_history([a.history(now) for a in said], HISTORY_LIMIT)
         if self.dirty:
             self.status.mark_progress(self.finished_steps, self.total, now)
-        if self.breakers is not None and self.plan.breaker_keys:
-            shown = [BreakerStatus.of(k, self.breakers.get(k)) for k in self.plan.breaker_keys]
-            if shown != (self.status.circuit_breakers or []):
-                self.status.circuit_breakers, self.dirty = shown, True
+        self.dirty |= breakers.show(self.status, self.breakers, self.plan.breaker_keys)
         return Decision(
             self.actions,
             self._wake_at(),
@@ -275,25 +276,28 @@ class RunState:
     def _advance(self, now: datetime) -> None:
         """Start whatever may start now, repeating until nothing changes."""
         while True:
-            before = (self.slots.moves, len(self.ready), len(self.active), self.status.phase)
+            before = self._progress_mark()
             if self.failing is None:
                 while self.ready:
                     self._begin_step(self.ready.popleft(), now)
             self._fill_slots(now)
             if self.status.phase == RunPhase.RUNNING:
-                if self.failing is not None and not self.active:
+                if self.failing is not None and not self.active and not self._draining():
                     self._begin_compensation(now)
                 elif self.failing is None and self.finished_steps == self.total:
-                    self._begin_finally()
+                    self._all_steps_finished(now)
             if self.status.phase == RunPhase.COMPENSATING:
-                self._advance_compensation()
+                self._advance_compensation(now)
             if self.status.phase == RunPhase.FINALIZING:
                 self._advance_finally(now)
             # A task can be queued, started, fail at once (a template error, an open breaker)
             # and the next be queued within one pass: counting moves, not queue lengths, sees it.
-            after = (self.slots.moves, len(self.ready), len(self.active), self.status.phase)
+            after = self._progress_mark()
             if after == before and not self.ready:
                 return
+
+    def _progress_mark(self) -> tuple[object, ...]:
+        return len(self.ready), len(self.active), self.slots.moves, self.status.phase, self.failing
 
     # ------------------------------------------------------------------ steps
 
@@ -301,18 +305,18 @@ class RunState:
         plan, st = self.plan.steps[name], self.steps[name]
         if st.phase != StepPhase.PENDING:
             return
-        if plan.deps and all(self.steps[d].phase == StepPhase.SKIPPED for d in plan.deps):
-            message = f"all of its dependencies were skipped: {', '.join(plan.deps)}"
-            self._skip(name, StepReason.UPSTREAM_SKIPPED, message, now)
+        routed = failures.routed_away(plan.deps, self.steps, self._continues)
+        if routed is not None:
+            self._skip(name, *routed, now)
             return
-        run_it = self._when(plan.when, None) if plan.when is not None else True
+        when = plan.when
+        run_it = self._when(when, None) if when is not None else True
         if isinstance(run_it, str):
             st.start_time = now
             self._finish_step(name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, run_it, now)
-            return
-        if not run_it:
-            assert plan.when is not None
-            self._skip(name, StepReason.WHEN_FALSE, f"when {plan.when.source!r} is false", now)
+        elif not run_it and when is not None:
+            self._skip(name, StepReason.WHEN_FALSE, f"when {when.source!r} is false", now)
+        if run_it is not True:
             return
         self.dirty = True
         if plan.action is not None:
@@ -361,17 +365,20 @@ class RunState:
         st = self.steps[name]
         if phase == StepPhase.SUCCEEDED:
             st.mark_succeeded(st.outputs, now, reason, message)
-            said = RecordEvent(
-                "Normal", EventReason.STEP_SUCCEEDED, f"Step {name} succeeded", name, progress=True
+            said = f"Step {name} succeeded"
+            self.actions.append(
+                RecordEvent("Normal", EventReason.STEP_SUCCEEDED, said, name, progress=True)
             )
-            self.actions.append(said)
         elif phase == StepPhase.SKIPPED:
             st.mark_skipped(reason, message, now)
         else:
             st.mark_failed(reason, message, now)
+            self.failed_steps.append(name)
             failed = f"failed ({reason}): {message}"
-            self._event("Warning", EventReason.STEP_FAILED, f"Step {name} {failed}", name)
-            if self.failing is None:
+            then = failures.consequence(self.plan.steps[name].spec, self.plan.spec)
+            more = "; the run goes on (continueOn.failed)" if then == "continue" else ""
+            self._event("Warning", EventReason.STEP_FAILED, f"Step {name} {failed}{more}", name)
+            if then == "fail" and self.failing is None:
                 self._begin_failing(RunReason.STEP_FAILED, f"step {name} {failed}", now)
         self.finished_steps += 1
         self.dirty = True
@@ -400,7 +407,15 @@ class RunState:
                 self._start_items(name, now)
 
     def _may_start(self, task: Task) -> bool:
-        return self.failing is None or task.role in ("compensation", "finally")
+        """Anything while the run goes on; while it fails, compensation and finally, and
+        the retries of what had started when a step failed (failFast lets them finish)."""
+        failing = self.failing
+        if failing is None or task.role in ("compensation", "finally"):
+            return True
+        return failing.drain and task.status.attempts > 0
+
+    def _continues(self, name: str) -> bool:
+        return failures.continues(self.plan.steps[name].spec)
 
     def _admit(self, action: ActionPlan, status: TaskStatus) -> bool:
         """A free slot in the action's concurrency pool, counting every run's attempts."""
@@ -421,19 +436,16 @@ class RunState:
         first = st.phase == StepPhase.PENDING
         st.attempts += 1
         st.start_time, st.retry_time = st.start_time or now, None
-        breaker = task.action.breaker
-        if breaker is not None and self.breakers is not None:
-            fallback = task.action.fallback
-            way = passage(self.breakers, breaker.key, task.attempt_name(), now, bool(fallback))
-            st.fallback = True if way.kind == "fallback" else None
-            if way.kind == "open":
-                st.attempt_name = task.attempt_name()
-                self._task_failed(task, FailureReason.CIRCUIT_OPEN, way.message, None, now)
-                return
-            if way.kind == "fallback" and fallback is not None:
-                said = f"{way.message}: {task.display} runs its fallback"
-                self._event("Warning", EventReason.CIRCUIT_OPEN_FALLBACK, said, task.step)
-                task = replace(task, action=fallback)
+        way = passage(self.breakers, task.action, task.attempt_name(), now)
+        st.fallback = True if way.kind == "fallback" else None
+        if way.kind == "open":
+            st.attempt_name = task.attempt_name()
+            self._task_failed(task, FailureReason.CIRCUIT_OPEN, way.message, None, now)
+            return
+        if way.kind == "fallback" and task.action.fallback is not None:
+            said = f"{way.message}: {task.display} runs its fallback"
+            self._event("Warning", EventReason.CIRCUIT_OPEN_FALLBACK, said, task.step)
+            task = replace(task, action=task.action.fallback)
         try:
             request = render_request(task, self._task_context(task))
         except ExpressionError as exc:
@@ -453,20 +465,18 @@ class RunState:
             return  # already recorded, cancelled, or not ours: results are idempotent
         verdict = judge(task, result, self._task_context(task))
         task.status.exit_code = verdict.exit_code
-        breaker = task.action.breaker
-        if breaker is not None and self.breakers is not None:
-            self.breakers.record(
-                breaker.key,
-                result.name,
-                ok=verdict.failure is None,
-                now=now,
-                threshold=breaker.failure_threshold,
-                cool_down_seconds=breaker.cool_down_seconds,
-            )
+        breakers.record(self.breakers, task.action, result.name, verdict.failure is None, now)
         if verdict.failure is None:
             self._task_succeeded(task, verdict.outputs or {}, now)
         else:
-            self._task_failed(task, verdict.failure, verdict.message or "", verdict.exit_code, now)
+            self._task_failed(
+                task,
+                verdict.failure,
+                verdict.message or "",
+                verdict.exit_code,
+                now,
+                verdict.outputs,
+            )
 
     def _task_succeeded(
         self,
@@ -484,19 +494,28 @@ class RunState:
         self._task_done(task, now)
 
     def _task_failed(
-        self, task: Task, reason: FailureReason, message: str, exit_code: int | None, now: datetime
+        self,
+        task: Task,
+        reason: FailureReason,
+        message: str,
+        exit_code: int | None,
+        now: datetime,
+        outputs: dict[str, Any] | None = None,
     ) -> None:
         st, retry = task.status, task.action.retry
         st.exit_code = exit_code
+        if outputs is not None:
+            st.outputs = outputs  # what a failed attempt wrote: continueOn branches read it
         self.dirty = True
-        if (
-            task.action.approval is None
-            and st.attempts <= retry.limit
-            and is_retryable(retry, reason, exit_code)
-            and self._may_start(task)
-        ):
-            delay = retry_delay(retry.backoff, st.attempts, task.attempt_name())
-            st.mark_retrying(reason, message, now + timedelta(seconds=delay))
+        retry_at: tuple[datetime, float] | str = ""
+        if task.action.approval is None and self._may_start(task):
+            facts = failures.RetryFacts.of(reason, message, exit_code, outputs, st, now)
+            expression = task.action.retry_expression
+            scope = (lambda: self.context(task, (expression,))) if expression else dict
+            retry_at = failures.next_retry(task.action, st, task.attempt_name(), facts, now, scope)
+        if not isinstance(retry_at, str):
+            at, delay = retry_at
+            st.mark_retrying(reason, message, at)
             self.retrying.append(task)
             if task.role == "item":
                 self.fans.took_slot(task.step, 1)  # a retrying item keeps its slot
@@ -508,7 +527,7 @@ class RunState:
                 task.step,
             )
             return
-        st.mark_failed(reason, message, now)
+        st.mark_failed(reason, f"{message} ({retry_at})" if retry_at else message, now)
         self._task_done(task, now)
 
     def _task_done(self, task: Task, now: datetime) -> None:
@@ -537,9 +556,7 @@ class RunState:
         name = task.status.attempt_name
         if name and (active := self._deactivate(name)) is not None:
             self.actions.append(CancelAttempt(name, reason))
-            breaker = active.action.breaker
-            if breaker is not None and self.breakers is not None:
-                self.breakers.abandon(breaker.key, name, now)
+            breakers.abandon(self.breakers, active.action, name, now)
         if task.status.phase == StepPhase.RETRYING:
             self.retrying = [t for t in self.retrying if t.status is not task.status]
         task.status.mark_cancelled(reason, message, now)
@@ -604,18 +621,13 @@ class RunState:
             self._task_done(task, now)
 
     def _on_budget_decision(self, decision: ApprovalDecision, now: datetime) -> None:
-        spec, record = self.plan.spec.budget, self.status.budget
-        if spec is None or record is None or not self.paused:
+        record = self.status.budget
+        decided = budget.decided(self.plan.spec.budget, record, self.paused, decision, now)
+        if decided is None or record is None:
             return
-        if decision.digest is not None and decision.digest != record.digest:
-            return
-        refused = approvals.refusal(spec.approvers, decision)
-        entry = approvals.record_of(decision, refused, record.digest, now)
-        if approvals.already_recorded(record.approvals or [], entry):
-            return
+        entry, verdict = decided
         record.approvals = [*(record.approvals or []), entry]
         self._recorded(BUDGET_GATE, None, entry)
-        verdict = budget.judge_decision(decision, refused)
         self.actions.append(verdict.event)
         record.state = verdict.state or record.state
         if verdict.stop is not None:
@@ -639,8 +651,7 @@ class RunState:
             return
         verdict, unfinished = decided
         for task in unfinished:
-            message = "cancelled: the step's outcome was already decided"
-            self._cancel_task(task, StepReason.THRESHOLD_REACHED, message, now)
+            self._cancel_task(task, StepReason.THRESHOLD_REACHED, fanout.DECIDED, now)
         self._finish_step(name, verdict.phase, verdict.reason, verdict.message, now)
 
     # ------------------------------------------------------------------ loops
@@ -660,7 +671,7 @@ class RunState:
         if st.phase.final or self.failing is not None:
             return  # a failing run sweeps unfinished loops; no new work starts
         tasks = loops.body_tasks(self.run_name, plan, st)
-        move = loops.next_in_body([t.status.phase for t in tasks])
+        move = loops.next_in_body([t.status.phase for t in tasks], [b.continues for b in loop.body])
         iteration = st.iterations[-1].iteration
         if move.kind == "failed":
             failed = tasks[move.index]
@@ -678,17 +689,26 @@ class RunState:
                 self._end_loop(plan, ended, now)
 
     def _begin_body(self, when: Expression | None, task: Task, now: datetime) -> None:
+        runs = self._passes(when, task, now)
+        if runs:
+            self._begin_task(task, now)
+        elif runs is False:
+            self._advance_loop(self.plan.steps[task.step], now)
+
+    def _passes(self, when: Expression | None, task: Task, now: datetime) -> bool | None:
+        """Whether a task's `when` lets it run; False: it is Skipped; None: the expression
+        failed, and so did the task."""
         run_it = self._when(when, task) if when is not None else True
         if isinstance(run_it, str):
             task.status.start_time = now
             self._task_failed(task, FailureReason.EXPRESSION_ERROR, run_it, None, now)
-        elif not run_it:
+            return None
+        if not run_it:
             assert when is not None
             task.status.mark_skipped(StepReason.WHEN_FALSE, f"when {when.source!r} is false", now)
+            self.slots.moves += 1
             self.dirty = True
-            self._advance_loop(self.plan.steps[task.step], now)
-        else:
-            self._begin_task(task, now)
+        return run_it
 
     def _end_loop(self, plan: StepPlan, verdict: loops.LoopVerdict, now: datetime) -> None:
         self.steps[plan.name].outputs = loops.outputs(self.steps[plan.name], verdict.converged)
@@ -700,19 +720,37 @@ class RunState:
     def _begin_failing(
         self, reason: str, message: str, now: datetime, *, cancel: bool = False
     ) -> None:
-        self.failing = _Failing(reason, message, cancelled=reason == RunReason.CANCELLED)
+        """Stop starting new work. ``cancel``: stop what runs too (cancelled, timed out, over
+        budget); otherwise (a step failed) what runs, and its retries, may finish."""
+        drain = not cancel
+        self.failing = _Failing(reason, message, reason == RunReason.CANCELLED, drain)
         self.dirty = True
         self.ready.clear()
-        for task in [t for t in self.retrying if t.status.phase == StepPhase.RETRYING]:
-            self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
-        self.retrying.clear()
+        if not drain:
+            for task in [t for t in self.retrying if t.status.phase == StepPhase.RETRYING]:
+                self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
+            self.retrying.clear()
         for task in self.gates.waiting:
             self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
         self.gates.waiting.clear()
         if cancel:
             for task in list(self.active.values()):
                 self._cancel_task(task, reason, message, now)
-        self.slots.keep_only(("compensation", "finally"))
+        self.slots.keep_only(self._may_start)
+
+    def _draining(self) -> bool:
+        """Retries of what ran when a step failed are still to come."""
+        return bool(self.retrying) or any(
+            t.role not in ("compensation", "finally") for t in self.slots.queue
+        )
+
+    def _all_steps_finished(self, now: datetime) -> None:
+        """Failures held back by failFast: false fail the run now; else finally runs."""
+        held = [self.steps[n] for n in self.failed_steps if not self._continues(n)]
+        if held:
+            self._begin_failing(RunReason.STEP_FAILED, failures.run_failure_message(held), now)
+        else:
+            self._begin_finally(now)
 
     def _begin_compensation(self, now: datetime) -> None:
         failing = self.failing
@@ -721,60 +759,51 @@ class RunState:
         self.fans.running.clear()
         self.running_loops.clear()
         self.dirty = True
-        spec = self.plan.spec
-        order = finishing.compensation_order(self.plan, self.steps)
-        if order and finishing.compensates(
-            spec.compensation, failing.reason, failing.cancelled, spec.budget
-        ):
+        order = finishing.to_compensate(self.plan, self.steps, failing.reason, failing.cancelled)
+        if order:
             self.status.phase = RunPhase.COMPENSATING
             said = f"Compensating {len(order)} step(s) in reverse completion order"
             self._event("Warning", EventReason.COMPENSATION_STARTED, said)
         else:
-            self._begin_finally()
+            self._begin_finally(now)
 
-    def _advance_compensation(self) -> None:
-        for name in finishing.compensation_order(self.plan, self.steps):
-            task = compensation_task(self.run_name, self.plan.steps[name], self.steps[name])
-            if task.status.phase.final:
-                continue
-            if task.status.phase == StepPhase.PENDING:
-                self.slots.enqueue(task)
-            return
-        self._begin_finally()
+    def _advance_compensation(self, now: datetime) -> None:
+        task = finishing.next_compensation(self.run_name, self.plan, self.steps)
+        if task is None:
+            self._begin_finally(now)
+        elif task.status.phase == StepPhase.PENDING:
+            self.slots.enqueue(task)
 
-    def _begin_finally(self) -> None:
+    def _begin_finally(self, now: datetime) -> None:
         self.status.phase = RunPhase.FINALIZING
         self.dirty = True
-        for fin, st in zip(self.plan.finally_steps, self.status.finally_ or [], strict=True):
-            if st.phase == StepPhase.PENDING:
-                self.slots.enqueue(finally_task(self.run_name, fin, st))
+        self._start_finally(now)
+
+    def _start_finally(self, now: datetime) -> None:
+        """Finally steps whose finally dependencies have finished: queued, or skipped when
+        their `when` is false."""
+        statuses = self.status.finally_ or []
+        for fin, st in finishing.finally_ready(self.plan.finally_steps, statuses):
+            task = finally_task(self.run_name, fin, st)
+            if id(st) not in self.slots.queued and self._passes(fin.when, task, now):
+                self.slots.enqueue(task)
 
     def _advance_finally(self, now: datetime) -> None:
+        self._start_finally(now)
         unfinished = any(not s.phase.final for s in self.status.finally_ or [])
         if unfinished or self.active or self.slots.queue:
             return
         if self.failing is None:
-            failed = finishing.finally_failure(self.status.finally_ or [])
-            if failed is None:
-                ctx = self.context(None, tuple(self.plan.outputs.values()))
-                outputs = finishing.run_outputs(self.plan.outputs, ctx)
-                if isinstance(outputs, tuple):
-                    failed = outputs
-                else:
-                    self.status.outputs = outputs
+            ctx = self.context(None, tuple(self.plan.outputs.values()))
+            failed = finishing.finally_failure(
+                self.status.finally_ or []
+            ) or finishing.set_run_outputs(self.status, self.plan.outputs, ctx)
             if failed is not None:
                 self.failing = _Failing(*failed)
+        f = self.failing
+        outcome = (f.reason, f.message, f.cancelled) if f else None
+        self.actions.append(finishing.end(self.status, outcome, now, self.generation))
         self.dirty = True
-        if self.failing is None:
-            self.status.mark_succeeded("all steps finished", now, self.generation)
-            took = format_duration(now - (self.status.start_time or now))
-            self._event("Normal", EventReason.RUN_SUCCEEDED, f"Run succeeded in {took}")
-            return
-        cancelled = self.failing.cancelled
-        reason, message = self.failing.reason, self.failing.message
-        self.status.mark_failed(reason, message, now, self.generation, cancelled=cancelled)
-        event = EventReason.RUN_CANCELLED if cancelled else EventReason.RUN_FAILED
-        self._event("Warning", event, f"Run ended: {message}")
 
     def _on_oversized(self, message: str, level: int, now: datetime) -> None:
         """The status cannot be stored: fail the run now (running steps cancelled) and shed
@@ -815,17 +844,9 @@ class RunState:
                 self.slots.enqueue(task)  # a retrying item still holds its fan-out slot
         for task, verdict in self.gates.timed_out(now):
             self._apply_gate(task, verdict, now)
-        sla = self.plan.spec.sla
         for step in deadlines.due(self._sla_deadlines(), now):
-            if step is None:
-                self.status.sla_breached = True
-            else:
-                self.steps[step].sla_breached = True
-            reason, message = deadlines.sla_breach(
-                step,
-                sla.max_duration_seconds if sla else None,
-                self.plan.steps[step].sla_seconds if step else None,
-            )
+            (self.steps[step] if step else self.status).sla_breached = True
+            reason, message = self.sla.breach(step)
             self.status.mark_sla_breached(reason, message, now, self.generation)
             self._event("Warning", EventReason.SLA_BREACHED, message[0].upper() + message[1:], step)
             self.dirty = True
@@ -833,18 +854,10 @@ class RunState:
     def _sla_deadlines(self) -> list[tuple[str | None, datetime | None]]:
         if not self.plan.has_sla:
             return []  # called twice per decision: a run without targets pays nothing
-        out: list[tuple[str | None, datetime | None]] = []
-        if not self.finished:
-            start, breached = self.status.start_time, bool(self.status.sla_breached)
-            out.append((None, deadlines.run_sla(self.plan.spec.sla, start, breached)))
-        steps = self.plan.steps
         tasks = (*self.active.values(), *self.gates.waiting, *self.retrying)
-        running = {t.step for t in tasks if t.role == "step" and steps[t.step].sla_seconds}
-        running |= {n for n in (*self.running_loops, *self.fans.running) if steps[n].sla_seconds}
-        for name in sorted(running):
-            st, seconds = self.steps[name], steps[name].sla_seconds
-            out.append((name, deadlines.step_sla(seconds, st.start_time, bool(st.sla_breached))))
-        return out
+        running = [t.step for t in tasks if t.role == "step"]
+        running += [*self.running_loops, *self.fans.running]
+        return self.sla.deadlines(self.status, self.steps, running, self.finished)
 
     def _wake_at(self) -> datetime | None:
         if self.finished:
@@ -867,31 +880,17 @@ class RunState:
     # ------------------------------------------------------------------ conditions
 
     def _update_conditions(self, now: datetime) -> None:
-        status, gen = self.status, self.generation
-        pending = self.gates.pending()
-        if not self.finished:
-            failing = (self.failing.reason, self.failing.message) if self.failing else None
-            reason, message = finishing.progress(
-                failing,
-                self.paused,
-                bool(pending),
-                bool(self.active),
-                self.finished_steps,
-                self.total,
-            )
-            self.dirty |= status.mark_progressing(reason, message, now, gen)
-        spec_budget = self.plan.spec.budget
-        if self.paused and spec_budget is not None and status.budget is not None:
-            pending.append(
-                approvals.budget_pending(spec_budget.approvers, status.budget.digest or "")
-            )
-        if (pending or None) != status.pending_approvals:
-            status.pending_approvals = pending or None
-            self.dirty = True
-        if pending:
-            reason, message = approvals.pending_condition(pending, self.approvals_verified)
-            self.dirty |= status.mark_approval_pending(reason, message, now, gen)
-        else:
-            self.dirty |= status.mark_no_approval_pending(now, gen)
-        if self.plan.has_sla:
-            self.dirty |= status.mark_within_sla(now, gen)
+        failing = (self.failing.reason, self.failing.message) if self.failing else None
+        pending, done = self.gates.pending(), self.finished_steps
+        moving = bool(self.active)
+        progress = finishing.progress(failing, self.paused, bool(pending), moving, done, self.total)
+        self.dirty |= finishing.update_conditions(
+            self.status,
+            self.plan,
+            now,
+            self.generation,
+            progress=None if self.finished else progress,
+            pending=pending,
+            paused=self.paused,
+            verified=self.approvals_verified,
+        )

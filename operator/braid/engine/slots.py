@@ -6,12 +6,12 @@ decision). A small index with no decisions of its own beyond admission: RunState
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from braid.api.run import TaskStatus
 from braid.engine.plan import ActionPlan
-from braid.engine.tasks import Role, Task
+from braid.engine.tasks import Task
 
 
 @dataclass
@@ -48,8 +48,8 @@ class Slots:
             self.queue.appendleft(task)
             self.queued.add(id(task.status))
 
-    def keep_only(self, roles: tuple[Role, ...]) -> None:
-        self.queue = deque(t for t in self.queue if t.role in roles)
+    def keep_only(self, keep: Callable[[Task], bool]) -> None:
+        self.queue = deque(t for t in self.queue if keep(t))
         self.queued = {id(t.status) for t in self.queue}
 
     def activate(self, name: str, task: Task) -> None:

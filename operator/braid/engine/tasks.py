@@ -170,7 +170,8 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
 
 @dataclass(frozen=True)
 class Verdict:
-    """How an attempt ended, judged by the contract: outputs on success, a reason otherwise."""
+    """How an attempt ended, judged by the contract: outputs on success, a reason otherwise
+    (with the outputs a failed container wrote, when they are valid)."""
 
     outputs: dict[str, Any] | None
     failure: FailureReason | None = None
@@ -199,8 +200,10 @@ def judge(  # noqa: PLR0911 - a decision table: one return per way an attempt en
         return _judge_webhook(task, result, context)
     if result.exit_code not in (0, None):
         detail = f": {result.message.strip()}" if result.message and result.message.strip() else ""
+        # What the attempt wrote before it failed, when it is valid: failure branches read it.
+        written = parse_outputs(result.output).outputs if result.output else None
         return Verdict(
-            None,
+            written,
             FailureReason.ERROR,
             f"exited with code {result.exit_code}{detail}",
             result.exit_code,

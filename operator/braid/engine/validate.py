@@ -109,6 +109,23 @@ def validate_manifests(
     return errors
 
 
+def manifest_warnings(manifests: Sequence[Manifest]) -> list[FieldError]:
+    """What lint warns about in valid manifests (it runs, but may not do what was meant)."""
+    out: list[FieldError] = []
+    for i, manifest in enumerate(manifests):
+        where = f"document[{i}]." if len(manifests) > 1 else ""
+        spec = manifest.spec if isinstance(manifest, Workflow) else manifest.spec.workflow
+        if spec is None:
+            continue
+        try:
+            warnings = plan_for(spec).warnings
+        except InvalidSpecError:
+            continue  # reported as errors
+        inline = not isinstance(manifest, Workflow)
+        out += [_place(w, where, inline=inline) for w in warnings]
+    return out
+
+
 def _place(error: FieldError, where: str, *, inline: bool = False) -> FieldError:
     path = error.path
     if inline and (path == "spec" or path.startswith(("spec.", "spec["))):

@@ -36,7 +36,7 @@ CONTEXT_NAMES = frozenset(
     {"params", "steps", "item", "index", "iteration", "previous", "response", "run", "lastRetry"}
 )
 
-_STRING_LITERAL = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
+STRING_LITERAL = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
 _MACRO_VAR = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 
 
@@ -75,7 +75,7 @@ def comprehensions(source: str) -> tuple[tuple[Comprehension, ...], int]:
     """The comprehension macros of an expression as a forest, and an upper bound on the
     length of any list or map literal in it (its commas + 1). Text inside string literals is
     data, not code."""
-    code = _STRING_LITERAL.sub('""', source)
+    code = STRING_LITERAL.sub('""', source)
     # Each open parenthesis: the macro it calls (None for any other call or group) and the
     # comprehensions found inside it so far.
     stack: list[tuple[str | None, list[Comprehension]]] = [(None, [])]
@@ -158,7 +158,7 @@ def _refs(source: str, variables: frozenset[str], root: str) -> Refs:
     index = re.compile(rf"\b{root}\s*\[\s*(['\"])([^'\"]+)\1\s*\]")
     # Names inside string literals are data, except as a subscript key, which is matched first.
     indexed = {m.group(2) for m in index.finditer(source)}
-    stripped = _STRING_LITERAL.sub('""', source)
+    stripped = STRING_LITERAL.sub('""', source)
     dotted = {m.group(1) for m in dot.finditer(stripped)}
     uses = len(re.findall(rf"\b{root}\b", stripped))
     named_uses = len(dot.findall(stripped)) + len(index.findall(source))
