@@ -16,14 +16,16 @@ import asyncio
 import ipaddress
 import json
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
 from braid.api.manifests import too_deep
-from braid.engine import AttemptResult, HTTPResponse, StartAttempt
+from braid.api.workflow import KeySelector, SecretValue
+from braid.engine import AttemptResult, HTTPResponse, StartAttempt, WebhookRequest
+from braid.engine.masking import Masker
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # A response body is read up to this size; a larger one fails the attempt (it could never
@@ -184,13 +186,86 @@ class WebhookPolicy:
         return addresses[0]
 
 
+class SecretUnavailableError(Exception):
+    """A Secret a webhook reads is missing, or may not be read; the message says which."""
+
+
+# Reads one key of a Secret in the run's namespace: the value, None when it (or the key) is
+# missing, or SecretUnavailableError when it may not be read.
+SecretReader = Callable[[KeySelector], Awaitable[str | None]]
+
+
 async def call_webhook(
-    client: httpx.AsyncClient, request: StartAttempt, policy: WebhookPolicy | None = None
+    client: httpx.AsyncClient,
+    request: StartAttempt,
+    policy: WebhookPolicy | None = None,
+    secrets: SecretReader | None = None,
 ) -> AttemptResult:
-    """Make the call; every failure, whatever raised it, is the attempt's result."""
+    """Make the call; every failure, whatever raised it, is the attempt's result. Values
+    read from Secrets are masked in the result."""
     hook = request.webhook
     assert hook is not None
-    where = f"{hook.method} {hook.url[:300]}"
+    read: list[str] = []
+    try:
+        resolved = await _resolve(hook, secrets, read)
+    except SecretUnavailableError as exc:
+        return AttemptResult(request.name, error=str(exc))
+    result = await _attempt(client, replace(request, webhook=resolved), policy, hook.shown_url)
+    return Masker.of(read).result(result)
+
+
+async def _resolve(
+    hook: WebhookRequest, secrets: SecretReader | None, read: list[str]
+) -> WebhookRequest:
+    """The request with every SecretValue read (``read`` collects the values)."""
+
+    async def value(v: SecretValue) -> str:
+        ref = v.value_from.secret_key_ref
+        if secrets is None:
+            raise SecretUnavailableError(f"Secret {ref.name!r}: no Secrets can be read here")
+        got = await secrets(ref)
+        if got is None:
+            if ref.optional:
+                return ""
+            raise SecretUnavailableError(f"Secret {ref.name!r} has no key {ref.key!r}")
+        read.append(got)
+        return got
+
+    async def body(node: Any) -> Any:
+        if isinstance(node, SecretValue):
+            return await value(node)
+        if isinstance(node, list):
+            return [await body(v) for v in node]
+        if isinstance(node, dict):
+            return {k: await body(v) for k, v in node.items()}
+        return node
+
+    url = hook.url
+    if isinstance(url, SecretValue):
+        url = await value(url)
+        read += _url_parts(url)
+    headers: dict[str, str | SecretValue] = {
+        k: await value(v) if isinstance(v, SecretValue) else v for k, v in hook.headers.items()
+    }
+    return replace(hook, url=url, headers=headers, body=await body(hook.body))
+
+
+def _url_parts(url: str) -> list[str]:
+    """The host and path of a URL read from a Secret: an error or an echo naming only one of
+    them must not show it either."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return []
+    return [parsed.host, parsed.raw_path.decode("ascii", "replace")]
+
+
+async def _attempt(
+    client: httpx.AsyncClient, request: StartAttempt, policy: WebhookPolicy | None, shown: str
+) -> AttemptResult:
+    hook = request.webhook
+    assert hook is not None
+    where = f"{hook.method} {shown}"
     try:
         return await _call(client, request, policy)
     except WebhookRefusedError as exc:
@@ -208,8 +283,9 @@ async def _call(
 ) -> AttemptResult:
     hook = request.webhook
     assert hook is not None
+    assert isinstance(hook.url, str), "secrets are resolved before the call"
     url = httpx.URL(hook.url)
-    headers = dict(hook.headers)
+    headers = {k: v for k, v in hook.headers.items() if isinstance(v, str)}
     extensions: dict[str, Any] = {}
     if policy is not None:
         address = await policy.resolve(url)
@@ -234,7 +310,7 @@ async def _read(request: StartAttempt, response: httpx.Response) -> AttemptResul
     is not nested deeper than anything a run may hold."""
     hook = request.webhook
     assert hook is not None
-    where = f"{hook.method} {hook.url[:300]}"
+    where = f"{hook.method} {str(hook.url)[:300]}"
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():

@@ -65,11 +65,121 @@ class ParamSpec(Model):
     )
 
 
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
+class KeySelector(Model):
+    """One key of a Secret or ConfigMap in the run's namespace."""
+
+    name: str = Field(
+        pattern=OBJECT_NAME, max_length=253, description="Name of the Secret or ConfigMap."
+    )
+    key: str = Field(pattern=DATA_KEY, max_length=253, description="The key to read.")
+    optional: bool | None = Field(
+        default=None, description="true: a missing object or key is not an error."
+    )
+
+
+class FieldSelector(Model):
+    """A field of the step's own Pod (Kubernetes' downward API)."""
+
+    field_path: str = Field(
+        pattern=r"^(metadata\.(name|namespace|uid|labels\['[^']+'\]|annotations\['[^']+'\])"
+        r"|spec\.(nodeName|serviceAccountName)|status\.(hostIP|podIP|podIPs))$",
+        description="metadata.name, metadata.namespace, metadata.uid, metadata.labels['k'], "
+        "metadata.annotations['k'], spec.nodeName, spec.serviceAccountName, status.hostIP, "
+        "status.podIP or status.podIPs.",
+    )
+
+
+class EnvVarSource(Model):
+    """Where an environment variable's value comes from. Set exactly one."""
+
+    model_config = _cel_rules(_exactly_one("secretKeyRef", "configMapKeyRef", "fieldRef"))
+
+    secret_key_ref: KeySelector | None = Field(
+        default=None, description="A key of a Secret; the value is masked in what Braid shows."
+    )
+    config_map_key_ref: KeySelector | None = Field(
+        default=None, description="A key of a ConfigMap."
+    )
+    field_ref: FieldSelector | None = Field(default=None, description="A field of the Pod.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EnvVarSource:
+        if (
+            sum(
+                x is not None
+                for x in (self.secret_key_ref, self.config_map_key_ref, self.field_ref)
+            )
+            != 1
+        ):
+            raise ValueError("set exactly one of secretKeyRef, configMapKeyRef or fieldRef")
+        return self
+
+
 class EnvVar(Model):
-    """An environment variable of a container step."""
+    """An environment variable of a container step: a value, or a value from a Secret, a
+    ConfigMap or the Pod (the Kubernetes EnvVar shape)."""
+
+    model_config = _cel_rules(
+        ("!(has(self.value) && has(self.valueFrom))", "set value or valueFrom, not both")
+    )
 
     name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
-    value: str = Field(default="", description="Value; may contain ${{ <CEL> }} interpolations.")
+    value: str | None = Field(
+        default=None, description="Value; may contain ${{ <CEL> }} interpolations."
+    )
+    value_from: EnvVarSource | None = Field(
+        default=None, description="Read the value from a Secret, a ConfigMap or the Pod."
+    )
+
+    @model_validator(mode="after")
+    def _not_both(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set value or valueFrom, not both")
+        return self
+
+
+class ObjectRef(Model):
+    """A Secret or ConfigMap in the run's namespace, whole."""
+
+    name: str = Field(pattern=OBJECT_NAME, max_length=253, description="Its name.")
+    optional: bool | None = Field(default=None, description="true: a missing one is not an error.")
+
+
+class EnvFromSource(Model):
+    """Every key of a Secret or ConfigMap as environment variables. Set exactly one."""
+
+    model_config = _cel_rules(_exactly_one("secretRef", "configMapRef"))
+
+    prefix: str | None = Field(
+        default=None, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Put before each key."
+    )
+    secret_ref: ObjectRef | None = Field(
+        default=None, description="A Secret; its values are masked in what Braid shows."
+    )
+    config_map_ref: ObjectRef | None = Field(default=None, description="A ConfigMap.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EnvFromSource:
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError("set exactly one of secretRef or configMapRef")
+        return self
+
+
+class SecretSource(Model):
+    """Where a webhook value comes from."""
+
+    secret_key_ref: KeySelector = Field(description="A key of a Secret in the run's namespace.")
+
+
+class SecretValue(Model):
+    """A value read from a Secret when the call is made (by the operator, or locally from
+    --secrets or the environment), never stored in the run, masked in what it returns."""
+
+    value_from: SecretSource = Field(description="The Secret key holding the value.")
 
 
 class ResourceRequirements(Model):
@@ -92,7 +202,14 @@ class ContainerSpec(Model):
     args: list[str] | None = Field(
         default=None, description="Arguments; each may contain ${{ <CEL> }} interpolations."
     )
-    env: list[EnvVar] | None = Field(default=None, description="Environment variables.")
+    env: list[EnvVar] | None = Field(
+        default=None,
+        description="Environment variables: value (with ${{ }}), or valueFrom a secretKeyRef, "
+        "configMapKeyRef or fieldRef, as in a Pod.",
+    )
+    env_from: list[EnvFromSource] | None = Field(
+        default=None, description="Every key of a Secret or ConfigMap as a variable."
+    )
     working_dir: str | None = Field(default=None, description="Working directory.")
     resources: ResourceRequirements | None = Field(default=None, description="Resources.")
     pod_template: dict[str, JSON] | None = Field(
@@ -164,19 +281,24 @@ class ApprovalSpec(Model):
 class WebhookSpec(Model):
     """Make one HTTP call; the response becomes the step's outputs."""
 
-    url: str = Field(
-        min_length=1, description="URL to call; may contain ${{ <CEL> }} interpolations."
+    url: str | SecretValue = Field(
+        description="URL to call; may contain ${{ <CEL> }} interpolations; or "
+        "{valueFrom: {secretKeyRef: {name, key}}} to read it from a Secret."
     )
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
         default="POST", description="HTTP method."
     )
-    headers: dict[str, str] | None = Field(
-        default=None, description="Request headers; values may contain interpolations."
+    headers: dict[str, str | SecretValue] | None = Field(
+        default=None,
+        description="Request headers; values may contain interpolations, or be "
+        "{valueFrom: {secretKeyRef: {name, key}}} (e.g. Authorization: the Secret holds "
+        "'Bearer sk-...').",
     )
     body: JSON = Field(
         default=None,
         description="Request body: a string, or any JSON value sent as JSON. String leaves may "
-        "contain interpolations; a leaf that is exactly ${{ <CEL> }} takes the value's type.",
+        "contain interpolations; a leaf that is exactly ${{ <CEL> }} takes the value's type; "
+        "a leaf {valueFrom: {secretKeyRef: {name, key}}} is read from a Secret.",
     )
     success_condition: Expression | None = Field(
         default=None,

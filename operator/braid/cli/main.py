@@ -27,6 +27,7 @@ from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
 from braid.engine.validate import manifest_warnings, resolve_run_spec, validate_manifests
+from braid.local.data import LocalData
 from braid.local.runner import LocalRun, stdin_is_terminal
 
 app = typer.Typer(
@@ -238,6 +239,19 @@ def run(
     ),
     pod_security: str = typer.Option("restricted", "--pod-security", help=POD_SECURITY_HELP),
     pod_service_account: list[str] = typer.Option([], "--pod-service-account", help=POD_SA_HELP),
+    secrets: list[Path] = typer.Option(
+        [],
+        "--secrets",
+        help="A file of Secret and ConfigMap manifests the steps read (repeatable). Keys not "
+        "found there are read from environment variables named <NAME>_<KEY> (upper case, '_' "
+        "for other characters): Secret openai key api-key is OPENAI_API_KEY.",
+    ),
+    inherit_env: bool = typer.Option(
+        False,
+        "--inherit-env",
+        help="Give step processes this whole environment. Default: only what the manifest "
+        "declares plus PATH, HOME, LANG and TMPDIR, as a Pod would see it.",
+    ),
 ) -> None:
     """Run a workflow locally: container steps as processes, webhooks as HTTP calls."""
     pods = _pod_policy(pod_security, pod_service_account)
@@ -250,6 +264,7 @@ def run(
     try:
         name, spec, run_params = _select(manifests)
         params = resolve_params(spec, {**run_params, **_parse_params(param)}, "params")
+        data = LocalData.load(secrets)
     except InvalidSpecError as exc:
         _print_errors(files[0], exc.errors)
         raise typer.Exit(1) from None
@@ -264,6 +279,8 @@ def run(
         on_event=printer.event,
         on_start=printer.start,
         workdir=workdir,
+        data=data,
+        inherit_env=inherit_env,
     )
     if any(s.container for s in spec.steps) or any(
         s.fan_out and s.fan_out.container for s in spec.steps

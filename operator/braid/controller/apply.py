@@ -25,6 +25,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.reasons import EventReason, RunReason
 from braid.api.run import ApprovalRecord, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
+from braid.controller.secrets import SecretAccess
 from braid.engine import (
     Action,
     AttemptResult,
@@ -35,7 +36,7 @@ from braid.engine import (
 )
 from braid.kube.client import Cluster, ConflictError, PodRejectedError
 from braid.kube.pods import PodTemplateRefusedError, controller_uid, pod_for, result_of
-from braid.webhook import WebhookPolicy, call_webhook
+from braid.webhook import SecretReader, WebhookPolicy, call_webhook
 
 log = structlog.get_logger("braid.controller")
 
@@ -84,6 +85,9 @@ class Applier:
     # Webhook calls in flight: the event loop keeps only weak references to tasks.
     calls: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.secrets = SecretAccess(self.cluster)
+
     async def start(
         self, actions: list[Action], run: dict[str, Any], workflow: str, log_: Any
     ) -> list[AttemptResult]:
@@ -111,7 +115,7 @@ class Applier:
                     attempt=action.labels.attempt,
                 )
             elif isinstance(action, StartAttempt):
-                self._call_webhook((namespace, name), action)
+                self._call_webhook((namespace, name), action, self.secrets.reader(namespace))
             elif isinstance(action, CancelAttempt):
                 await self.cluster.delete_pod(namespace, action.name)
                 log_.info("Deleted step pod", pod=action.name, reason=action.reason)
@@ -121,6 +125,9 @@ class Applier:
         self, action: StartAttempt, run: dict[str, Any], workflow: str
     ) -> AttemptResult | None:
         meta = run["metadata"]
+        missing = await self.secrets.missing(action, meta["namespace"])
+        if missing is not None:
+            return AttemptResult(action.name, error=f"cannot start the step: {missing}")
         try:
             pod = pod_for(
                 action,
@@ -147,14 +154,14 @@ class Applier:
         owner = controller_uid(existing) if existing is not None else meta["uid"]
         return None if owner == meta["uid"] else conflict(action.name, owner)
 
-    def _call_webhook(self, key: RunKey, action: StartAttempt) -> None:
+    def _call_webhook(self, key: RunKey, action: StartAttempt, secrets: SecretReader) -> None:
         """Webhook steps run in the operator process with async I/O; the result reaches the
         inbox. (An operator restart mid-call leaves the attempt to its deadline, which every
         webhook attempt has.)"""
 
         async def call() -> None:
             try:
-                result = await call_webhook(self.client(), action, self.webhook_policy)
+                result = await call_webhook(self.client(), action, self.webhook_policy, secrets)
             except Exception as exc:  # noqa: BLE001 - call_webhook catches; this is the backstop
                 result = AttemptResult(action.name, error=f"webhook call failed: {exc!r}"[:1000])
             self.inbox.deliver(key, result)

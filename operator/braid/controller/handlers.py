@@ -16,7 +16,7 @@ from braid.controller.pools import pod_keys
 from braid.controller.reconcile import Reconciler
 from braid.controller.runtime import Runtime
 from braid.kube.client import KubeCluster
-from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN
+from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
 from braid.webhook import WebhookPolicy
@@ -112,6 +112,7 @@ def _snapshot(body: kopf.Body, labels: Mapping[str, str]) -> dict[str, Any]:
         "status": dict(body.get("status") or {}),
         "key": labels.get(LABEL_CONCURRENCY_KEY),
         "deleting": bool(body["metadata"].get("deletionTimestamp")),
+        "secrets": secret_refs(body),  # whose values the result is masked with
     }
 
 

@@ -252,11 +252,12 @@ class Reconciler:
             )
             outcome.add(decision, wake)
 
+        seen = await self.apply.secrets.mask(
+            meta["namespace"], observed(state, view, meta["uid"]), view.get
+        )
         await decide(
             self._observe(
-                results=observed(state, view, meta["uid"])
-                + results
-                + lost_pods(state, view, lost, now),
+                results=seen + results + lost_pods(state, view, lost, now),
                 decisions=decisions_from(
                     meta.get("annotations") or {}, verified=self.approvals_verified
                 ),

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from braid.api.reasons import DecisionKind
 from braid.api.run import ApprovalRecord, HistoryEntry
+from braid.api.workflow import EnvFromSource, EnvVar, SecretValue
 from braid.engine.breakers import BreakerBoard
 
 
@@ -36,15 +37,30 @@ class ContainerRequest:
     working_dir: str | None
     resources: dict[str, Any] | None
     pod_template: dict[str, Any] | None
+    # Variables whose values come from Secrets, ConfigMaps or the Pod, and whole Secrets and
+    # ConfigMaps as variables: the driver resolves them (a cluster's kubelet, or locally).
+    env_refs: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFromSource, ...] = ()
 
 
 @dataclass(frozen=True)
 class WebhookRequest:
+    """An HTTP call. The url, header values and body leaves that are SecretValues are read
+    from Secrets by the driver when it makes the call (spec literals only: nothing a run
+    computes can name a Secret)."""
+
     method: str
-    url: str
-    headers: dict[str, str]
+    url: str | SecretValue
+    headers: dict[str, str | SecretValue]
     body: Any
     timeout_seconds: float | None = None  # of the HTTP call (webhook.timeoutSeconds)
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages may show it."""
+        if isinstance(self.url, SecretValue):
+            return f"the URL in Secret {self.url.value_from.secret_key_ref.name}"
+        return self.url[:300]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from braid.api.errors import FieldError, InvalidSpecError
+from pydantic import ValidationError
+
+from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
 from braid.api.workflow import (
     BUDGET_GATE,
     ApprovalSpec,
@@ -23,6 +25,7 @@ from braid.api.workflow import (
     LoopSpec,
     LoopStep,
     RetryPolicy,
+    SecretValue,
     Step,
     StepAction,
     WebhookSpec,
@@ -116,6 +119,21 @@ class _Compiler:
         self.expressions += [Scoped(e, owner, extra, self.reads) for e in compiled.expressions]
         return compiled
 
+    def secret_leaves(self, value: Any, path: str) -> Any:
+        """A webhook body with its {valueFrom: {secretKeyRef: ...}} leaves as SecretValues:
+        only what the spec says literally can name a Secret, never a value a run computes."""
+        if isinstance(value, list):
+            return [self.secret_leaves(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"valueFrom"}:
+            try:
+                return SecretValue.model_validate(value)
+            except ValidationError as exc:
+                self.errors += from_validation_error(exc, path).errors
+                return value
+        return {k: self.secret_leaves(v, f"{path}.{k}") for k, v in value.items()}
+
     def action(self, path: str, owner: str | None, what: _What) -> ActionPlan:
         defaults = self.spec.defaults
         deadline = what.timeout or (defaults.timeout_seconds if defaults else None)
@@ -167,9 +185,11 @@ class _Compiler:
                 for i, a in enumerate(spec.args or [])
             ),
             tuple(
-                (e.name, self.template(e.value, f"{path}.env[{i}].value", owner, extra))
+                (e.name, self.template(e.value or "", f"{path}.env[{i}].value", owner, extra))
                 for i, e in enumerate(spec.env or [])
+                if e.value_from is None
             ),
+            tuple(e for e in spec.env or [] if e.value_from is not None),
         )
 
     def webhook(
@@ -183,14 +203,21 @@ class _Compiler:
         response = extra | {"response"}
         success = spec.success_condition or DEFAULT_SUCCESS
         output = spec.output or DEFAULT_OUTPUT
+        url = spec.url
+        if isinstance(url, str) and not url.strip():
+            self.errors.append(FieldError(f"{path}.url", "must not be empty"))
         return WebhookPlan(
             spec,
-            self.template(spec.url, f"{path}.url", owner, extra),
+            self.template(url, f"{path}.url", owner, extra) if isinstance(url, str) else url,
             tuple(
                 (k, self.template(v, f"{path}.headers.{k}", owner, extra))
+                if isinstance(v, str)
+                else (k, v)
                 for k, v in (spec.headers or {}).items()
             ),
-            self.value_template(spec.body, f"{path}.body", owner, extra),
+            self.value_template(
+                self.secret_leaves(spec.body, f"{path}.body"), f"{path}.body", owner, extra
+            ),
             self.expr(success, f"{path}.successCondition", owner, response)
             or compile_expression(DEFAULT_SUCCESS, f"{path}.successCondition"),
             self.expr(output, f"{path}.output", owner, response)

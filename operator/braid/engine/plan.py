@@ -16,9 +16,11 @@ from braid.api.workflow import (
     CircuitBreakerSpec,
     ConcurrencySpec,
     ContainerSpec,
+    EnvVar,
     FanOutSpec,
     LoopSpec,
     RetryPolicy,
+    SecretValue,
     Step,
     WebhookSpec,
     WorkflowSpec,
@@ -39,13 +41,14 @@ class ContainerPlan:
     command: tuple[Template, ...]
     args: tuple[Template, ...]
     env: tuple[tuple[str, Template], ...]
+    env_refs: tuple[EnvVar, ...] = ()  # valueFrom: passed on as they are
 
 
 @dataclass(frozen=True)
 class WebhookPlan:
     spec: WebhookSpec
-    url: Template
-    headers: tuple[tuple[str, Template], ...]
+    url: Template | SecretValue
+    headers: tuple[tuple[str, Template | SecretValue], ...]
     body: ValueTemplate
     success: Expression
     output: Expression

@@ -18,7 +18,7 @@ from braid.engine.actions import (
 )
 from braid.engine.outputs import MAX_OUTPUT_BYTES, depth_failure, parse_outputs
 from braid.engine.plan import ActionPlan, FinallyPlan, StepPlan
-from braid.expressions import Expression, ExpressionError, type_name
+from braid.expressions import Expression, ExpressionError, Template, type_name
 
 Role = Literal["step", "item", "body", "compensation", "finally"]
 
@@ -109,10 +109,12 @@ def expressions_of(action: ActionPlan) -> tuple[Expression, ...]:
             out.extend(t.expressions)
     if action.webhook:
         w = action.webhook
-        out.extend(w.url.expressions)
+        if isinstance(w.url, Template):
+            out.extend(w.url.expressions)
         out.extend(w.body.expressions)
-        for _, t in w.headers:
-            out.extend(t.expressions)
+        for _, header in w.headers:
+            if isinstance(header, Template):
+                out.extend(header.expressions)
         out.extend((w.success, w.output))
     if action.approval and action.approval.message:
         out.extend(action.approval.message.expressions)
@@ -148,13 +150,15 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
             working_dir=c.spec.working_dir,
             resources=c.spec.resources.wire() if c.spec.resources else None,
             pod_template=c.spec.pod_template,
+            env_refs=c.env_refs,
+            env_from=tuple(c.spec.env_from or ()),
         )
     elif action.webhook is not None:
         w = action.webhook
         webhook = WebhookRequest(
             method=w.spec.method,
-            url=w.url.render(context),
-            headers={k: t.render(context) for k, t in w.headers},
+            url=w.url.render(context) if isinstance(w.url, Template) else w.url,
+            headers={k: t.render(context) if isinstance(t, Template) else t for k, t in w.headers},
             body=w.body.render(context),
             timeout_seconds=w.timeout_seconds,
         )

@@ -3,11 +3,12 @@ implementation on kubernetes_asyncio. Counts its requests by verb, for benchmark
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
@@ -19,6 +20,10 @@ from braid.engine import RecordEvent
 
 class ConflictError(Exception):
     """The object changed since it was read; reconcile again from fresh state."""
+
+
+class ForbiddenError(Exception):
+    """The operator may not read this object (its RBAC does not grant it)."""
 
 
 class PodRejectedError(Exception):
@@ -57,6 +62,13 @@ class Cluster(Protocol):
     async def delete_pod(self, namespace: str, name: str) -> None: ...
     async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None: ...
+    async def read_data(self, kind: DataKind, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's (decoded) or ConfigMap's data; None when it does not exist;
+        ForbiddenError when the operator may not read it."""
+        ...
+
+
+DataKind = Literal["Secret", "ConfigMap"]
 
 
 class KubeCluster:
@@ -160,6 +172,30 @@ class KubeCluster:
             raise ApiException(status=status, reason=_message(body, "reading a pod failed"))
         pod: dict[str, Any] = json.loads(body)
         return {"metadata": pod.get("metadata") or {}, "status": pod.get("status") or {}}
+
+    async def read_data(self, kind: DataKind, namespace: str, name: str) -> dict[str, str] | None:
+        plural = "secrets" if kind == "Secret" else "configmaps"
+        self.requests[f"GET {plural}"] += 1
+        read = (
+            self.core.read_namespaced_secret
+            if kind == "Secret"
+            else self.core.read_namespaced_config_map
+        )
+        status, body = await _unloaded(read(name, namespace, _preload_content=False))
+        if status == 404:
+            return None
+        if status == 403:
+            raise ForbiddenError(f"the operator may not read {kind} {name!r} in {namespace}")
+        if not 200 <= status < 300:
+            raise ApiException(status=status, reason=_message(body, f"reading a {kind} failed"))
+        obj = json.loads(body)
+        data: dict[str, str] = dict(obj.get("stringData") or {})
+        for key, value in (obj.get("data") or {}).items():
+            if kind == "Secret":
+                data[key] = base64.b64decode(value).decode("utf-8", errors="replace")
+            else:
+                data[key] = str(value)
+        return data
 
     async def approval_policy_enforced(self, name: str) -> bool:
         """Is the ValidatingAdmissionPolicy ``name`` installed, failing closed, and bound with

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from braid.engine import RecordEvent
-from braid.kube.client import ConflictError, PodRejectedError
+from braid.kube.client import ConflictError, DataKind, ForbiddenError, PodRejectedError
 
 
 def _wire(obj: Any) -> Any:
@@ -35,6 +35,16 @@ class MemoryCluster:
     # Scripted faults: the next status write raises this; pods are refused with this message.
     fail_next_status_write: Exception | None = None
     refuse_pods: str | None = None
+    # (kind, name) -> data; kinds listed in forbidden may not be read at all.
+    data: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    forbidden: set[str] = field(default_factory=set)
+
+    async def read_data(self, kind: DataKind, namespace: str, name: str) -> dict[str, str] | None:
+        self.requests[f"GET {kind.lower()}s"] += 1
+        if kind in self.forbidden:
+            raise ForbiddenError(f"the operator may not read {kind} {name!r} in {namespace}")
+        found = self.data.get((kind, name))
+        return dict(found) if found is not None else None
 
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests["GET workflowruns"] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from braid.api.common import API_VERSION
@@ -130,6 +131,7 @@ def _labels(
 def _main(container: ContainerRequest, run_name: str) -> dict[str, Any]:
     """The step's container: its command, and the outputs contract (the termination log)."""
     env = [{"name": k, "value": v} for k, v in container.env.items()]
+    env += [e.wire() for e in container.env_refs]  # valueFrom: the kubelet reads them
     env += [
         {"name": "BRAID_RUN", "value": run_name},
         {"name": "BRAID_OUTPUT", "value": TERMINATION_LOG},
@@ -147,9 +149,26 @@ def _main(container: ContainerRequest, run_name: str) -> dict[str, Any]:
         "args": container.args,
         "workingDir": container.working_dir,
         "resources": container.resources,
+        "envFrom": [e.wire() for e in container.env_from],
     }
     main.update({k: v for k, v in optional.items() if v})
     return main
+
+
+def secret_refs(pod: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The Secrets (name, key; key None for a whole Secret) a step Pod's container reads,
+    as env valueFrom and envFrom: their values are masked in the attempt's result."""
+    out: list[tuple[str, str | None]] = []
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref.get("name"):
+                out.append((str(ref["name"]), str(ref.get("key", ""))))
+        for e in c.get("envFrom") or []:
+            ref = e.get("secretRef")
+            if ref and ref.get("name"):
+                out.append((str(ref["name"]), None))
+    return out
 
 
 # Lists a template adds to rather than replaces: Braid's own entries (BRAID_OUTPUT, ...) stay.

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 
 from braid.engine import MAX_OUTPUT_BYTES, AttemptResult, StartAttempt
+from braid.engine.masking import Masker
+from braid.local.data import LocalData, MissingDataError, step_env, webhook_reader
 from braid.webhook import call_webhook
 
 STDERR_TAIL = 400
@@ -28,14 +30,40 @@ class ProcessExecutor:
     not start before the last one is gone, so a step that ignores SIGTERM cannot overlap its
     own retry."""
 
-    def __init__(self, workdir: Path, grace_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        grace_seconds: float = 10.0,
+        data: LocalData | None = None,
+        inherit_env: bool = False,
+        run_uid: str = "",
+    ) -> None:
         self.workdir = workdir
         self.grace_seconds = grace_seconds
+        self.data = data or LocalData()
+        self.inherit_env = inherit_env
+        self.run_uid = run_uid
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._reapers: set[asyncio.Future[None]] = set()
         self._stopping: set[str] = set()
 
     async def run(self, request: StartAttempt) -> AttemptResult:
+        """The attempt's result, with the values of the Secrets it read masked (in its log
+        file too)."""
+        try:
+            env = step_env(request, self.data, inherit=self.inherit_env, run_uid=self.run_uid)
+        except MissingDataError as exc:
+            return AttemptResult(request.name, error=f"cannot start the step: {exc}")
+        masker = Masker.of(env.secrets)
+        result = await self._run(request, env.env)
+        if masker:
+            log_file = self.workdir / f"{request.name}.log"
+            if log_file.exists():
+                text = log_file.read_bytes().decode("utf-8", errors="replace")
+                log_file.write_text(masker.text(text) or "")
+        return masker.result(result)
+
+    async def _run(self, request: StartAttempt, step_env: dict[str, str]) -> AttemptResult:
         container = request.container
         assert container is not None
         argv = [*container.command, *container.args]
@@ -49,7 +77,7 @@ class ProcessExecutor:
         output_file = self.workdir / f"{request.name}.output.json"
         log_file = self.workdir / f"{request.name}.log"
         output_file.unlink(missing_ok=True)
-        env = {**os.environ, **container.env, "BRAID_OUTPUT": str(output_file)}
+        env = {**step_env, "BRAID_OUTPUT": str(output_file)}
         try:
             with log_file.open("wb") as log:
                 process = await asyncio.create_subprocess_exec(
@@ -130,8 +158,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 class HTTPExecutor:
     """Makes webhook calls; the engine judges the response against the success condition."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, data: LocalData | None = None) -> None:
         self.client = client
+        self.secrets = webhook_reader(data or LocalData())
 
     async def run(self, request: StartAttempt) -> AttemptResult:
-        return await call_webhook(self.client, request)
+        return await call_webhook(self.client, request, secrets=self.secrets)

@@ -34,6 +34,7 @@ from braid.engine import (
     StartAttempt,
 )
 from braid.engine.breakers import BreakerBoard
+from braid.local.data import LocalData
 from braid.local.executors import HTTPExecutor, ProcessExecutor
 
 Clock = Callable[[], datetime]
@@ -63,6 +64,10 @@ class LocalRun:
     # group (a Pod's terminationGracePeriodSeconds plays this part in a cluster).
     grace_seconds: float = 10.0
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Secrets and ConfigMaps the steps read (--secrets files, else the environment), and
+    # whether step processes get the whole environment (--inherit-env) or BASE_ENV only.
+    data: LocalData = field(default_factory=LocalData)
+    inherit_env: bool = False
 
     async def execute(self) -> WorkflowRunStatus:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
@@ -71,7 +76,9 @@ class LocalRun:
         state = RunState.load(
             self.run_name, self.spec, WorkflowRunStatus(), self.params, uid=self.uid
         )
-        processes = ProcessExecutor(workdir, grace_seconds=self.grace_seconds)
+        processes = ProcessExecutor(
+            workdir, self.grace_seconds, self.data, self.inherit_env, run_uid=self.uid
+        )
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -79,7 +86,7 @@ class LocalRun:
             loop.add_signal_handler(signal.SIGTERM, self._on_interrupt, interrupted, processes)
         try:
             async with httpx.AsyncClient(follow_redirects=False) as client:
-                http = HTTPExecutor(client)
+                http = HTTPExecutor(client, self.data)
                 await self._loop(state, processes, http, interrupted)
         finally:
             # Nothing of the run outlives `braid run`: every process group is stopped and
