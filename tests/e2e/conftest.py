@@ -6,6 +6,7 @@ at a running one; each test gets its own namespace and its own operator process.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -274,15 +275,42 @@ class Executor(threading.Thread):
                 self.execute(pod)
             self.stopping.wait(0.3)
 
+    def data(self, kind: str, name: str) -> dict[str, str]:
+        """A Secret's (decoded) or ConfigMap's data, read as the kubelet reads it."""
+        found = self.kube.run("get", kind, name, "-o", "json", check=False)
+        if found.returncode != 0:
+            return {}
+        data = json.loads(found.stdout).get("data") or {}
+        if kind == "secret":
+            return {k: base64.b64decode(v).decode() for k, v in data.items()}
+        return dict(data)
+
+    def environment(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """The container's environment: envFrom, then env with valueFrom resolved."""
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            kind = "secret" if "secretRef" in source else "configmap"
+            ref = source.get("secretRef") or source.get("configMapRef")
+            values = self.data(kind, ref["name"])
+            env.update({f"{source.get('prefix', '')}{k}": v for k, v in values.items()})
+        for var in container.get("env") or []:
+            source = var.get("valueFrom")
+            if source is None:
+                env[var["name"]] = var.get("value", "")
+            elif "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                env[var["name"]] = str(pod["metadata"].get(path.removeprefix("metadata."), ""))
+            else:
+                kind = "secret" if "secretKeyRef" in source else "configmap"
+                ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
+                env[var["name"]] = self.data(kind, ref["name"]).get(ref["key"], "")
+        return env
+
     def execute(self, pod: dict[str, Any]) -> None:
         container = pod["spec"]["containers"][0]
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
         with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-            env = {
-                **os.environ,
-                **{e["name"]: e.get("value", "") for e in container.get("env", [])},
-                "BRAID_OUTPUT": out.name,
-            }
+            env = {**os.environ, **self.environment(pod, container), "BRAID_OUTPUT": out.name}
             try:
                 code = subprocess.run(
                     argv, env=env, capture_output=True, timeout=60, check=False

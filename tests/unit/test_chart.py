@@ -26,6 +26,7 @@ COMBOS: dict[str, dict[str, str]] = {
         "ha.enabled": "true",
     },
     "cluster-ha": {"ha.enabled": "true", "ha.replicas": "3"},
+    "secrets-namespaced": {"watch.namespaces[0]": "team-a", "secrets.read": "true"},
     "monitoring": {
         "metrics.serviceMonitor.enabled": "true",
         "prometheusRule.enabled": "true",
@@ -125,6 +126,20 @@ def test_one_namespace_grants_nothing_cluster_wide() -> None:
     assert operator_rules(docs) == OPERATOR_USES
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args
+
+
+SECRETS = {("", "secrets", "get"), ("", "configmaps", "get")}
+
+
+def test_secrets_are_readable_only_when_asked_and_only_where_watched() -> None:
+    assert not operator_rules(render()) & SECRETS
+    assert operator_rules(render({"secrets.read": "true"})) == OPERATOR_USES | SECRETS
+    docs = render(COMBOS["secrets-namespaced"])
+    assert operator_rules(docs) == OPERATOR_USES | SECRETS
+    # namespaced: in the watched namespace's Role, nothing cluster-wide reads a Secret
+    assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["team-a"]
+    for role in by_kind(docs, "ClusterRole"):
+        assert not [r for r in role["rules"] if "secrets" in r.get("resources", [])], role
 
 
 def test_pod_policy_and_shard_labels_reach_the_operator_and_the_policy() -> None:
