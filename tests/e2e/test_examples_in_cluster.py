@@ -49,6 +49,7 @@ CASES = {
         {"draft": "Launch note +audience +date +price", "score": 1.0, "revisions": 3},
     ),
     "08-retry-compensation": ({}, "False", None),
+    "11-document-processing": ({}, "True", {"type": "invoice", "extracted": 3, "reviewed": False}),
 }
 
 
@@ -120,3 +121,41 @@ def test_09_webhook_runs_in_the_operator(
         status = kube.wait_finished(name)
     assert succeeded(status) == "True", operator.log()[-3000:]
     assert status["outputs"] == {"label": "urgent", "tokens": 7}
+
+
+def test_10_secrets_in_the_cluster(kube: Kube, operator: Operator, executor: Executor) -> None:
+    kube.apply(EXAMPLES / "10-secrets" / "secrets.yaml")
+    kube.apply(EXAMPLES / "10-secrets" / "workflow.yaml")
+    with example_api_server() as url:
+        name = create_run(kube, "10-secrets", {"baseUrl": url})
+        status = kube.wait_finished(name)
+    assert succeeded(status) == "True", operator.log()[-3000:]
+    assert status["outputs"] == {"label": "urgent", "model": "demo-model-1", "keyLength": 24}
+    assert steps(status)["answer"]["outputs"]["oops"] == "***"
+    assert "sk-demo" not in kube.run("get", "workflowrun", name, "-o", "json").stdout
+
+
+def test_11_the_human_fallback_in_the_cluster(
+    kube: Kube, operator: Operator, executor: Executor
+) -> None:
+    kube.apply(EXAMPLES / "11-document-processing" / "workflow.yaml")
+    name = create_run(kube, "11-document-processing", {"unreadablePage": 1})
+    kube.wait_for(
+        "the review gate",
+        lambda: (
+            steps({"steps": [], **kube.run_status(name)}).get("human-review", {}).get("phase")
+            == "Waiting"
+        ),
+        timeout=90,
+    )
+    kube.run(
+        "annotate",
+        "--as=alice",
+        "--as-group=system:masters",
+        "workflowrun",
+        name,
+        "approve.braid.dev/human-review=alice",
+    )
+    status = kube.wait_finished(name)
+    assert succeeded(status) == "True", operator.log()[-3000:]
+    assert status["outputs"] == {"type": "invoice", "extracted": 2, "reviewed": True}

@@ -43,7 +43,7 @@ def steps(doc: dict) -> dict[str, dict]:
 
 def test_every_example_has_a_readme_workflow_and_run():
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 10)]
+    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 12)]
     for folder in folders:
         assert (folder / "README.md").exists(), folder
         assert (folder / "workflow.yaml").exists(), folder
@@ -183,6 +183,78 @@ def test_09_webhook_failure_is_retried_then_reported(api_server):
     assert classify["attempts"] == 3
     assert classify["reason"] == "WebhookFailed"
     assert "HTTP 403" in classify["message"]
+
+
+def test_10_secrets_reach_the_steps_and_are_masked(api_server):
+    secrets = "examples/10-secrets/secrets.yaml"
+    args = ("examples/10-secrets/workflow.yaml", "-p", f"baseUrl={api_server}")
+    code, doc = run_json(*args, "--secrets", secrets)
+    assert code == 0, doc
+    assert doc["outputs"] == {"label": "urgent", "model": "demo-model-1", "keyLength": 24}
+    assert steps(doc)["answer"]["outputs"]["oops"] == "***"
+    assert "sk-demo" not in json.dumps(doc)
+    # without the Secret: the step fails before it starts, saying how to give it
+    code, doc = run_json(*args)
+    assert code == 1
+    assert (
+        "Secret 'model-api' key 'authorization' is not given" in steps(doc)["classify"]["message"]
+    )
+
+
+def test_10_secrets_from_environment_variables(api_server):
+    env = {
+        "MODEL_API_AUTHORIZATION": "Bearer demo-token",
+        "MODEL_API_API_KEY": "sk-demo-0123456789abcdef",
+        "MODEL_SETTINGS_MODEL": "demo-model-1",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "braid.cli",
+            "run",
+            "examples/10-secrets/workflow.yaml",
+            "-p",
+            f"baseUrl={api_server}",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
+    doc = json.loads(result.stdout)
+    # envFrom needs the whole ConfigMap, which only a --secrets file can give
+    assert "ConfigMap 'model-settings' (envFrom) is not given" in steps(doc)["answer"]["message"]
+    assert steps(doc)["classify"]["phase"] == "Succeeded"
+
+
+def test_11_document_processing_every_path():
+    wf = "examples/11-document-processing/workflow.yaml"
+    code, doc = run_json(wf)
+    assert code == 0, doc
+    assert doc["outputs"] == {"type": "invoice", "extracted": 3, "reviewed": False}
+    assert steps(doc)["human-review"]["phase"] == "Skipped"
+    assert steps(doc)["validate"]["attempts"] == 2
+    code, doc = run_json(wf, "-p", "unreadablePage=1", "--approve", "human-review=alice")
+    assert code == 0, doc
+    assert doc["outputs"] == {"type": "invoice", "extracted": 2, "reviewed": True}
+    pages = steps(doc)["pages"]
+    assert (pages["phase"], pages["reason"]) == ("Failed", "ThresholdUnreachable")
+    assert doc["finally"][0]["outputs"] == {"phase": "Succeeded", "failures": ["pages"]}
+    code, doc = run_json(wf, "-p", "unreadablePage=1", "--reject", "human-review=page 1 matters")
+    assert code == 1
+    assert "page 1 matters" in doc["message"]
+    assert steps(doc)["validate"]["phase"] == "Skipped"
+    assert doc["finally"][0]["outputs"]["phase"] == "Failed"
+    code, doc = run_json(wf, "-p", "document=Service agreement|Term: 2 years")
+    assert code == 0, doc
+    assert doc["outputs"]["type"] == "contract"
+    assert steps(doc)["invoice"]["phase"] == "Skipped"
 
 
 def test_ctrl_c_cancels_and_runs_compensation(tmp_path):
