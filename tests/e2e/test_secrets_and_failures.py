@@ -233,8 +233,10 @@ def test_failure_routes_to_a_fallback_and_finally_steps_read_the_run(
                 "dependsOn": ["model"],
                 "when": "steps.model.phase == 'Failed' && steps.model.exitCode == 3",
                 "container": {
-                    "image": "python",
-                    "command": [PY, "-c", OUT, "${{ steps.model.reason }}"],
+                    # templates in the image, with the extension functions
+                    "image": "registry.local/${{ ['py', 'thon'].join('') }}:"
+                    "${{ '%d.%d'.format([3, 12]) }}",
+                    "command": [PY, "-c", OUT, "${{ steps.model.reason }} $${{ literal }}"],
                 },
             },
             {
@@ -304,7 +306,9 @@ def test_failure_routes_to_a_fallback_and_finally_steps_read_the_run(
     assert status["phase"] == "Succeeded", operator.log()[-3000:]
     s = steps(status)
     assert (s["model"]["phase"], s["model"]["attempts"]) == ("Failed", 1)
-    assert s["review"]["outputs"] == {"v": "Error"}
+    assert s["review"]["outputs"] == {"v": "Error ${{ literal }}"}
+    pod = kube.json("get", "pod", f"{name}-review-1")
+    assert pod["spec"]["containers"][0]["image"] == "registry.local/python:3.12"
     # every page was tried although page 1 failed
     assert [i["phase"] for i in s["pages"]["items"]] == [
         "Succeeded",
@@ -315,3 +319,38 @@ def test_failure_routes_to_a_fallback_and_finally_steps_read_the_run(
     fin = {f["name"]: f for f in status["finally"]}
     assert fin["report"]["outputs"]["v"].split(",") == ["model:Error", "pages:ThresholdUnreachable"]
     assert fin["cleanup"]["outputs"] == {"v": "Succeeded"}
+
+
+def test_what_lint_refuses_fails_the_run_as_invalid_spec_naming_the_field(
+    kube: Kube, operator: Operator
+) -> None:
+    """The operator runs the same checks as lint: a step reading its own outputs, or an
+    attribute no step has, never starts a pod."""
+    for i, (expression, message) in enumerate(
+        [
+            ("steps.a.outputs.x", "reads its own status or outputs"),
+            ("steps.b.output", "a step has no 'output'"),
+        ]
+    ):
+        spec = {
+            "steps": [
+                {"name": "b", "container": {"image": "x", "command": ["true"]}},
+                {"name": "a", "when": expression, "container": {"image": "x", "command": ["true"]}},
+            ]
+        }
+        name = kube.create(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "braid.dev/v1alpha1",
+                    "kind": "WorkflowRun",
+                    "metadata": {"name": f"lint-{i}"},
+                    "spec": {"workflow": spec},
+                }
+            )
+        )
+        status = kube.wait_finished(name)
+        condition = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+        assert condition["reason"] == "InvalidSpec", status
+        assert "spec.steps[1].when" in condition["message"]
+        assert message in condition["message"]
+        assert not kube.json("get", "pods", "-l", f"braid.dev/run={name}")["items"]
