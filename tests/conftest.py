@@ -13,6 +13,7 @@ import pytest
 
 from braid.api.workflow import WorkflowSpec
 from braid.engine.simulate import Outcome
+from tests.s3 import S3, s3_server
 
 
 def workflow(steps: list[dict[str, Any]], **spec: Any) -> WorkflowSpec:
@@ -25,6 +26,13 @@ def container(name: str, **extra: Any) -> dict[str, Any]:
 
 def ok(outputs: dict[str, Any] | None = None, seconds: float = 1.0) -> Outcome:
     return Outcome(seconds=seconds, output=json.dumps(outputs or {}))
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """A real S3 server (versitygw) on loopback, with the bucket ``braid``."""
+    with s3_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@
 #   tests/cluster/build.sh            # the control plane; prints where the binaries are
 #   tests/cluster/build.sh promtool   # only promtool (alert rule tests); prints its path
 #   tests/cluster/build.sh helm       # only helm (chart tests); prints its path
+#   tests/cluster/build.sh versitygw  # only versitygw (the S3 server of the artifact tests)
 #   tests/cluster/build.sh monitoring-crds  # the Prometheus Operator's CRDs (source module);
 #                                           # prints their directory
 #   BRAID_CACHE=/somewhere tests/cluster/build.sh
@@ -112,6 +113,16 @@ build_helm() {
   echo "$dir/helm"
 }
 
+build_versitygw() {
+  local dir="$cache/bin/versitygw-$VERSITYGW_VERSION"
+  if [ ! -x "$dir/versitygw" ]; then
+    log "compiling versitygw $VERSITYGW_VERSION (first time: a few minutes)"
+    mkdir -p "$dir"
+    GOBIN="$dir" go install -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  fi
+  echo "$dir/versitygw"
+}
+
 monitoring_crds() {
   local dir
   dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
@@ -128,6 +139,7 @@ build_kwok() {
 case "${1:-}" in
   promtool) build_promtool; exit 0 ;;
   helm) build_helm; exit 0 ;;
+  versitygw) build_versitygw; exit 0 ;;
   monitoring-crds) monitoring_crds; exit 0 ;;
 esac
 start=$(date +%s)

@@ -43,7 +43,7 @@ def steps(doc: dict) -> dict[str, dict]:
 
 def test_every_example_has_a_readme_workflow_and_run():
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 12)]
+    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 13)]
     for folder in folders:
         assert (folder / "README.md").exists(), folder
         assert (folder / "workflow.yaml").exists(), folder
@@ -255,6 +255,34 @@ def test_11_document_processing_every_path():
     assert code == 0, doc
     assert doc["outputs"]["type"] == "contract"
     assert steps(doc)["invoice"]["phase"] == "Skipped"
+
+
+def test_12_artifacts_pass_between_steps_and_are_listed(tmp_path):
+    record = tmp_path / "run.json"
+    store = tmp_path / "arts"
+    code, doc = run_json(
+        "examples/12-artifacts/workflow.yaml", "--artifacts", str(store), "--record", str(record)
+    )
+    assert code == 0, doc
+    assert doc["outputs"]["sources"] == 2000
+    assert doc["outputs"]["notesBytes"] == 169780
+    research = steps(doc)["research"]["artifacts"]
+    assert set(research) == {"notes.md", "data/sources.json"}
+    assert research["notes.md"]["size"] == 169780
+    assert doc["outputs"]["summary"].startswith(store.resolve().as_uri())
+    assert "artifacts" not in steps(doc)["publish"]
+    listed = braid("artifacts", str(record))
+    assert listed.returncode == 0, listed.stderr
+    assert "notes.md" in listed.stdout
+    assert "165.8 KiB" in listed.stdout
+    got = braid(
+        "artifacts", str(record), "summarize", "--get", "summary.md", "-o", str(tmp_path / "s.md")
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "s.md").read_text().startswith("# Summary")
+    missing = braid("artifacts", str(record), "--get", "nope.md")
+    assert missing.returncode == 1
+    assert "no step has an artifact 'nope.md'" in missing.stderr
 
 
 def test_ctrl_c_cancels_and_runs_compensation(tmp_path):

@@ -97,14 +97,14 @@ def test_attributes_a_step_does_not_have():
         (
             "spec.steps[1].when: steps.a.status in "
             "'steps.a.status == \\'Succeeded\\' && steps[\"a\"].output.x == 1': a step has no "
-            "'status'; it has attempts, exitCode, items, iterations, message, outputs, phase, "
-            "reason (outputs.<name> for what it wrote)"
+            "'status'; it has artifacts, attempts, exitCode, items, iterations, message, outputs, "
+            "phase, reason (outputs.<name> for what it wrote)"
         ),
         (
             "spec.steps[1].when: steps.a.output in "
             "'steps.a.status == \\'Succeeded\\' && steps[\"a\"].output.x == 1': a step has no "
-            "'output'; it has attempts, exitCode, items, iterations, message, outputs, phase, "
-            "reason (outputs.<name> for what it wrote)"
+            "'output'; it has artifacts, attempts, exitCode, items, iterations, message, outputs, "
+            "phase, reason (outputs.<name> for what it wrote)"
         ),
     ]
 

@@ -62,6 +62,9 @@ class FailureReason(StrEnum):
     TIMED_OUT = "TimedOut"
     OUTPUT_INVALID = "OutputInvalid"
     OUTPUT_TOO_LARGE = "OutputTooLarge"
+    ARTIFACT_TOO_LARGE = "ArtifactTooLarge"
+    # Input artifacts could not be fetched, or output artifacts could not be stored.
+    ARTIFACT_FAILED = "ArtifactFailed"
     WEBHOOK_FAILED = "WebhookFailed"
     EXPRESSION_ERROR = "ExpressionError"
     START_FAILED = "StartFailed"

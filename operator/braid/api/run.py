@@ -141,6 +141,17 @@ class RunPhase(StrEnum):
     CANCELLED = "Cancelled"
 
 
+class Artifact(Model):
+    """A file a step attempt wrote under $BRAID_ARTIFACTS, kept in the artifact store."""
+
+    size: int = Field(ge=0, description="Bytes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the content, hex.")
+    uri: str = Field(
+        max_length=2048,
+        description="Where it is: s3://bucket/key in a cluster, file:///... locally.",
+    )
+
+
 class Usage(Model):
     """Tokens and cost reported by steps in their outputs (``outputs.usage``)."""
 
@@ -211,6 +222,11 @@ class TaskStatus(Model):
     outputs: dict[str, JSON] | None = Field(default=None, description="Outputs (JSON object).")
     usage: Usage | None = Field(
         default=None, description="Tokens and cost reported (summed over items for a fan-out)."
+    )
+    artifacts: dict[str, Artifact] | None = Field(
+        default=None,
+        description="Files the last attempt wrote under $BRAID_ARTIFACTS, by name (its path "
+        "there): size, sha256 and uri. The run keeps references only.",
     )
     fallback: bool | None = Field(
         default=None, description="The last attempt ran the circuit breaker's fallback."
@@ -407,6 +423,9 @@ class WorkflowRunStatus(Model):
         default=None, description="The run exceeded spec.sla.maxDurationSeconds."
     )
     usage: Usage | None = Field(default=None, description="Tokens and cost used so far.")
+    artifact_bytes: int | None = Field(
+        default=None, description="Bytes of the artifacts the run's steps hold now."
+    )
     budget: BudgetStatus | None = Field(
         default=None, description="Set once the run went over spec.budget."
     )

@@ -189,6 +189,67 @@ class ResourceRequirements(Model):
     limits: dict[str, str] | None = Field(default=None, description="Maximum resources.")
 
 
+ARTIFACT_PATH = r"^[-_a-zA-Z0-9][-._a-zA-Z0-9]*(/[-_a-zA-Z0-9][-._a-zA-Z0-9]*)*$"
+
+
+class ArtifactInput(Model):
+    """A file the step finds under $BRAID_INPUTS before its command starts."""
+
+    from_: Expression = Field(
+        alias="from",
+        min_length=1,
+        description="CEL giving an artifact of an upstream step, e.g. "
+        "steps.write.artifacts['report.md'] (or its uri).",
+    )
+    path: str = Field(
+        pattern=ARTIFACT_PATH,
+        description="Where it goes, relative to $BRAID_INPUTS (letters, digits, '-._/', no '..').",
+    )
+
+
+class StepInputs(Model):
+    """What the step reads before it starts."""
+
+    artifacts: list[ArtifactInput] | None = Field(
+        default=None, max_length=50, description="Artifacts put under $BRAID_INPUTS."
+    )
+
+
+class ArtifactLimits(Model):
+    """How much a step attempt may write under $BRAID_ARTIFACTS."""
+
+    max_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Total bytes of one attempt's artifacts (default: the workflow's, else "
+        "1 GiB); more fails the attempt with ArtifactTooLarge.",
+    )
+    max_files: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Most files (default 100). 0: the step writes no artifacts, and in a "
+        "cluster its Pod gets no artifact sidecar.",
+    )
+
+
+class RunArtifactLimits(Model):
+    """Artifact limits for every step of the run, and for the run as a whole."""
+
+    max_bytes_per_step: int | None = Field(
+        default=None, ge=0, description="Default maxBytes of a step attempt (1 GiB)."
+    )
+    max_files_per_step: int | None = Field(
+        default=None, ge=0, le=1000, description="Default maxFiles of a step attempt (100)."
+    )
+    max_bytes_per_run: int | None = Field(
+        default=None,
+        ge=0,
+        description="Total bytes of all the run's artifacts (default 10 GiB): an attempt "
+        "starts with what is left as its own limit.",
+    )
+
+
 class ContainerSpec(Model):
     """Run a container. Locally the command runs as a process and the image is ignored."""
 
@@ -209,6 +270,16 @@ class ContainerSpec(Model):
     )
     env_from: list[EnvFromSource] | None = Field(
         default=None, description="Every key of a Secret or ConfigMap as a variable."
+    )
+    inputs: StepInputs | None = Field(
+        default=None,
+        description="Artifacts of upstream steps put under $BRAID_INPUTS before the command "
+        "starts (Argo's inputs.artifacts).",
+    )
+    artifact_limits: ArtifactLimits | None = Field(
+        default=None,
+        description="Limits on the files the step writes under $BRAID_ARTIFACTS, each of "
+        "which becomes an artifact: steps.<name>.artifacts['<file>'] with size, sha256, uri.",
     )
     working_dir: str | None = Field(default=None, description="Working directory.")
     resources: ResourceRequirements | None = Field(default=None, description="Resources.")
@@ -788,6 +859,9 @@ class WorkflowSpec(Model):
         "it are Skipped (UpstreamFailed); the run fails once everything has finished.",
     )
     sla: SLASpec | None = Field(default=None, description="Service-level targets.")
+    artifact_limits: RunArtifactLimits | None = Field(
+        default=None, description="Limits on artifacts, per step attempt and per run."
+    )
     compensation: CompensationPolicy | None = Field(
         default=None, description="Compensation behaviour."
     )

@@ -22,7 +22,7 @@ from braid.api.manifests import Manifest, parse_documents
 from braid.api.podtemplate import PodPolicy
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
 from braid.api.workflow import Workflow
-from braid.cli import insight, operator, plugin
+from braid.cli import artifacts, insight, operator, plugin
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
@@ -246,6 +246,12 @@ def run(
         "found there are read from environment variables named <NAME>_<KEY> (upper case, '_' "
         "for other characters): Secret openai key api-key is OPENAI_API_KEY.",
     ),
+    artifacts_dir: Path = typer.Option(
+        Path(".braid/artifacts"),
+        "--artifacts",
+        help="Where step artifacts are kept, as <run>/<attempt>/<file> (a cluster keeps them "
+        "in its S3 bucket with the same keys).",
+    ),
     inherit_env: bool = typer.Option(
         False,
         "--inherit-env",
@@ -281,6 +287,7 @@ def run(
         workdir=workdir,
         data=data,
         inherit_env=inherit_env,
+        artifacts_dir=artifacts_dir,
     )
     if any(s.container for s in spec.steps) or any(
         s.fan_out and s.fan_out.container for s in spec.steps
@@ -313,6 +320,7 @@ def run(
 plugin.register(app)
 operator.register(app)
 insight.register(app)
+artifacts.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

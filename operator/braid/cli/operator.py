@@ -14,6 +14,9 @@ import structlog
 import typer
 
 from braid.api.podtemplate import PodPolicy
+from braid.artifacts.files import ArtifactError
+from braid.artifacts.store import Repository
+from braid.kube.artifact_pods import ArtifactSettings
 from braid.kube.selectors import parse_selector
 from braid.webhook import WebhookPolicy
 
@@ -84,6 +87,7 @@ def run_operator(
     selector: str | None = None,
     pod_policy: PodPolicy | None = None,
     approval_policy: str | None = None,
+    artifacts: ArtifactSettings | None = None,
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
@@ -106,6 +110,7 @@ def run_operator(
                 selector=selector,
                 pod_policy=pod_policy,
                 approval_policy=approval_policy,
+                artifacts=artifacts,
             ),
         )
     )
@@ -177,6 +182,35 @@ def operator(
         "enforced are approver names trusted and approvals through groups counted.",
     ),
     metrics_address: str = typer.Option("0.0.0.0", help="Address to serve metrics on."),  # noqa: S104
+    artifact_endpoint: str = typer.Option(
+        "",
+        "--artifact-endpoint",
+        help="The S3-compatible artifact repository, http(s)://host[:port]. Empty: no "
+        "artifacts ($BRAID_ARTIFACTS is not set in step Pods; inputs are refused).",
+    ),
+    artifact_bucket: str = typer.Option("", "--artifact-bucket", help="Its bucket."),
+    artifact_prefix: str = typer.Option(
+        "braid", "--artifact-prefix", help="Key prefix: <prefix>/<namespace>/<run>/<attempt>/."
+    ),
+    artifact_region: str = typer.Option("us-east-1", "--artifact-region", help="Its region."),
+    artifact_virtual_host: bool = typer.Option(
+        False, "--artifact-virtual-host", help="Virtual-host style URLs (default path style)."
+    ),
+    artifact_secret: str = typer.Option(
+        "",
+        "--artifact-secret",
+        help="A Secret in each run's namespace with keys accessKey and secretKey, given to "
+        "the artifact containers of step Pods (never to the step's own container). The "
+        "operator itself uses AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to delete a deleted "
+        "run's artifacts.",
+    ),
+    artifact_image: str = typer.Option(
+        "",
+        "--artifact-image",
+        envvar="BRAID_IMAGE",
+        help="Braid's image, run in step Pods to move artifacts ($BRAID_IMAGE; the chart "
+        "sets the operator's own).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
@@ -193,6 +227,26 @@ def operator(
         pods = PodPolicy.parse(pod_security, pod_service_account)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    artifacts = None
+    if artifact_endpoint or artifact_bucket:
+        if not (artifact_endpoint and artifact_bucket and artifact_image):
+            raise typer.BadParameter(
+                "artifacts need --artifact-endpoint, --artifact-bucket and --artifact-image "
+                "(or $BRAID_IMAGE)"
+            )
+        try:
+            repo = Repository.parse(
+                Repository(
+                    artifact_endpoint,
+                    artifact_bucket,
+                    artifact_prefix,
+                    artifact_region,
+                    not artifact_virtual_host,
+                ).wire()
+            )
+        except ArtifactError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--artifact-endpoint") from None
+        artifacts = ArtifactSettings(repo, artifact_image, artifact_secret or None)
     run_operator(
         namespace,
         health_port,
@@ -205,6 +259,7 @@ def operator(
         selector=selector or None,
         pod_policy=pods,
         approval_policy=approval_policy or None,
+        artifacts=artifacts,
     )
 
 

@@ -22,6 +22,7 @@ from braid.api.reasons import REQUESTED_BY
 from braid.api.run import RetryOf, WorkflowRun, WorkflowRunSpec
 from braid.api.workflow import WorkflowSpec
 from braid.cli.kubectl import Kubectl, KubectlError
+from braid.cli.output import human_size
 from braid.kube.pods import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP
 
 out = Console(highlight=False)
@@ -92,6 +93,8 @@ def status_tree(run: dict[str, Any]) -> Tree:
         if step.get("message"):
             label += f"  [dim]{step['message'][:100]}[/]"
         node = tree.add(label)
+        for name, artifact in (step.get("artifacts") or {}).items():
+            node.add(f"artifact {name} {human_size(int(artifact.get('size', 0)))}")
         for approval in step.get("approvals") or []:
             node.add(
                 f"{approval['decision'].lower()} by {approval['user']} "

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from braid.api.reasons import EventReason
 from braid.api.run import StepPhase, StepStatus, TaskStatus, WorkflowRunStatus
+from braid.cli.output import human_size
 from braid.engine import RecordEvent, StartAttempt
 
 _ICONS: dict[str, str] = {
@@ -88,6 +89,8 @@ def summary_table(status: WorkflowRunStatus) -> Table:
             _duration(st),
             detail,
         )
+        for name, artifact in (st.artifacts or {}).items():
+            table.add_row("", "", "", "", f"[dim]artifact[/] {name} {human_size(artifact.size)}")
         if st.compensation is not None:
             c = st.compensation
             table.add_row(
@@ -108,6 +111,8 @@ def _step_document(st: StepStatus) -> dict[str, Any]:
     }
     if st.approvals:
         doc["approvals"] = [a.wire() for a in st.approvals]
+    if st.artifacts:
+        doc["artifacts"] = {k: a.wire() for k, a in st.artifacts.items()}
     if st.compensation is not None:
         doc["compensation"] = {
             "phase": st.compensation.phase.value,

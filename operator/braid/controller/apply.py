@@ -25,6 +25,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.reasons import EventReason, RunReason
 from braid.api.run import ApprovalRecord, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
+from braid.controller.artifacts import ArtifactKeeper
 from braid.controller.secrets import SecretAccess
 from braid.engine import (
     Action,
@@ -34,11 +35,18 @@ from braid.engine import (
     RecordEvent,
     StartAttempt,
 )
+from braid.kube.artifact_pods import ArtifactSettings, uses_artifacts
 from braid.kube.client import Cluster, ConflictError, PodRejectedError
 from braid.kube.pods import PodTemplateRefusedError, controller_uid, pod_for, result_of
 from braid.webhook import SecretReader, WebhookPolicy, call_webhook
 
 log = structlog.get_logger("braid.controller")
+
+NO_REPOSITORY = (
+    "the step reads input artifacts, but the operator has no artifact repository: install "
+    "the chart with artifacts.endpoint and artifacts.bucket (or give braid operator "
+    "--artifact-endpoint and --artifact-bucket)"
+)
 
 RunKey = tuple[str, str]  # (namespace, name)
 
@@ -81,12 +89,16 @@ class Applier:
     pods: PodPolicy = field(default_factory=PodPolicy)
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
     shard_keys: frozenset[str] = frozenset()
+    artifacts: ArtifactSettings | None = None  # the artifact repository, when configured
     http: httpx.AsyncClient | None = None  # shared by every webhook call; made on first use
     # Webhook calls in flight: the event loop keeps only weak references to tasks.
     calls: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.secrets = SecretAccess(self.cluster)
+        self.keeper = (
+            ArtifactKeeper(self.cluster, self.artifacts) if self.artifacts is not None else None
+        )
 
     async def start(
         self, actions: list[Action], run: dict[str, Any], workflow: str, log_: Any
@@ -128,6 +140,12 @@ class Applier:
         missing = await self.secrets.missing(action, meta["namespace"])
         if missing is not None:
             return AttemptResult(action.name, error=f"cannot start the step: {missing}")
+        if uses_artifacts(action):
+            if self.keeper is None:
+                if action.container is not None and action.container.inputs:
+                    return AttemptResult(action.name, artifact_error=NO_REPOSITORY)
+            else:
+                await self.keeper.hold(run)  # its artifacts go when the run goes
         try:
             pod = pod_for(
                 action,
@@ -139,6 +157,7 @@ class Applier:
                     k: v for k, v in (meta.get("labels") or {}).items() if k in self.shard_keys
                 },
                 policy=self.pods,
+                artifacts=self.artifacts,
             )
         except PodTemplateRefusedError as exc:
             return AttemptResult(action.name, error=f"podTemplate not admitted: {exc}")

@@ -15,6 +15,7 @@ from braid.api.reasons import DOMAIN
 from braid.controller.pools import pod_keys
 from braid.controller.reconcile import Reconciler
 from braid.controller.runtime import Runtime
+from braid.kube.artifact_pods import PREFIX_ANNOTATION
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
 from braid.kube.selectors import parse_selector, selector_keys
@@ -108,6 +109,11 @@ def _snapshot(body: kopf.Body, labels: Mapping[str, str]) -> dict[str, Any]:
         "metadata": {
             "name": body["metadata"]["name"],
             "ownerReferences": [{"uid": r.get("uid"), "controller": True} for r in owners],
+            "annotations": {
+                k: v
+                for k, v in (body["metadata"].get("annotations") or {}).items()
+                if k == PREFIX_ANNOTATION
+            },
         },
         "status": dict(body.get("status") or {}),
         "key": labels.get(LABEL_CONCURRENCY_KEY),
@@ -142,6 +148,7 @@ def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
             webhook_policy=settings.get("webhook_policy", WebhookPolicy()),
             pods=settings.get("pod_policy", PodPolicy()),
             approvals_verified=bool(memo.get("approvals_verified")),
+            artifacts=memo.get("artifacts"),
             shard=parse_selector(memo.get("selector") or ""),
             shard_keys=selector_keys(memo.get("selector") or ""),
             pool_pods=lambda: pod_keys(pods) if pods is not None else [],

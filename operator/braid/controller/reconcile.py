@@ -33,6 +33,7 @@ from braid.controller.pools import Pools
 from braid.engine import Action, AttemptResult, Decision, Observations, RunState
 from braid.engine.breakers import BreakerBoard
 from braid.kube.annotations import decisions_from
+from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
 from braid.kube.client import Cluster
 from braid.kube.pods import controller_uid, result_of
 from braid.kube.selectors import Matcher
@@ -112,6 +113,7 @@ class Reconciler:
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
     pods: PodPolicy = field(default_factory=PodPolicy)
     approvals_verified: bool = False
+    artifacts: ArtifactSettings | None = None  # the artifact repository, when configured
     # A shard reconciles only the runs whose labels match (--selector), and gives their pods
     # the labels its selector reads, so it can watch just those pods too.
     shard: Matcher = lambda _labels: True
@@ -129,9 +131,21 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         self.apply = Applier(
-            self.cluster, self.inbox, self.pods, self.webhook_policy, self.shard_keys
+            self.cluster,
+            self.inbox,
+            self.pods,
+            self.webhook_policy,
+            self.shard_keys,
+            self.artifacts,
         )
         self.admission = Admission(self.cluster, self.engine, self.pods)
+
+    async def _deleted(self, run: dict[str, Any]) -> Result:
+        """A run being deleted: only its artifacts are left to let go."""
+        held = FINALIZER in (run["metadata"].get("finalizers") or [])
+        if held and self.apply.keeper is not None:
+            return Result(await self.apply.keeper.release(run))
+        return Result()
 
     async def reconcile(
         self, namespace: str, name: str, pods: Iterable[dict[str, Any]] | PodView = ()
@@ -139,9 +153,10 @@ class Reconciler:
         """``pods``: the run's step pods as indexed."""
         view = pods if isinstance(pods, PodView) else PodView(pods)
         run = await self.cluster.get_run(namespace, name)
-        deleting = run is None or bool(run["metadata"].get("deletionTimestamp"))
-        if run is None or deleting or not self.shard(run["metadata"].get("labels") or {}):
-            return Result()  # gone, going, or another shard's run
+        if run is None or not self.shard(run["metadata"].get("labels") or {}):
+            return Result()  # gone, or another shard's run
+        if run["metadata"].get("deletionTimestamp"):
+            return await self._deleted(run)
         status = await self.engine(_parse_status, run.get("status") or {})
         if status.succeeded is not None:  # finished runs are history
             return Result(await self.apply.after_finish(run, status, view.all(), self.clock()))

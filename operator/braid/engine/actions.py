@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from braid.api.reasons import DecisionKind
-from braid.api.run import ApprovalRecord, HistoryEntry
+from braid.api.run import ApprovalRecord, Artifact, HistoryEntry
 from braid.api.workflow import EnvFromSource, EnvVar, SecretValue
 from braid.engine.breakers import BreakerBoard
 
@@ -41,6 +41,25 @@ class ContainerRequest:
     # ConfigMaps as variables: the driver resolves them (a cluster's kubelet, or locally).
     env_refs: tuple[EnvVar, ...] = ()
     env_from: tuple[EnvFromSource, ...] = ()
+    # Files fetched under $BRAID_INPUTS before the command starts, and how much the attempt
+    # may write under $BRAID_ARTIFACTS (None: nothing; in a cluster, no artifact sidecar).
+    inputs: tuple[InputArtifact, ...] = ()
+    artifacts: ArtifactRoom | None = None
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    path: str  # relative to $BRAID_INPUTS
+    uri: str
+    sha256: str | None = None  # checked after the download when known
+
+
+@dataclass(frozen=True)
+class ArtifactRoom:
+    """What one attempt may write: the step's limits, or what the run has left if less."""
+
+    max_bytes: int
+    max_files: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,11 @@ class AttemptResult:
     timed_out: bool = False
     lost: bool = False  # the pod went away (deleted, evicted) before the step finished
     conflict: bool = False  # a pod of that name exists but belongs to something else
+    # The files the attempt wrote under $BRAID_ARTIFACTS, as stored; or why they were not
+    # (too large: the limits; else the inputs or the store failed).
+    artifacts: dict[str, Artifact] | None = None
+    artifact_error: str | None = None
+    artifact_too_large: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,17 @@ from braid.expressions.core import STRING_LITERAL
 
 # The attributes of steps.<name> (engine/context.py builds them): anything else is a typo.
 STEP_ATTRIBUTES = frozenset(
-    {"phase", "reason", "message", "exitCode", "attempts", "outputs", "items", "iterations"}
+    {
+        "phase",
+        "reason",
+        "message",
+        "exitCode",
+        "attempts",
+        "outputs",
+        "artifacts",
+        "items",
+        "iterations",
+    }
 )
 # Names bound only where they make sense (the compiler adds them to an expression's scope).
 SCOPED = frozenset({"item", "index", "iteration", "previous", "response"})

@@ -31,7 +31,7 @@ from braid.api.workflow import (
     WebhookSpec,
     WorkflowSpec,
 )
-from braid.engine import checks, dag
+from braid.engine import artifacts, checks, dag
 from braid.engine.checks import Scoped
 from braid.engine.plan import (
     WEBHOOK_TIMEOUT_SECONDS,
@@ -173,6 +173,12 @@ class _Compiler:
     def container(
         self, path: str, owner: str | None, spec: ContainerSpec, extra: frozenset[str]
     ) -> ContainerPlan:
+        max_bytes, max_files = artifacts.limits(spec, self.spec.artifact_limits)
+        inputs = tuple(
+            (e, a.path)
+            for i, a in enumerate((spec.inputs.artifacts or []) if spec.inputs else [])
+            if (e := self.expr(a.from_, f"{path}.inputs.artifacts[{i}].from", owner, extra))
+        )
         return ContainerPlan(
             spec,
             self.template(spec.image, f"{path}.image", owner, extra),
@@ -190,6 +196,9 @@ class _Compiler:
                 if e.value_from is None
             ),
             tuple(e for e in spec.env or [] if e.value_from is not None),
+            inputs,
+            max_bytes,
+            max_files,
         )
 
     def webhook(
@@ -290,6 +299,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
         breaker_keys=tuple(dict.fromkeys(a.breaker.key for a in actions if a.breaker)),
         pools=any(a.concurrency is not None for a in actions),
+        max_run_artifact_bytes=artifacts.run_limit(spec.artifact_limits),
         warnings=tuple(warnings),
     )
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from braid.api.run import RunPhase, StepStatus, TaskStatus, WorkflowRunStatus
+from braid.engine import artifacts
 from braid.engine.tasks import Task
 from braid.expressions import Expression
 
@@ -132,6 +133,7 @@ def task_view(st: TaskStatus) -> dict[str, Any]:
         "exitCode": st.exit_code,
         "attempts": st.attempts,
         "outputs": st.outputs or {},
+        "artifacts": artifacts.view(st.artifacts),
     }
 
 

@@ -42,6 +42,9 @@ class ContainerPlan:
     args: tuple[Template, ...]
     env: tuple[tuple[str, Template], ...]
     env_refs: tuple[EnvVar, ...] = ()  # valueFrom: passed on as they are
+    inputs: tuple[tuple[Expression, str], ...] = ()  # (from, path) of each input artifact
+    max_artifact_bytes: int = 1 << 30
+    max_artifact_files: int = 100
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Plan:
     has_sla: bool = False  # any run or step SLA target: decides whether SLABreached is shown
     breaker_keys: tuple[str, ...] = ()  # circuit breakers the steps go through, shown in status
     pools: bool = False  # some step holds a concurrency key
+    max_run_artifact_bytes: int = 10 << 30
     warnings: tuple[FieldError, ...] = ()  # what lint warns about but runs anyway
 
     @property

@@ -45,6 +45,7 @@ from braid.engine.actions import (
     RecordDecision,
     RecordEvent,
 )
+from braid.engine.artifacts import record_attempt, run_left
 from braid.engine.breakers import BreakerBoard, passage
 from braid.engine.compile import plan_for
 from braid.engine.context import RunView, task_context
@@ -447,7 +448,8 @@ class RunState:
             self._event("Warning", EventReason.CIRCUIT_OPEN_FALLBACK, said, task.step)
             task = replace(task, action=task.action.fallback)
         try:
-            request = render_request(task, self._task_context(task))
+            left = run_left(self.status, self.plan.max_run_artifact_bytes)
+            request = render_request(task, self._task_context(task), left)
         except ExpressionError as exc:
             st.attempt_name = task.attempt_name()
             self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
@@ -465,6 +467,7 @@ class RunState:
             return  # already recorded, cancelled, or not ours: results are idempotent
         verdict = judge(task, result, self._task_context(task))
         task.status.exit_code = verdict.exit_code
+        record_attempt(self.status, task.status, verdict.artifacts)
         breakers.record(self.breakers, task.action, result.name, verdict.failure is None, now)
         if verdict.failure is None:
             self._task_succeeded(task, verdict.outputs or {}, now)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from braid.api.run import WorkflowRunStatus
+from braid.api.run import Artifact, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.engine.actions import (
     Action,
@@ -39,6 +39,9 @@ class Outcome:
     exit_code: int = 0
     output: str | None = None
     error: str | None = None
+    artifacts: dict[str, Artifact] | None = None
+    artifact_error: str | None = None
+    artifact_too_large: bool = False
 
 
 Script = Callable[[StartAttempt], Outcome]
@@ -123,7 +126,13 @@ class _Simulation:
             self.running.add(action.name)
             outcome = self.script(action)
             ended = AttemptResult(
-                action.name, exit_code=outcome.exit_code, output=outcome.output, error=outcome.error
+                action.name,
+                exit_code=outcome.exit_code,
+                output=outcome.output,
+                error=outcome.error,
+                artifacts=outcome.artifacts,
+                artifact_error=outcome.artifact_error,
+                artifact_too_large=outcome.artifact_too_large,
             )
             self.seq += 1
             done = self.now + timedelta(seconds=outcome.seconds)

@@ -4,11 +4,12 @@ step): rendering its request from the plan and judging the result of an attempt.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from braid.api.reasons import FailureReason
-from braid.api.run import ItemStatus, StepStatus, TaskStatus
+from braid.api.run import Artifact, ItemStatus, StepStatus, TaskStatus
+from braid.engine import artifacts
 from braid.engine.actions import (
     AttemptLabels,
     AttemptResult,
@@ -107,6 +108,7 @@ def expressions_of(action: ActionPlan) -> tuple[Expression, ...]:
             out.extend(t.expressions)
         for _, t in action.container.env:
             out.extend(t.expressions)
+        out.extend(e for e, _ in action.container.inputs)
     if action.webhook:
         w = action.webhook
         if isinstance(w.url, Template):
@@ -131,8 +133,9 @@ def _attempt_env(task: Task) -> dict[str, str]:
     return env
 
 
-def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
-    """The attempt's request with every ${{ }} resolved; raises ExpressionError."""
+def render_request(task: Task, context: dict[str, Any], run_left: int = 1 << 62) -> StartAttempt:
+    """The attempt's request with every ${{ }} resolved; raises ExpressionError. ``run_left``:
+    the artifact bytes the run has left."""
     action = task.action
     container = webhook = None
     if action.container is not None:
@@ -152,6 +155,8 @@ def render_request(task: Task, context: dict[str, Any]) -> StartAttempt:
             pod_template=c.spec.pod_template,
             env_refs=c.env_refs,
             env_from=tuple(c.spec.env_from or ()),
+            inputs=artifacts.inputs(c.inputs, context),
+            artifacts=artifacts.room(c.max_artifact_bytes, c.max_artifact_files, run_left),
         )
     elif action.webhook is not None:
         w = action.webhook
@@ -181,11 +186,10 @@ class Verdict:
     failure: FailureReason | None = None
     message: str | None = None
     exit_code: int | None = None
+    artifacts: dict[str, Artifact] | None = None
 
 
-def judge(  # noqa: PLR0911 - a decision table: one return per way an attempt ends
-    task: Task, result: AttemptResult, context: dict[str, Any]
-) -> Verdict:
+def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict:
     if result.timed_out:
         return Verdict(
             None,
@@ -202,6 +206,10 @@ def judge(  # noqa: PLR0911 - a decision table: one return per way an attempt en
         return Verdict(None, reason, result.error, result.exit_code)
     if task.action.webhook is not None:
         return _judge_webhook(task, result, context)
+    return replace(_judge_container(task, result), artifacts=result.artifacts)
+
+
+def _judge_container(task: Task, result: AttemptResult) -> Verdict:
     if result.exit_code not in (0, None):
         detail = f": {result.message.strip()}" if result.message and result.message.strip() else ""
         # What the attempt wrote before it failed, when it is valid: failure branches read it.
@@ -213,6 +221,15 @@ def judge(  # noqa: PLR0911 - a decision table: one return per way an attempt en
             result.exit_code,
         )
     parsed = parse_outputs(result.output)
+    container = task.action.container
+    allowed = (
+        artifacts.room(container.max_artifact_bytes, container.max_artifact_files, 1 << 62)
+        if container is not None
+        else None
+    )
+    refused = artifacts.judge(result, allowed)
+    if refused is not None:
+        return Verdict(parsed.outputs, refused[0], refused[1], result.exit_code)
     return Verdict(parsed.outputs, parsed.failure, parsed.message, result.exit_code)
 
 

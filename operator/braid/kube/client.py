@@ -61,6 +61,13 @@ class Cluster(Protocol):
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_pod(self, namespace: str, name: str) -> None: ...
     async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
+    async def set_run_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> str | None:
+        """Replace the run's finalizers, guarded by resourceVersion: the new resourceVersion;
+        None on a conflict or when the run is gone."""
+        ...
+
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None: ...
     async def read_data(self, kind: DataKind, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's (decoded) or ConfigMap's data; None when it does not exist;
@@ -243,6 +250,21 @@ class KubeCluster:
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
+
+    async def set_run_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> str | None:
+        self.requests["PATCH workflowruns"] += 1
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        try:
+            patched = await self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "workflowruns", name, body
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        return str(patched["metadata"]["resourceVersion"])
 
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
         meta = run["metadata"]

@@ -46,6 +46,21 @@ class MemoryCluster:
         found = self.data.get((kind, name))
         return dict(found) if found is not None else None
 
+    async def set_run_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> str | None:
+        self.requests["PATCH workflowruns"] += 1
+        run = self.runs.get(name)
+        if run is None or run["metadata"].get("resourceVersion") != resource_version:
+            return None
+        run["metadata"]["finalizers"] = list(finalizers)
+        self.resource_version += 1
+        run["metadata"]["resourceVersion"] = str(self.resource_version)
+        version = run["metadata"]["resourceVersion"]
+        if not finalizers and run["metadata"].get("deletionTimestamp"):
+            del self.runs[name]  # the API server deletes it once no finalizer holds it
+        return str(version)
+
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests["GET workflowruns"] += 1
         return _wire(self.runs.get(name))  # type: ignore[no-any-return]
@@ -89,7 +104,14 @@ class MemoryCluster:
 
     async def delete_run(self, namespace: str, name: str, uid: str) -> None:
         self.requests["DELETE workflowruns"] += 1
-        if self.runs.get(name, {}).get("metadata", {}).get("uid") == uid:
+        meta = self.runs.get(name, {}).get("metadata", {})
+        if meta.get("uid") != uid:
+            return
+        if meta.get("finalizers"):  # the API server only marks it while a finalizer holds it
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+            self.resource_version += 1
+            meta["resourceVersion"] = str(self.resource_version)
+        else:
             del self.runs[name]
 
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:

@@ -10,6 +10,12 @@ from braid.api.common import API_VERSION
 from braid.api.errors import FieldError
 from braid.api.podtemplate import BRAID_LABEL_PREFIX, PodPolicy, check_pod_template
 from braid.engine import AttemptResult, ContainerRequest, StartAttempt
+from braid.kube.artifact_pods import (
+    ArtifactSettings,
+    add_artifacts,
+    uses_artifacts,
+    with_artifacts,
+)
 
 LABEL_WORKFLOW = "braid.dev/workflow"
 LABEL_RUN = "braid.dev/run"
@@ -66,6 +72,7 @@ def pod_for(
     workflow: str,
     inherited: dict[str, str] | None = None,
     policy: PodPolicy | None = None,
+    artifacts: ArtifactSettings | None = None,
 ) -> dict[str, Any]:
     """The Pod of one container attempt: deterministic name, owned by the run. ``inherited``:
     run labels the pod carries too (a shard's selector keys, so it watches only its pods).
@@ -104,7 +111,10 @@ def pod_for(
             "blockOwnerDeletion": True,
         }
     ]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    if artifacts is not None and uses_artifacts(request):
+        add_artifacts(pod, request, artifacts, run_name)
+    return pod
 
 
 def _labels(
@@ -213,7 +223,13 @@ def controller_uid(pod: dict[str, Any]) -> str | None:
 
 
 def result_of(pod: dict[str, Any]) -> AttemptResult | None:
-    """The attempt's result once the Pod has terminated; None while it runs."""
+    """The attempt's result once the Pod has terminated (with what its artifact containers
+    reported); None while it runs."""
+    result = _result_of(pod)
+    return with_artifacts(pod, result) if result is not None else None
+
+
+def _result_of(pod: dict[str, Any]) -> AttemptResult | None:
     status = pod.get("status") or {}
     phase = status.get("phase")
     name = pod["metadata"]["name"]

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from braid.artifacts.files import ArtifactError
 from braid.engine import MAX_OUTPUT_BYTES, AttemptResult, StartAttempt
 from braid.engine.masking import Masker
+from braid.local.artifacts import LocalArtifacts
 from braid.local.data import LocalData, MissingDataError, step_env, webhook_reader
 from braid.webhook import call_webhook
 
@@ -37,8 +39,10 @@ class ProcessExecutor:
         data: LocalData | None = None,
         inherit_env: bool = False,
         run_uid: str = "",
+        artifacts: LocalArtifacts | None = None,
     ) -> None:
         self.workdir = workdir
+        self.artifacts = artifacts
         self.grace_seconds = grace_seconds
         self.data = data or LocalData()
         self.inherit_env = inherit_env
@@ -55,13 +59,30 @@ class ProcessExecutor:
         except MissingDataError as exc:
             return AttemptResult(request.name, error=f"cannot start the step: {exc}")
         masker = Masker.of(env.secrets)
-        result = await self._run(request, env.env)
+        prepared = await self._prepare_artifacts(request, env.env)
+        if isinstance(prepared, AttemptResult):
+            return prepared
+        result = await self._run(request, prepared)
+        if self.artifacts is not None and request.container is not None:
+            result = await self.artifacts.collect(request, result)
         if masker:
             log_file = self.workdir / f"{request.name}.log"
             if log_file.exists():
                 text = log_file.read_bytes().decode("utf-8", errors="replace")
                 log_file.write_text(masker.text(text) or "")
         return masker.result(result)
+
+    async def _prepare_artifacts(
+        self, request: StartAttempt, env: dict[str, str]
+    ) -> dict[str, str] | AttemptResult:
+        """The environment with $BRAID_ARTIFACTS and $BRAID_INPUTS (inputs fetched), or the
+        attempt's failure when an input cannot be fetched."""
+        if self.artifacts is None or request.container is None:
+            return env
+        try:
+            return {**env, **await self.artifacts.prepare(request)}
+        except ArtifactError as exc:
+            return AttemptResult(request.name, artifact_error=f"input artifacts: {exc}")
 
     async def _run(self, request: StartAttempt, step_env: dict[str, str]) -> AttemptResult:
         container = request.container

@@ -34,6 +34,7 @@ from braid.engine import (
     StartAttempt,
 )
 from braid.engine.breakers import BreakerBoard
+from braid.local.artifacts import DEFAULT_DIR, LocalArtifacts
 from braid.local.data import LocalData
 from braid.local.executors import HTTPExecutor, ProcessExecutor
 
@@ -68,6 +69,8 @@ class LocalRun:
     # whether step processes get the whole environment (--inherit-env) or BASE_ENV only.
     data: LocalData = field(default_factory=LocalData)
     inherit_env: bool = False
+    # Where the steps' artifacts are kept (braid run --artifacts), as keys <run>/<attempt>/.
+    artifacts_dir: Path = DEFAULT_DIR
 
     async def execute(self) -> WorkflowRunStatus:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
@@ -77,7 +80,12 @@ class LocalRun:
             self.run_name, self.spec, WorkflowRunStatus(), self.params, uid=self.uid
         )
         processes = ProcessExecutor(
-            workdir, self.grace_seconds, self.data, self.inherit_env, run_uid=self.uid
+            workdir,
+            self.grace_seconds,
+            self.data,
+            self.inherit_env,
+            run_uid=self.uid,
+            artifacts=LocalArtifacts(self.artifacts_dir, workdir, self.run_name),
         )
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()
