@@ -392,6 +392,8 @@ class _Checker:
             if not isinstance(volume, dict):
                 self.refuse(where, "must be a mapping")
                 continue
+            if str(volume.get("name", "")).startswith("braid-"):
+                self.refuse(f"{where}.name", "volumes named braid-* are Braid's (artifacts)")
             for source in (k for k in volume if k != "name" and not self.privileged):
                 if source == "hostPath":
                     self.beyond(f"{where}.hostPath", "a hostPath volume")
@@ -427,3 +429,7 @@ class _Checker:
             name = env.get("name") if isinstance(env, dict) else None
             if isinstance(name, str) and name.startswith("BRAID_"):
                 self.refuse(f"{path}.env[{i}].name", "BRAID_ variables are set by Braid")
+        for i, mount in enumerate(c.get("volumeMounts") or []):
+            name = mount.get("name") if isinstance(mount, dict) else None
+            if isinstance(name, str) and name.startswith("braid-"):
+                self.refuse(f"{path}.volumeMounts[{i}].name", "braid-* volumes are Braid's")
