@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -307,23 +308,73 @@ class Executor(threading.Thread):
         return env
 
     def execute(self, pod: dict[str, Any]) -> None:
+        """As a kubelet would: Braid's init container fetches the inputs, its sidecar waits
+        (ready file), the step runs, the sidecar is sent SIGTERM and stores the artifacts —
+        the same commands the Pod names, with its directories mapped to a temporary one."""
         container = pod["spec"]["containers"][0]
-        argv = [*(container.get("command") or []), *(container.get("args") or [])]
-        with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-            env = {**os.environ, **self.environment(pod, container), "BRAID_OUTPUT": out.name}
-            try:
+        init = {c["name"]: c for c in pod["spec"].get("initContainers") or []}
+        with tempfile.TemporaryDirectory(prefix="braid-pod-") as tmp:
+            mapped = {
+                "/braid/artifacts": f"{tmp}/artifacts",
+                "/braid/inputs": f"{tmp}/inputs",
+                "/braid/agent/ready": f"{tmp}/ready",
+            }
+            Path(mapped["/braid/artifacts"]).mkdir(parents=True)
+
+            def env_of(c: dict[str, Any], log: str = "") -> dict[str, str]:
+                env = {k: mapped.get(v, v) for k, v in self.environment(pod, c).items()}
+                return {**os.environ, **env, "BRAID_TERMINATION_LOG": log or f"{tmp}/log"}
+
+            def argv_of(c: dict[str, Any]) -> list[str]:
+                argv = [*(c.get("command") or []), *(c.get("args") or [])]
+                return (
+                    [sys.executable, "-m", "braid.cli", *argv[1:]]
+                    if argv[:1] == ["braid"]
+                    else argv
+                )
+
+            annotations: dict[str, str] = {}
+            code = 0
+            if "braid-inputs" in init:
+                c = init["braid-inputs"]
                 code = subprocess.run(
-                    argv, env=env, capture_output=True, timeout=60, check=False
+                    argv_of(c), env=env_of(c), timeout=120, check=False
                 ).returncode
-            except (OSError, subprocess.TimeoutExpired):
-                code = 127
-            output = Path(out.name).read_text()[:4096]
+            sidecar = None
+            if "braid-artifacts" in init and code == 0:
+                c = init["braid-artifacts"]
+                sidecar = subprocess.Popen(argv_of(c), env=env_of(c, f"{tmp}/sidecar-log"))
+                deadline = time.monotonic() + 60
+                while (
+                    not Path(mapped["/braid/agent/ready"]).exists() and time.monotonic() < deadline
+                ):
+                    time.sleep(0.05)
+            with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+                env = {**env_of(container), "BRAID_OUTPUT": out.name}
+                if code == 0:
+                    try:
+                        code = subprocess.run(
+                            argv_of(container),
+                            env=env,
+                            capture_output=True,
+                            timeout=60,
+                            check=False,
+                        ).returncode
+                    except (OSError, subprocess.TimeoutExpired):
+                        code = 127
+                output = Path(out.name).read_text()[:4096]
+            if sidecar is not None:
+                sidecar.send_signal(signal.SIGTERM)
+                sidecar.wait(timeout=120)
+                log = Path(f"{tmp}/sidecar-log")
+                annotations["braid.dev/test-artifacts"] = log.read_text() if log.exists() else ""
         self.executed.append(pod["metadata"]["name"])
         self.kube.run(
             "annotate",
             "pod",
             pod["metadata"]["name"],
             "--overwrite",
+            *[f"{k}={v}" for k, v in annotations.items()],
             f"braid.dev/test-output={output}",
             f"braid.dev/test-exit-code={code}",
             check=False,

@@ -88,7 +88,12 @@ def test_the_sidecar_and_init_container_carry_the_credentials_the_step_does_not(
         p["metadata"]["annotations"]["braid.dev/artifact-prefix"] == "s3://bucket/braid/ns/r/r-a-1/"
     )
     assert spec["terminationGracePeriodSeconds"] == 300
-    assert {v["name"] for v in spec["volumes"]} == {"braid-inputs", "braid-artifacts"}
+    assert {v["name"] for v in spec["volumes"]} == {
+        "braid-inputs",
+        "braid-artifacts",
+        "braid-agent",
+    }
+    assert sidecar["startupProbe"]["exec"]["command"] == ["test", "-e", "/braid/agent/ready"]
 
 
 def test_no_repository_or_no_room_means_no_artifact_containers():

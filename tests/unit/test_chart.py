@@ -27,6 +27,12 @@ COMBOS: dict[str, dict[str, str]] = {
     },
     "cluster-ha": {"ha.enabled": "true", "ha.replicas": "3"},
     "secrets-namespaced": {"watch.namespaces[0]": "team-a", "secrets.read": "true"},
+    "artifacts": {
+        "artifacts.endpoint": "https://s3.example.com",
+        "artifacts.bucket": "runs",
+        "artifacts.credentialsSecret": "s3",
+        "artifacts.operatorCredentialsSecret": "braid-s3",
+    },
     "monitoring": {
         "metrics.serviceMonitor.enabled": "true",
         "prometheusRule.enabled": "true",
@@ -140,6 +146,29 @@ def test_secrets_are_readable_only_when_asked_and_only_where_watched() -> None:
     assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["team-a"]
     for role in by_kind(docs, "ClusterRole"):
         assert not [r for r in role["rules"] if "secrets" in r.get("resources", [])], role
+
+
+def test_artifacts_reach_the_operator_with_its_image_and_the_finalizer_right() -> None:
+    assert ("braid.dev", "workflowruns", "patch") not in operator_rules(render())
+    docs = render(COMBOS["artifacts"])
+    assert operator_rules(docs) == OPERATOR_USES | {("braid.dev", "workflowruns", "patch")}
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    for expected in (
+        "--artifact-endpoint=https://s3.example.com",
+        "--artifact-bucket=runs",
+        "--artifact-prefix=braid",
+        "--artifact-secret=s3",
+    ):
+        assert expected in args
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BRAID_IMAGE"]["value"] == container["image"]
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "braid-s3",
+        "key": "secretKey",
+    }
+    with pytest.raises(AssertionError, match=r"artifacts\.bucket is required"):
+        render({"artifacts.endpoint": "https://s3.example.com"})
 
 
 def test_pod_policy_and_shard_labels_reach_the_operator_and_the_policy() -> None:

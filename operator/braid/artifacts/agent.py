@@ -32,6 +32,7 @@ SCOPE = "BRAID_ARTIFACT_SCOPE"  # the namespace's prefix: inputs are read from u
 MAX_BYTES, MAX_FILES = "BRAID_ARTIFACT_MAX_BYTES", "BRAID_ARTIFACT_MAX_FILES"
 INPUT_LIST = "BRAID_INPUT_ARTIFACTS"
 TERMINATION_LOG = "BRAID_TERMINATION_LOG"
+READY = "BRAID_AGENT_READY"  # written once the sidecar waits: its startupProbe looks for it
 
 
 def _report(environ: Mapping[str, str], message: Mapping[str, object]) -> None:
@@ -57,6 +58,8 @@ def store_outputs(environ: Mapping[str, str], wait: bool = True) -> int:
     """The sidecar: when the step has ended, store its files and say what was stored."""
     if wait:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        if environ.get(READY):
+            Path(environ[READY]).write_text("waiting")
         signal.sigwait({signal.SIGTERM, signal.SIGINT})
     try:
         store = S3Store(Repository.parse(environ[REPOSITORY]), environ)

@@ -24,8 +24,11 @@ from braid.artifacts import agent
 from braid.artifacts.store import Repository, attempt_prefix, run_prefix
 from braid.engine import AttemptResult, StartAttempt
 
-INPUTS_CONTAINER, SIDECAR = "braid-inputs", "braid-artifacts"
+INPUTS_CONTAINER, SIDECAR, AGENT_VOLUME = "braid-inputs", "braid-artifacts", "braid-agent"
 ARTIFACTS_DIR, INPUTS_DIR = "/braid/artifacts", "/braid/inputs"
+# The sidecar says it is waiting by this file; its startupProbe holds the step's container
+# back until then, so a step that ends at once cannot end before the sidecar listens.
+READY_FILE = "/braid/agent/ready"
 PREFIX_ANNOTATION = "braid.dev/artifact-prefix"
 FINALIZER = "braid.dev/artifacts"
 # Storing a large artifact can take a while: the kubelet waits this long for the sidecar.
@@ -107,11 +110,19 @@ def add_artifacts(
                 {"name": agent.KEY_PREFIX, "value": key},
                 {"name": agent.MAX_BYTES, "value": str(container.artifacts.max_bytes)},
                 {"name": agent.MAX_FILES, "value": str(container.artifacts.max_files)},
+                {"name": agent.READY, "value": READY_FILE},
                 *common,
             ],
             ARTIFACTS_DIR,
         )
         sidecar["restartPolicy"] = "Always"
+        sidecar["volumeMounts"].append({"name": AGENT_VOLUME, "mountPath": "/braid/agent"})
+        sidecar["startupProbe"] = {
+            "exec": {"command": ["test", "-e", READY_FILE]},
+            "periodSeconds": 1,
+            "failureThreshold": 120,
+        }
+        volumes.append({"name": AGENT_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
         init.append(sidecar)
         main["env"].append({"name": agent.ARTIFACTS, "value": ARTIFACTS_DIR})
         main.setdefault("volumeMounts", []).append({"name": SIDECAR, "mountPath": ARTIFACTS_DIR})

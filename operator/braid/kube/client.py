@@ -258,7 +258,13 @@ class KubeCluster:
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
             patched = await self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, "workflowruns", name, body
+                GROUP,
+                VERSION,
+                namespace,
+                "workflowruns",
+                name,
+                body,
+                _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status in (404, 409):
