@@ -257,7 +257,7 @@ class KubeCluster:
         self.requests["PATCH workflowruns"] += 1
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            patched = await self.custom.patch_namespaced_custom_object(
+            patched = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
                 GROUP,
                 VERSION,
                 namespace,
