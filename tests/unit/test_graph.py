@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from braid.analysis.graph import COLOURS, graph_of, mermaid, svg
+from braid.api.run import Artifact
 from braid.api.workflow import Workflow
 from braid.engine.simulate import Outcome, simulate
 from tests.conftest import container, ok, workflow
@@ -147,3 +148,21 @@ def test_png_pictures_are_real_images_in_the_phase_colours(tmp_path):
     assert green in {c for _, c in image.getcolors(maxcolors=100_000)}
     assert image.size[0] >= 200
     assert image.size[1] >= 2 * 58
+
+
+def test_a_runs_artifacts_are_drawn_with_their_sizes_and_boxes_grow_for_them():
+    spec = workflow([container("write"), container("read")])
+    art = Artifact(size=3 * 1024 * 1024, sha256="0" * 64, uri="s3://b/k")
+    r = simulate(
+        spec,
+        lambda a: (
+            Outcome(artifacts={f"f{i}.bin": art for i in range(5)})
+            if a.labels.step == "write"
+            else ok()
+        ),
+    )
+    text = mermaid(graph_of(spec, r.status))
+    assert "f0.bin (3.0 MiB)<br/>f1.bin (3.0 MiB)<br/>f2.bin (3.0 MiB)<br/>+2 artifacts" in text
+    root = ET.fromstring(svg(graph_of(spec, r.status)))
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "f2.bin (3.0 MiB)" in texts

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from html import escape
 
+from braid.api.common import human_size
 from braid.api.run import StepStatus, WorkflowRunStatus
 from braid.api.workflow import Step, WorkflowSpec
 from braid.engine import dag
@@ -77,7 +78,12 @@ def _runtime(st: StepStatus) -> list[str]:
     duration = _duration(st)
     if duration:
         out.append(duration)
-    return [", ".join(out)] if out else []
+    lines = [", ".join(out)] if out else []
+    shown = list((st.artifacts or {}).items())
+    lines += [f"{name} ({human_size(a.size)})" for name, a in shown[:3]]
+    if len(shown) > 3:
+        lines.append(f"+{len(shown) - 3} artifacts")
+    return lines
 
 
 def graph_of(spec: WorkflowSpec, status: WorkflowRunStatus | None = None) -> Graph:
@@ -143,6 +149,7 @@ def _layers(graph: Graph) -> dict[str, int]:
 
 
 WIDTH, HEIGHT, GAP_X, GAP_Y, MARGIN = 200, 58, 30, 44, 20
+MAX_LINES = 6
 
 
 @dataclass
@@ -170,33 +177,34 @@ def layout(graph: Graph, title: str = "") -> tuple[float, float, list[Shape]]:
     for node in [*graph.nodes, *graph.finally_]:
         rows[layer[node.name]].append(node)
     widest = max((len(r) for r in rows.values()), default=1)
+    # Boxes grow to the most lines any node has (a run's artifacts add some), up to MAX_LINES.
+    lines = min(
+        MAX_LINES, max((1 + len(n.lines) for n in [*graph.nodes, *graph.finally_]), default=1)
+    )
+    box = max(HEIGHT, 13 + 15 * lines)
     width = MARGIN * 2 + widest * WIDTH + (widest - 1) * GAP_X
     top = MARGIN + (24 if title else 0)
-    height = top + MARGIN + len(rows) * HEIGHT + max(len(rows) - 1, 0) * GAP_Y
+    height = top + MARGIN + len(rows) * box + max(len(rows) - 1, 0) * GAP_Y
     where: dict[str, tuple[float, float]] = {}
     for index, row in sorted(rows.items()):
         span = len(row) * WIDTH + (len(row) - 1) * GAP_X
         x0 = (width - span) / 2
         for i, node in enumerate(row):
-            where[node.name] = (x0 + i * (WIDTH + GAP_X), top + index * (HEIGHT + GAP_Y))
+            where[node.name] = (x0 + i * (WIDTH + GAP_X), top + index * (box + GAP_Y))
     shapes: list[Shape] = []
     if title:
         shapes.append(Shape("text", MARGIN, MARGIN + 4, text=title, bold=True, anchor="start"))
     for a, b in graph.edges:
         (ax, ay), (bx, by) = where[a], where[b]
-        shapes.append(Shape("line", ax + WIDTH / 2, ay + HEIGHT, bx + WIDTH / 2, by))
+        shapes.append(Shape("line", ax + WIDTH / 2, ay + box, bx + WIDTH / 2, by))
     for node in [*graph.nodes, *graph.finally_]:
         x, y = where[node.name]
         fill, stroke = COLOURS.get(node.phase or "Pending", COLOURS["Pending"])
         dashed = node.kind in ("fanOut", "loop", "finally")
         if node.kind == "fanOut":  # a stack: more than one of it
-            shapes.append(
-                Shape("rect", x + 4, y - 4, WIDTH, HEIGHT, "none", stroke, group=node.name)
-            )
-        shapes.append(
-            Shape("rect", x, y, WIDTH, HEIGHT, fill, stroke, dashed=dashed, group=node.name)
-        )
-        for i, text in enumerate([node.name, *node.lines][:3]):
+            shapes.append(Shape("rect", x + 4, y - 4, WIDTH, box, "none", stroke, group=node.name))
+        shapes.append(Shape("rect", x, y, WIDTH, box, fill, stroke, dashed=dashed, group=node.name))
+        for i, text in enumerate([node.name, *node.lines][:lines]):
             shapes.append(
                 Shape(
                     "text",

@@ -66,3 +66,13 @@ class Condition(Model):
     observed_generation: int | None = Field(
         default=None, description="The run generation this condition was computed from."
     )
+
+
+def human_size(size: int) -> str:
+    """1536 -> '1.5 KiB': sizes as people read them."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -14,11 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from braid.api.common import human_size
 from braid.artifacts import agent
 from braid.artifacts.files import ArtifactError, sha256_of
 from braid.artifacts.store import Repository, S3Store
 from braid.cli.kubectl import Kubectl, KubectlError
-from braid.cli.output import human_size
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

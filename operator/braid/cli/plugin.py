@@ -15,14 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from braid.api.common import ObjectMeta
+from braid.api.common import ObjectMeta, human_size
 from braid.api.reasons import APPROVE_PREFIX as APPROVE
 from braid.api.reasons import REJECT_PREFIX as REJECT
 from braid.api.reasons import REQUESTED_BY
 from braid.api.run import RetryOf, WorkflowRun, WorkflowRunSpec
 from braid.api.workflow import WorkflowSpec
 from braid.cli.kubectl import Kubectl, KubectlError
-from braid.cli.output import human_size
 from braid.kube.pods import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP
 
 out = Console(highlight=False)

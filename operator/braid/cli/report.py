@@ -11,9 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from braid.api.common import human_size
 from braid.api.reasons import EventReason
 from braid.api.run import StepPhase, StepStatus, TaskStatus, WorkflowRunStatus
-from braid.cli.output import human_size
 from braid.engine import RecordEvent, StartAttempt
 
 _ICONS: dict[str, str] = {
