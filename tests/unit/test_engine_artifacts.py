@@ -89,7 +89,7 @@ def test_too_many_bytes_fail_the_attempt_with_artifact_too_large_and_retry_repla
     )
     a = r.step("a")
     assert (r.status.phase, a.reason) == (RunPhase.FAILED, "ArtifactTooLarge")
-    assert "the limit is 100 files, 1048576 bytes" in a.message
+    assert "the limit is 20 files, 1048576 bytes" in a.message
     # the driver's own refusal (the sidecar stopped before uploading) says the same reason
     r = simulate(
         workflow([c("a")]),

@@ -227,9 +227,10 @@ class ArtifactLimits(Model):
     max_files: int | None = Field(
         default=None,
         ge=0,
-        le=1000,
-        description="Most files (default 100). 0: the step writes no artifacts, and in a "
-        "cluster its Pod gets no artifact sidecar.",
+        le=40,
+        description="Most files (default 20, at most 40: a Pod reports them in its 4 KiB "
+        "termination message; put many files in one archive). 0: the step writes no "
+        "artifacts, and in a cluster its Pod gets no artifact sidecar.",
     )
 
 
@@ -240,7 +241,7 @@ class RunArtifactLimits(Model):
         default=None, ge=0, description="Default maxBytes of a step attempt (1 GiB)."
     )
     max_files_per_step: int | None = Field(
-        default=None, ge=0, le=1000, description="Default maxFiles of a step attempt (100)."
+        default=None, ge=0, le=40, description="Default maxFiles of a step attempt (20)."
     )
     max_bytes_per_run: int | None = Field(
         default=None,

@@ -18,7 +18,7 @@ from braid.engine.actions import ArtifactRoom, AttemptResult, InputArtifact
 from braid.expressions import Expression, ExpressionError, type_name
 
 STEP_BYTES = 1 << 30
-STEP_FILES = 100
+STEP_FILES = 20  # a Pod reports them in its 4 KiB termination message
 RUN_BYTES = 10 << 30
 
 
