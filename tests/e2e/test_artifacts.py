@@ -154,3 +154,42 @@ def test_too_much_fails_the_step_with_artifact_too_large(
     )
     assert "the limit is 1000 bytes" in s["message"]
     assert s3.keys(f"e2e/{kube.namespace}/{name}/") == []
+
+
+def test_a_fan_out_iterates_over_a_list_kept_in_an_artifact(
+    kube: Kube, s3: S3, artifact_operator: Operator, executor: Executor
+) -> None:
+    plan = (
+        "import json, os\n"
+        "json.dump([{'n': i} for i in range(12)],"
+        " open(os.path.join(os.environ['BRAID_ARTIFACTS'], 'items.json'), 'w'))\n"
+    )
+    work = "import json, os, sys; json.dump({'sq': int(sys.argv[1]) ** 2}, open(os.environ['BRAID_OUTPUT'], 'w'))"
+    name = run_of(
+        kube,
+        {
+            "steps": [
+                step("plan", plan),
+                {
+                    "name": "work",
+                    "fanOut": {
+                        "itemsFrom": "steps.plan.artifacts['items.json']",
+                        "parallelism": 4,
+                        "container": {
+                            "image": "python",
+                            "command": [PY, "-c", work, "${{ string(item.n) }}"],
+                            "artifactLimits": {"maxFiles": 0},
+                        },
+                    },
+                },
+            ],
+            "outputs": {"total": "steps.work.outputs.items.map(i, i.sq).sum()"},
+        },
+    )
+    status = kube.wait_finished(name, timeout=180)
+    assert status["phase"] == "Succeeded", artifact_operator.log()[-3000:]
+    assert status["outputs"] == {"total": sum(i * i for i in range(12))}
+    assert status["steps"][1]["itemCount"] == 12
+    # the list is in the bucket, not in the run's spec or status
+    run = json.dumps(kube.json("get", "workflowrun", name))
+    assert '"n": 11' not in run

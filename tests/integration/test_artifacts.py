@@ -244,3 +244,52 @@ def test_a_local_run_passes_a_5_mib_artifact_and_a_retry_writes_beside_the_first
     assert len(status.model_dump_json()) < 16 * 1024
     assert status.artifact_bytes == 5 << 20
     assert LocalStore(store).delete_prefix("r/") == 2
+
+
+def test_a_local_fan_out_iterates_over_a_list_kept_in_an_artifact(tmp_path: Path):
+    plan = (
+        "import json, os\n"
+        "json.dump([{'n': i} for i in range(6)],"
+        " open(os.path.join(os.environ['BRAID_ARTIFACTS'], 'items.json'), 'w'))\n"
+    )
+    work = "import json, os, sys; json.dump({'sq': int(sys.argv[1]) ** 2}, open(os.environ['BRAID_OUTPUT'], 'w'))"
+    spec = WorkflowSpec.model_validate(
+        {
+            "steps": [
+                {
+                    "name": "plan",
+                    "container": {"image": "x", "command": [sys.executable, "-c", plan]},
+                },
+                {
+                    "name": "work",
+                    "fanOut": {
+                        "itemsFrom": "steps.plan.artifacts['items.json']",
+                        "container": {
+                            "image": "x",
+                            "command": [sys.executable, "-c", work, "${{ string(item.n) }}"],
+                        },
+                    },
+                },
+            ],
+            "outputs": {"total": "steps.work.outputs.items.map(i, i.sq).sum()"},
+        }
+    )
+    run = LocalRun("r", spec, {}, workdir=tmp_path / "work", artifacts_dir=tmp_path / "store")
+    status = asyncio.run(run.execute())
+    assert status.phase == RunPhase.SUCCEEDED, status
+    assert status.outputs == {"total": 55}
+    # a list that is not JSON fails the step, naming the field
+    (tmp_path / "bad.py").write_text(
+        "import os; open(os.path.join(os.environ['BRAID_ARTIFACTS'], 'items.json'), 'w').write('{oops')"
+    )
+    spec.steps[0].container.command = [sys.executable, str(tmp_path / "bad.py")]  # type: ignore[union-attr]
+    status = asyncio.run(
+        LocalRun(
+            "r2", spec, {}, workdir=tmp_path / "w2", artifacts_dir=tmp_path / "store"
+        ).execute()
+    )
+    work_status = status.steps[1]
+    assert work_status.reason == "ExpressionError"
+    assert "spec.steps[1].fanOut.itemsFrom: the item list is not JSON" in (
+        work_status.message or ""
+    )

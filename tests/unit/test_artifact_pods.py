@@ -218,3 +218,100 @@ def test_the_run_holds_a_finalizer_until_its_artifacts_are_deleted(tmp_path: Pat
     reconcile(cluster, reconciler)
     assert "r" not in cluster.runs  # the finalizer went, so did the run
     assert not (tmp_path / "braid" / "ns" / "r").exists()
+
+
+def test_the_operator_loads_an_item_list_once_and_again_after_a_restart(tmp_path: Path):
+    """fanOut.itemsFrom through the reconciler: the list is fetched in the background, kept
+    in memory (never in the run), and fetched again by a new operator process."""
+    items = json.dumps([{"n": i} for i in range(6)]).encode()
+    key = "braid/ns/r/r-plan-1/items.json"
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_bytes(items)
+    cluster = MemoryCluster()
+    cluster.workflows["wf"] = {
+        "spec": {
+            "steps": [
+                {"name": "plan", "container": {"image": "x", "command": ["a"]}},
+                {
+                    "name": "work",
+                    "fanOut": {
+                        "itemsFrom": "steps.plan.artifacts['items.json']",
+                        "parallelism": 2,
+                        "container": {
+                            "image": "x",
+                            "command": ["w", "${{ string(item.n) }}"],
+                            "artifactLimits": {"maxFiles": 0},
+                        },
+                    },
+                },
+            ]
+        }
+    }
+    cluster.runs["r"] = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "1"},
+        "spec": {"workflowRef": {"name": "wf"}},
+    }
+    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(1000))
+
+    def operator() -> Reconciler:
+        reconciler = Reconciler(cluster, clock=lambda: next(clock), artifacts=SETTINGS)
+        assert reconciler.apply.keeper is not None
+        reconciler.apply.keeper.store = LocalStore(tmp_path)
+        return reconciler
+
+    async def reconcile(reconciler: Reconciler) -> None:
+        await reconciler.reconcile("ns", "r", list(cluster.pods.values()))
+        await asyncio.gather(*reconciler.apply.calls)  # the background load
+
+    async def scenario() -> None:
+        reconciler = operator()
+        await reconcile(reconciler)
+        plan = cluster.pods["r-plan-1"]
+        plan["status"] = {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {"name": "step", "state": {"terminated": {"exitCode": 0, "message": "{}"}}}
+            ],
+            "initContainerStatuses": [
+                {
+                    "name": "braid-artifacts",
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "message": json.dumps(
+                                {
+                                    "a": [
+                                        [
+                                            "items.json",
+                                            len(items),
+                                            hashlib.sha256(items).hexdigest(),
+                                        ]
+                                    ]
+                                }
+                            ),
+                        }
+                    },
+                }
+            ],
+        }
+        plan["metadata"]["annotations"]["braid.dev/artifact-prefix"] = (
+            tmp_path / key
+        ).parent.resolve().as_uri() + "/"
+        await reconcile(reconciler)  # plan done: the list is asked for and loaded
+        await reconcile(reconciler)  # the fan-out begins
+        assert sorted(p for p in cluster.pods if p.startswith("r-work")) == [
+            "r-work--0-1",
+            "r-work--1-1",
+        ]
+        cluster.finish_pod("r-work--0-1", "{}")
+        restarted = operator()  # a new process: nothing in memory
+        await reconcile(restarted)  # asks for the list again; the result waits in the pod
+        await reconcile(restarted)
+        status = cluster.runs["r"]["status"]["steps"][1]
+        assert status["items"][0]["phase"] == "Succeeded"
+        assert "r-work--2-1" in cluster.pods
+        assert '"n": 3' not in json.dumps(cluster.runs["r"])
+
+    asyncio.run(scenario())

@@ -10,7 +10,8 @@ import pytest
 
 from braid.api.errors import InvalidSpecError
 from braid.api.run import Artifact, RunPhase
-from braid.engine.actions import ArtifactRoom, InputArtifact
+from braid.engine import AttemptResult, Observations, RunState
+from braid.engine.actions import ArtifactRoom, InputArtifact, LoadItems
 from braid.engine.compile import compile_plan
 from braid.engine.simulate import Outcome, simulate
 from tests.conftest import ok, workflow
@@ -194,3 +195,94 @@ def test_an_input_from_a_step_that_is_not_upstream_is_refused_at_lint():
             )
         )
     assert "spec.steps[0].container.inputs.artifacts[0].from" in str(info.value)
+
+
+def fan_from(**fan: object) -> dict:
+    return {
+        "name": "fan",
+        "fanOut": {"container": {"image": "x", "command": ["w", "${{ string(item.n) }}"]}, **fan},
+    }
+
+
+def test_a_fan_out_iterates_over_a_json_list_kept_in_an_artifact_not_in_the_run():
+    items = [{"n": i} for i in range(5000)]
+    lst = art("items.json", 300_000)
+    spec = workflow(
+        [c("plan"), fan_from(itemsFrom="steps.plan.artifacts['items.json']", parallelism=500)]
+    )
+    r = simulate(
+        spec,
+        lambda a: Outcome(artifacts={"items.json": lst}) if a.labels.step == "plan" else ok(),
+        stored_lists={lst.uri: items},
+    )
+    assert r.status.phase == RunPhase.SUCCEEDED, r.status
+    assert r.loads == [lst.uri]  # asked for once, when the step became ready
+    fan = r.step("fan")
+    assert fan.item_count == 5000
+    assert sorted(int(a.container.command[1]) for a in r.started if a.labels.step == "fan") == list(
+        range(5000)
+    )
+    # the list itself is nowhere in the run object
+    assert len(r.status.model_dump_json()) < 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ("no such artifact", "no such artifact"),
+        ({"not": "a list"}, "must evaluate to a list"),
+    ],
+)
+def test_an_item_list_that_cannot_be_had_fails_the_step_naming_the_field(stored, message):
+    lst = art("items.json", 10)
+    spec = workflow([c("plan"), fan_from(itemsFrom="steps.plan.artifacts['items.json']")])
+    lists = {lst.uri: stored} if stored != "no such artifact" else {}
+    r = simulate(
+        spec,
+        lambda a: Outcome(artifacts={"items.json": lst}) if a.labels.step == "plan" else ok(),
+        stored_lists=lists,
+    )
+    fan = r.step("fan")
+    assert (fan.phase.value, fan.reason) == ("Failed", "ExpressionError")
+    assert "spec.steps[1].fanOut.itemsFrom" in fan.message
+    assert message in fan.message
+
+
+def test_a_resumed_run_loads_the_list_again_before_its_items_go_on():
+    """As after an operator restart: the engine rebuilt from the status asks for the list,
+    and the running items are resumed once it is given."""
+    lst = art("items.json", 10)
+    spec = workflow(
+        [c("plan"), fan_from(itemsFrom="steps.plan.artifacts['items.json']", parallelism=1)]
+    )
+    state = RunState.load(
+        "r", spec, __import__("braid.api.run", fromlist=["x"]).WorkflowRunStatus(), {}
+    )
+    t0 = __import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("datetime").UTC)
+    state.decide(Observations(), t0)
+    d = state.decide(
+        Observations(
+            results=[AttemptResult("r-plan-1", exit_code=0, artifacts={"items.json": lst})]
+        ),
+        t0,
+    )
+    assert [a for a in d.actions if isinstance(a, LoadItems)] == [
+        LoadItems("fan", lst.uri, lst.sha256)
+    ]
+    d = state.decide(Observations(item_lists={lst.uri: [{"n": 1}, {"n": 2}]}), t0)
+    assert [a.name for a in d.actions if hasattr(a, "container") and a.container] == ["r-fan--0-1"]
+    resumed = RunState.load("r", spec, state.status, {})
+    d = resumed.decide(Observations(results=[AttemptResult("r-fan--0-1", exit_code=0)]), t0)
+    assert [a for a in d.actions if isinstance(a, LoadItems)] == [
+        LoadItems("fan", lst.uri, lst.sha256)
+    ]
+    assert resumed.status.steps[1].items[0].phase.value == "Running"  # not recorded until loaded
+    d = resumed.decide(
+        Observations(
+            results=[AttemptResult("r-fan--0-1", exit_code=0)],
+            item_lists={lst.uri: [{"n": 1}, {"n": 2}]},
+        ),
+        t0,
+    )
+    assert resumed.status.steps[1].items[0].phase.value == "Succeeded"
+    assert [a.name for a in d.actions if hasattr(a, "container") and a.container] == ["r-fan--1-1"]

@@ -593,8 +593,9 @@ class FanOutSpec(Model):
     Downstream steps read steps.<name>.outputs.items (each item's outputs, null where it did
     not succeed), .succeeded, .failed and .total."""
 
-    # "exactly one of items, itemsExpression" is checked by lint and the operator only: items
-    # are free-form JSON, and a field without a schema type is invisible to the API server's CEL.
+    # "exactly one of items, itemsExpression, itemsFrom" is checked by lint and the operator
+    # only: items are free-form JSON, and a field without a schema type is invisible to the API
+    # server's CEL.
     model_config = _cel_rules(_exactly_one("container", "webhook"))
 
     items: list[JSON] | None = Field(
@@ -603,6 +604,11 @@ class FanOutSpec(Model):
     items_expression: Expression | None = Field(
         default=None,
         description="CEL yielding the list of items, e.g. steps.plan.outputs.topics.",
+    )
+    items_from: Expression | None = Field(
+        default=None,
+        description="CEL giving an artifact that holds a JSON list of items, e.g. "
+        "steps.plan.artifacts['items.json']: 10,000 items need not live in the run object.",
     )
     parallelism: int | None = Field(
         default=None,
@@ -632,8 +638,9 @@ class FanOutSpec(Model):
 
     @model_validator(mode="after")
     def _one_of(self) -> FanOutSpec:
-        if (self.items is None) == (self.items_expression is None):
-            raise ValueError("set exactly one of items or itemsExpression")
+        given = (self.items, self.items_expression, self.items_from)
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("set exactly one of items, itemsExpression or itemsFrom")
         if (self.container is None) == (self.webhook is None):
             raise ValueError("set exactly one of container or webhook")
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.reasons import EventReason, RunReason
 from braid.api.run import ApprovalRecord, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
+from braid.artifacts.lists import read_item_list
 from braid.controller.artifacts import ArtifactKeeper
 from braid.controller.secrets import SecretAccess
 from braid.engine import (
@@ -35,6 +37,7 @@ from braid.engine import (
     RecordEvent,
     StartAttempt,
 )
+from braid.engine.actions import LoadItems
 from braid.kube.artifact_pods import ArtifactSettings, uses_artifacts
 from braid.kube.client import Cluster, ConflictError, PodRejectedError
 from braid.kube.pods import PodTemplateRefusedError, controller_uid, pod_for, result_of
@@ -42,6 +45,7 @@ from braid.webhook import SecretReader, WebhookPolicy, call_webhook
 
 log = structlog.get_logger("braid.controller")
 
+ITEM_LISTS = 64  # item lists kept in memory for fan-outs with itemsFrom
 NO_REPOSITORY = (
     "the step reads input artifacts, but the operator has no artifact repository: install "
     "the chart with artifacts.endpoint and artifacts.bucket (or give braid operator "
@@ -96,6 +100,10 @@ class Applier:
 
     def __post_init__(self) -> None:
         self.secrets = SecretAccess(self.cluster)
+        # fanOut.itemsFrom lists, by uri, shared by every run (the engine reads them through
+        # Observations); the least recently loaded go first past ITEM_LISTS.
+        self.item_lists: OrderedDict[str, list[Any] | str] = OrderedDict()
+        self.loading: set[str] = set()
         self.keeper = (
             ArtifactKeeper(self.cluster, self.artifacts) if self.artifacts is not None else None
         )
@@ -131,6 +139,8 @@ class Applier:
             elif isinstance(action, CancelAttempt):
                 await self.cluster.delete_pod(namespace, action.name)
                 log_.info("Deleted step pod", pod=action.name, reason=action.reason)
+            elif isinstance(action, LoadItems):
+                self._load_items((namespace, name), action)
         return refused
 
     async def _create_pod(
@@ -172,6 +182,35 @@ class Applier:
         existing = await self.cluster.get_pod(meta["namespace"], action.name)
         owner = controller_uid(existing) if existing is not None else meta["uid"]
         return None if owner == meta["uid"] else conflict(action.name, owner)
+
+    def _load_items(self, key: RunKey, action: LoadItems) -> None:
+        """Fetch a fan-out's item list in the background; the run decides again once it is
+        in ``item_lists``."""
+        if action.uri in self.item_lists:
+            self.item_lists.move_to_end(action.uri)
+            self.inbox.notify(key)
+            return
+        if action.uri in self.loading:
+            return
+        self.loading.add(action.uri)
+
+        async def load() -> None:
+            try:
+                if self.keeper is None:
+                    got: list[Any] | str = "no artifact repository is configured"
+                else:
+                    store = self.keeper.store_for(key[0])
+                    got = await asyncio.to_thread(read_item_list, store, action.uri, action.sha256)
+            finally:
+                self.loading.discard(action.uri)
+            self.item_lists[action.uri] = got
+            while len(self.item_lists) > ITEM_LISTS:
+                self.item_lists.popitem(last=False)
+            self.inbox.notify(key)
+
+        task = asyncio.ensure_future(load())
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
 
     def _call_webhook(self, key: RunKey, action: StartAttempt, secrets: SecretReader) -> None:
         """Webhook steps run in the operator process with async I/O; the result reaches the

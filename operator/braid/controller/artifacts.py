@@ -9,7 +9,9 @@ with the same repository (README).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,6 +37,19 @@ class ArtifactKeeper:
         if self.store is None:
             self.store = S3Store(self.settings.repository)
         return self.store
+
+    def store_for(self, namespace: str) -> Callable[[str, Path], None]:
+        """Fetches an artifact of a run in ``namespace`` (no other namespace's)."""
+        scope = self.settings.run_prefix(namespace, "")
+        store = self._store()
+
+        def fetch(uri: str, path: Path) -> None:
+            if isinstance(store, S3Store):
+                store.get(uri, path, scope)
+            else:
+                store.get(uri, path)
+
+        return fetch
 
     async def hold(self, run: dict[str, Any]) -> None:
         """Make sure the run keeps its finalizer; ``run`` then carries the new

@@ -211,7 +211,14 @@ class Reconciler:
             spec, params = status.workflow_spec, status.params or {}
         before = Before.of(status)
         state: RunState = await self.engine(
-            RunState.load, meta["name"], spec, status, params, meta.get("generation"), meta["uid"]
+            RunState.load,
+            meta["name"],
+            spec,
+            status,
+            params,
+            meta.get("generation"),
+            meta["uid"],
+            self.apply.item_lists,
         )
         return state, before
 
@@ -305,7 +312,10 @@ class Reconciler:
 
     def _observe(self, **kwargs: Any) -> Observations:
         return Observations(
-            breakers=self.breakers, approvals_verified=self.approvals_verified, **kwargs
+            breakers=self.breakers,
+            approvals_verified=self.approvals_verified,
+            item_lists=self.apply.item_lists,
+            **kwargs,
         )
 
     def _decide_reserving(

@@ -6,6 +6,7 @@ runner turns them into processes and terminal lines. Neither decides anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -147,7 +148,18 @@ class RecordDecision:
         )
 
 
-Action = StartAttempt | CancelAttempt | RecordEvent | RecordDecision
+@dataclass(frozen=True)
+class LoadItems:
+    """Fetch an artifact holding a fan-out's JSON list of items and give it back, parsed, in
+    Observations.item_lists (by uri). The step waits meanwhile; the list is never stored in
+    the run."""
+
+    step: str
+    uri: str
+    sha256: str | None = None
+
+
+Action = StartAttempt | CancelAttempt | RecordEvent | RecordDecision | LoadItems
 
 
 @dataclass(frozen=True)
@@ -216,6 +228,9 @@ class Observations:
     # The driver found the status too large to store: why, and how much to shed (1: outputs of
     # items and iterations, older iterations; 2: every output). The run fails StatusTooLarge.
     oversized: tuple[str, int] | None = None
+    # Item lists fetched for fan-outs with itemsFrom (LoadItems), by uri: the list, or why it
+    # could not be had. The driver keeps them as long as runs may need them.
+    item_lists: Mapping[str, list[Any] | str] = field(default_factory=dict)
 
 
 @dataclass

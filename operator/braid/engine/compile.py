@@ -456,7 +456,9 @@ def _actions(steps: dict[str, StepPlan]) -> list[ActionPlan]:
 
 def _fan_out(compiler: _Compiler, step: Step, fan: FanOutSpec, path: str) -> FanOutPlan:
     fpath = f"{path}.fanOut"
-    items_expr = None
+    items_expr = items_from = None
+    if fan.items_from is not None:
+        items_from = compiler.expr(fan.items_from, f"{fpath}.itemsFrom", step.name)
     if fan.items_expression is not None:
         items_expr = compiler.expr(fan.items_expression, f"{fpath}.itemsExpression", step.name)
     elif fan.items is not None and len(fan.items) > fan.max_items:
@@ -471,7 +473,8 @@ def _fan_out(compiler: _Compiler, step: Step, fan: FanOutSpec, path: str) -> Fan
         extra=ITEM_SCOPE,
     )
     action = compiler.action(fpath, step.name, what)
-    return FanOutPlan(fan, items_expr, _shared(compiler, step, action, path, step.name, ITEM_SCOPE))
+    shared = _shared(compiler, step, action, path, step.name, ITEM_SCOPE)
+    return FanOutPlan(fan, items_expr, shared, items_from)
 
 
 def _loop(

@@ -6,14 +6,14 @@ Pure: RunState keeps the live counters and applies the verdicts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from braid.api.reasons import EventReason, StepReason
 from braid.api.run import ItemsSummary, ItemStatus, StepPhase, StepStatus
 from braid.api.workflow import ThresholdAction
-from braid.engine.actions import RecordEvent
+from braid.engine.actions import LoadItems, RecordEvent
 from braid.engine.plan import COMPACT_ABOVE, StepPlan
 from braid.engine.tasks import Task, item_task
 from braid.expressions import Expression, ExpressionError, type_name
@@ -48,25 +48,42 @@ class FanOut:
 
 
 def evaluate_items(
-    plan: StepPlan, context: Callable[[Expression], dict[str, Any]]
-) -> list[Any] | str:
-    """The fan-out's items, or why there are none. Deterministic, so a resumed run
-    re-evaluates instead of storing the list."""
+    plan: StepPlan,
+    context: Callable[[Expression], dict[str, Any]],
+    lists: Mapping[str, list[Any] | str] | None = None,
+) -> list[Any] | str | LoadItems:
+    """The fan-out's items, or why there are none, or (itemsFrom) the artifact to load first.
+    Deterministic, so a resumed run re-evaluates instead of storing the list."""
     fan = plan.fan_out
     assert fan is not None
-    if fan.items_expression is None:
+    source = fan.items_expression or fan.items_from
+    if source is None:
         return list(fan.spec.items or [])
     try:
-        items = fan.items_expression.evaluate(context(fan.items_expression))
+        items = source.evaluate(context(source))
     except ExpressionError as exc:
         return str(exc)
+    if fan.items_from is not None:
+        items = _loaded(plan.name, source, items, lists or {})
+        if isinstance(items, (str, LoadItems)):
+            return items
     if not isinstance(items, list):
-        return f"{fan.items_expression.path}: must evaluate to a list, got {type_name(items)}"
+        return f"{source.path}: must evaluate to a list, got {type_name(items)}"
     if len(items) > fan.spec.max_items:
-        return (
-            f"{fan.items_expression.path}: {len(items)} items exceed maxItems {fan.spec.max_items}"
-        )
+        return f"{source.path}: {len(items)} items exceed maxItems {fan.spec.max_items}"
     return items
+
+
+def _loaded(step: str, source: Expression, ref: Any, lists: Mapping[str, list[Any] | str]) -> Any:
+    """itemsFrom: the loaded list (checked like any other), the artifact to load, or why not."""
+    ref = ref if isinstance(ref, dict) else {"uri": ref}
+    uri, sha = ref.get("uri"), ref.get("sha256")
+    if not isinstance(uri, str) or not uri:
+        return f"{source.path}: gives {type_name(ref)}, not an artifact"
+    loaded = lists.get(uri)
+    if loaded is None:
+        return LoadItems(step, uri, sha if isinstance(sha, str) else None)
+    return f"{source.path}: {loaded}" if isinstance(loaded, str) else loaded
 
 
 def start(plan: StepPlan, items: list[Any]) -> FanOut:
@@ -171,6 +188,9 @@ class FanOuts:
 
     run_name: str
     running: dict[str, FanOut] = field(default_factory=dict)
+    # itemsFrom: ready steps waiting for their list, and running ones to resume once loaded
+    loading: set[str] = field(default_factory=set)
+    unloaded: dict[str, LoadItems] = field(default_factory=dict)
 
     def begin(self, plan: StepPlan, st: StepStatus, items: list[Any]) -> RecordEvent:
         st.items, st.item_count, st.items_started = [], len(items), 0

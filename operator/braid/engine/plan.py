@@ -107,6 +107,7 @@ class FanOutPlan:
     spec: FanOutSpec
     items_expression: Expression | None
     action: ActionPlan
+    items_from: Expression | None = None  # an artifact holding the JSON list
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ attempts, and is the one place verdicts are applied.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from braid.engine.actions import (
     AttemptResult,
     CancelAttempt,
     Decision,
+    LoadItems,
     Observations,
     RecordDecision,
     RecordEvent,
@@ -111,6 +113,7 @@ class RunState:
     now: datetime | None = None  # of the current decision (run.durationSeconds)
     sla: deadlines.SLATargets = field(default_factory=lambda: deadlines.SLATargets(None, {}))
     breakers: BreakerBoard | None = None  # shared with other runs, given by the driver
+    item_lists: Mapping[str, list[Any] | str] = field(default_factory=dict)  # see Observations
     approvals_verified: bool | None = None  # see Observations
     # this decision's output
     actions: list[Action] = field(default_factory=list)
@@ -127,12 +130,15 @@ class RunState:
         params: dict[str, Any],
         generation: int | None = None,
         uid: str = "",
+        item_lists: Mapping[str, list[Any] | str] | None = None,
     ) -> RunState:
         """Index a status (new or resumed). ``spec`` is the run's snapshot of the workflow;
-        ``uid`` the run's unique id (the driver's: the API server's uid, a local run's own)."""
+        ``uid`` the run's unique id (the driver's: the API server's uid, a local run's own);
+        ``item_lists`` the fan-out item lists the driver holds (see Observations)."""
         plan = plan_for(spec)
         state = cls(run_name, plan, status, params, generation, uid, slots=Slots(spec.max_parallel))
         state.fans = FanOuts(run_name)
+        state.item_lists = item_lists or {}
         if plan.has_sla:
             targets = {n: p.sla_seconds for n, p in plan.steps.items() if p.sla_seconds}
             state.sla = deadlines.SLATargets(spec.sla, targets)
@@ -185,14 +191,21 @@ class RunState:
         if plan.action is not None:
             self._resume(step_task(self.run_name, plan, st))
         elif plan.fan_out is not None and st.phase == StepPhase.RUNNING:
-            items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)))
-            if not isinstance(items, str):  # it evaluated when the fan-out began
-                for task in self.fans.resume(plan, st, items):
-                    self._resume(task)
+            self._resume_fan_out(plan, st)
         elif plan.loop is not None and st.phase == StepPhase.RUNNING:
             self.running_loops.add(plan.name)
             for body in loops.body_tasks(self.run_name, plan, st):
                 self._resume(body)
+
+    def _resume_fan_out(self, plan: StepPlan, st: StepStatus) -> None:
+        """A running fan-out's tasks, once its items are at hand (itemsFrom: loaded)."""
+        items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)), self.item_lists)
+        if isinstance(items, LoadItems):
+            self.fans.unloaded[plan.name] = items
+        elif not isinstance(items, str):  # it evaluated when the fan-out began
+            self.fans.unloaded.pop(plan.name, None)
+            for task in self.fans.resume(plan, st, items):
+                self._resume(task)
 
     # ------------------------------------------------------------------ context
 
@@ -229,6 +242,12 @@ class RunState:
         self.slots.elsewhere = observations.elsewhere
         self.breakers = observations.breakers
         self.approvals_verified = observations.approvals_verified
+        self.item_lists = observations.item_lists
+        for name in list(self.fans.unloaded):  # item lists that had to be loaded first
+            self._resume_fan_out(self.plan.steps[name], self.steps[name])
+        self.actions.extend(self.fans.unloaded.values())
+        self.ready.extend(self.fans.loading)
+        self.fans.loading.clear()
         if self.status.phase == RunPhase.PENDING:
             self.status.mark_started(now, self.generation)
             self._event("Normal", EventReason.RUN_STARTED, f"Started run with {self.total} steps")
@@ -322,21 +341,29 @@ class RunState:
         self.dirty = True
         if plan.action is not None:
             self._begin_task(step_task(self.run_name, plan, st), now)
-            return
-        st.phase, st.start_time = StepPhase.RUNNING, now
-        if plan.fan_out is not None:
-            items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)))
-            if isinstance(items, str):
-                self._finish_step(
-                    name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
-                )
-                return
-            self.actions.append(self.fans.begin(plan, st, items))
-            self._check_fan_out(name, now)
+        elif plan.fan_out is not None:
+            self._begin_fan_out(plan, st, now)
         elif plan.loop is not None:
+            st.phase, st.start_time = StepPhase.RUNNING, now
             st.iterations = []
             self.running_loops.add(name)
             self._next_iteration(plan, st, now)
+
+    def _begin_fan_out(self, plan: StepPlan, st: StepStatus, now: datetime) -> None:
+        ctx = lambda e: self.context(None, (e,))  # noqa: E731
+        items = fanout.evaluate_items(plan, ctx, self.item_lists)
+        if isinstance(items, LoadItems):  # the driver loads them; asked again next decision
+            self.actions.append(items)
+            self.fans.loading.add(plan.name)
+            return
+        st.phase, st.start_time = StepPhase.RUNNING, now
+        if isinstance(items, str):
+            self._finish_step(
+                plan.name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
+            )
+            return
+        self.actions.append(self.fans.begin(plan, st, items))
+        self._check_fan_out(plan.name, now)
 
     def _begin_task(self, task: Task, now: datetime) -> None:
         """A step or body step that may run: a gate opens, anything else waits for a slot."""

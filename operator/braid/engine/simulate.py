@@ -20,6 +20,7 @@ from braid.engine.actions import (
     ApprovalDecision,
     AttemptResult,
     CancelAttempt,
+    LoadItems,
     Observations,
     RecordEvent,
     StartAttempt,
@@ -57,6 +58,7 @@ class SimulationResult:
     max_running: int = 0
     decisions: int = 0
     end: datetime = EPOCH
+    loads: list[str] = field(default_factory=list)  # item lists asked for (LoadItems)
 
     def step(self, name: str) -> Any:
         return next(s for s in self.status.steps if s.name == name)
@@ -73,12 +75,15 @@ def simulate(
     breakers: BreakerBoard | None = None,
     elsewhere: dict[str, int] | None = None,
     start: datetime = EPOCH,
+    stored_lists: dict[str, list[Any] | str] | None = None,
 ) -> SimulationResult:
-    """Run to completion. ``decisions`` arrive at the given virtual seconds."""
+    """Run to completion. ``decisions`` arrive at the given virtual seconds;
+    ``stored_lists`` are the item lists a LoadItems finds (by uri), handed over at once."""
     state = RunState.load(
         run_name, spec, WorkflowRunStatus(), resolve_params(spec, params), uid=f"uid-{run_name}"
     )
     sim = _Simulation(state, script, SimulationResult(state.status), start, breakers, elsewhere)
+    sim.stored_lists = stored_lists or {}
     sim.inbox = sorted(
         ((start + timedelta(seconds=t), d) for t, d in decisions or []), key=lambda x: x[0]
     )
@@ -113,9 +118,14 @@ class _Simulation:
     inbox: list[tuple[datetime, ApprovalDecision]] = field(default_factory=list)
     cancel_time: datetime | None = None
     seq: int = 0
+    stored_lists: dict[str, list[Any] | str] = field(default_factory=dict)
+    loaded: dict[str, list[Any] | str] = field(default_factory=dict)
+    just_loaded: bool = False  # a list was handed over: decide again at once
 
     def observations(self) -> Observations:
-        return Observations(breakers=self.breakers, elsewhere=dict(self.elsewhere or {}))
+        return Observations(
+            breakers=self.breakers, elsewhere=dict(self.elsewhere or {}), item_lists=self.loaded
+        )
 
     def carry_out(self, action: Action) -> None:
         if isinstance(action, StartAttempt):
@@ -142,13 +152,18 @@ class _Simulation:
             self.running.discard(action.name)
         elif isinstance(action, RecordEvent):
             self.result.events.append(action)
+        elif isinstance(action, LoadItems):
+            self.result.loads.append(action.uri)
+            self.loaded[action.uri] = self.stored_lists.get(action.uri, "no such artifact")
+            self.just_loaded = True
 
     def advance(self, wake_at: datetime | None) -> Observations:
         """Move the clock to the next thing that happens; what happened by then."""
         now = self.now
         candidates = [t for t in (wake_at, self.cancel_time) if t is not None and t > now]
-        if wake_at is not None and wake_at <= now:
+        if (wake_at is not None and wake_at <= now) or self.just_loaded:
             candidates.append(now)
+            self.just_loaded = False
         while self.pending and self.pending[0][2] not in self.running:
             heapq.heappop(self.pending)  # cancelled before it ended
         if self.pending:

@@ -72,6 +72,12 @@ class ProcessExecutor:
                 log_file.write_text(masker.text(text) or "")
         return masker.result(result)
 
+    def fetch(self, uri: str, path: Path) -> None:
+        """Copy an artifact of this machine's store (an item list, say) to ``path``."""
+        if self.artifacts is None:
+            raise ArtifactError("this run keeps no artifacts")
+        self.artifacts.store.get(uri, path)
+
     async def _prepare_artifacts(
         self, request: StartAttempt, env: dict[str, str]
     ) -> dict[str, str] | AttemptResult:

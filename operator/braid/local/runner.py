@@ -23,6 +23,7 @@ import httpx
 from braid.api.reasons import EventReason
 from braid.api.run import WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
+from braid.artifacts.lists import read_item_list
 from braid.engine import (
     Action,
     ApprovalDecision,
@@ -33,6 +34,7 @@ from braid.engine import (
     RunState,
     StartAttempt,
 )
+from braid.engine.actions import LoadItems
 from braid.engine.breakers import BreakerBoard
 from braid.local.artifacts import DEFAULT_DIR, LocalArtifacts
 from braid.local.data import LocalData
@@ -123,21 +125,30 @@ class LocalRun:
         # One run locally: its breakers are its own (a retry storm still trips them), and its
         # concurrency pools hold only its own attempts.
         breakers = BreakerBoard()
+        lists: dict[str, list[Any] | str] = {}  # fanOut.itemsFrom, loaded when asked
         observations = Observations(decisions=list(self.decisions), breakers=breakers)
         while True:
             now = self.clock()
             decision = state.decide(observations, now)
             for action in decision.actions:
                 self._carry_out(action, work, now)
+            loads = [a for a in decision.actions if isinstance(a, LoadItems)]
+            for load in loads:
+                lists[load.uri] = await asyncio.to_thread(
+                    read_item_list, processes.fetch, load.uri, load.sha256
+                )
             if decision.finished:
                 for task in work.running:
                     task.cancel()
                 return
-            timeout = None
-            if decision.wake_at is not None:
+            timeout = 0.0 if loads else None
+            if decision.wake_at is not None and not loads:
                 timeout = max(0.0, (decision.wake_at - self.clock()).total_seconds())
             observations = Observations(
-                decisions=list(self.decisions), cancel=self.cancel_requested, breakers=breakers
+                decisions=list(self.decisions),
+                cancel=self.cancel_requested,
+                breakers=breakers,
+                item_lists=lists,
             )
             for value in await work.next(interrupted, timeout):
                 if isinstance(value, AttemptResult):
