@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from braid.api.podtemplate import PodPolicy, check_pod_template
 from braid.artifacts.store import LocalStore, Repository
+from braid.cli.plugin import status_tree
 from braid.controller.reconcile import Reconciler
 from braid.engine import AttemptLabels, ContainerRequest, StartAttempt
 from braid.engine.actions import ArtifactRoom, InputArtifact
@@ -315,3 +317,25 @@ def test_the_operator_loads_an_item_list_once_and_again_after_a_restart(tmp_path
         assert '"n": 3' not in json.dumps(cluster.runs["r"])
 
     asyncio.run(scenario())
+
+
+def test_kubectl_braid_status_lists_each_steps_artifacts_with_sizes():
+    run = {
+        "metadata": {"name": "r"},
+        "status": {
+            "phase": "Succeeded",
+            "steps": [
+                {
+                    "name": "write",
+                    "phase": "Succeeded",
+                    "attempts": 1,
+                    "artifacts": {
+                        "report.md": {"size": 5 * 1024 * 1024 + 1, "sha256": SHA, "uri": "s3://b/k"}
+                    },
+                }
+            ],
+        },
+    }
+    console = Console(record=True, width=100)
+    console.print(status_tree(run))
+    assert "artifact report.md 5.0 MiB" in console.export_text()
