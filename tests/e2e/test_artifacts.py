@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,7 +91,7 @@ READ = (
 
 
 def test_a_5_mib_artifact_passes_between_steps_retried_and_collected_with_the_run(
-    kube: Kube, s3: S3, artifact_operator: Operator, executor: Executor
+    kube: Kube, s3: S3, artifact_operator: Operator, executor: Executor, tmp_path: Path
 ) -> None:
     name = run_of(
         kube,
@@ -135,6 +137,28 @@ def test_a_5_mib_artifact_passes_between_steps_retried_and_collected_with_the_ru
     pod = kube.json("get", "pod", f"{name}-read-1")
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["braid-inputs"]
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(pod["spec"]["containers"])
+    # kubectl braid artifacts lists them and fetches one from the bucket, checking its digest
+    env = {
+        **kube.env,
+        **s3.env,
+        "BRAID_ARTIFACT_ENDPOINT": s3.endpoint,
+        "BRAID_ARTIFACT_BUCKET": s3.bucket,
+    }
+    listed = subprocess.run(
+        [PY, "-m", "braid.cli", "artifacts", name, "-n", str(kube.namespace)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "blob.bin" in listed.stdout
+    assert "5.0 MiB" in listed.stdout
+    target = tmp_path / "blob.bin"
+    got = subprocess.run(
+        [PY, "-m", "braid.cli", "artifacts", name, "write", "--get", "blob.bin", "-o", str(target),
+         "-n", str(kube.namespace)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert target.read_bytes() == expected
     # deleting the run deletes its objects, then the run
     kube.run("delete", "workflowrun", name, "--wait=true", "--timeout=60s")
     assert s3.keys(prefix) == []
@@ -193,3 +217,21 @@ def test_a_fan_out_iterates_over_a_list_kept_in_an_artifact(
     # the list is in the bucket, not in the run's spec or status
     run = json.dumps(kube.json("get", "workflowrun", name))
     assert '"n": 11' not in run
+
+
+def test_example_12_runs_in_the_cluster(
+    kube: Kube, s3: S3, artifact_operator: Operator, executor: Executor
+) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / "12-artifacts"
+    kube.apply(examples / "workflow.yaml")
+    name = kube.create(examples / "run.yaml")
+    status = kube.wait_finished(name, timeout=120)
+    assert status["phase"] == "Succeeded", artifact_operator.log()[-3000:]
+    outputs = status["outputs"]
+    assert (outputs["sources"], outputs["notesBytes"]) == (2000, 169780)
+    assert outputs["summary"] == (
+        f"s3://braid/e2e/{kube.namespace}/{name}/{name}-summarize-1/summary.md"
+    )
+    # publish writes none: its Pod has the inputs container and no sidecar
+    pod = kube.json("get", "pod", f"{name}-publish-1")
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["braid-inputs"]
