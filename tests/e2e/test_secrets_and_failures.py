@@ -13,7 +13,6 @@ import contextlib
 import http.server
 import json
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import ClassVar
@@ -21,6 +20,7 @@ from typing import ClassVar
 import yaml
 
 from tests.e2e.conftest import Executor, Kube, Operator
+from tests.loopback import serve
 
 PY = sys.executable
 
@@ -51,14 +51,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def echo(expected: str) -> Iterator[str]:
     Echo.expected, Echo.seen = expected, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Echo) as url:
+        yield url
 
 
 def step(name: str, script: str, **container: object) -> dict:

@@ -8,7 +8,6 @@ import asyncio
 import copy
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from braid.engine.actions import ArtifactRoom, InputArtifact
 from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
 from braid.kube.memory import MemoryCluster
 from braid.kube.pods import pod_for, result_of
+from tests.memory import cluster_with_run, ticking_clock
 
 REPO = Repository("http://s3.example:9000", "bucket", "braid")
 SETTINGS = ArtifactSettings(REPO, "braid:1.0", "s3-creds")
@@ -186,16 +186,8 @@ WORKFLOW = {"spec": {"steps": [{"name": "a", "container": {"image": "x", "comman
 
 
 def setup(tmp_path: Path) -> tuple[MemoryCluster, Reconciler]:
-    cluster = MemoryCluster()
-    cluster.workflows["wf"] = copy.deepcopy(WORKFLOW)
-    cluster.runs["r"] = {
-        "apiVersion": "braid.dev/v1alpha1",
-        "kind": "WorkflowRun",
-        "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "1"},
-        "spec": {"workflowRef": {"name": "wf"}},
-    }
-    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(1000))
-    reconciler = Reconciler(cluster, clock=lambda: next(clock), artifacts=SETTINGS)
+    cluster = cluster_with_run(WORKFLOW)
+    reconciler = Reconciler(cluster, clock=ticking_clock(), artifacts=SETTINGS)
     assert reconciler.apply.keeper is not None
     reconciler.apply.keeper.store = LocalStore(tmp_path)
     return cluster, reconciler
@@ -229,36 +221,31 @@ def test_the_operator_loads_an_item_list_once_and_again_after_a_restart(tmp_path
     key = "braid/ns/r/r-plan-1/items.json"
     (tmp_path / key).parent.mkdir(parents=True)
     (tmp_path / key).write_bytes(items)
-    cluster = MemoryCluster()
-    cluster.workflows["wf"] = {
-        "spec": {
-            "steps": [
-                {"name": "plan", "container": {"image": "x", "command": ["a"]}},
-                {
-                    "name": "work",
-                    "fanOut": {
-                        "itemsFrom": "steps.plan.artifacts['items.json']",
-                        "parallelism": 2,
-                        "container": {
-                            "image": "x",
-                            "command": ["w", "${{ string(item.n) }}"],
-                            "artifactLimits": {"maxFiles": 0},
+    cluster = cluster_with_run(
+        {
+            "spec": {
+                "steps": [
+                    {"name": "plan", "container": {"image": "x", "command": ["a"]}},
+                    {
+                        "name": "work",
+                        "fanOut": {
+                            "itemsFrom": "steps.plan.artifacts['items.json']",
+                            "parallelism": 2,
+                            "container": {
+                                "image": "x",
+                                "command": ["w", "${{ string(item.n) }}"],
+                                "artifactLimits": {"maxFiles": 0},
+                            },
                         },
                     },
-                },
-            ]
+                ]
+            }
         }
-    }
-    cluster.runs["r"] = {
-        "apiVersion": "braid.dev/v1alpha1",
-        "kind": "WorkflowRun",
-        "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "1"},
-        "spec": {"workflowRef": {"name": "wf"}},
-    }
-    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(1000))
+    )
+    clock = ticking_clock()
 
     def operator() -> Reconciler:
-        reconciler = Reconciler(cluster, clock=lambda: next(clock), artifacts=SETTINGS)
+        reconciler = Reconciler(cluster, clock=clock, artifacts=SETTINGS)
         assert reconciler.apply.keeper is not None
         reconciler.apply.keeper.store = LocalStore(tmp_path)
         return reconciler

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import http.server
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,8 @@ from braid.kube.pods import pod_for, secret_refs
 from braid.local.data import BASE_ENV, LocalData, MissingDataError, env_name, step_env
 from braid.local.runner import LocalRun
 from braid.webhook import SecretUnavailableError, call_webhook
+from tests.loopback import serve
+from tests.memory import cluster_with_run, ticking_clock
 
 KEY = "sk-live-0123456789abcdef"
 
@@ -307,14 +306,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Echo) as url:
+        yield url
 
 
 def secret(name: str = "s", key: str = "k", optional: bool | None = None) -> SecretValue:
@@ -412,16 +405,8 @@ WORKFLOW = {
 
 
 def setup() -> tuple[MemoryCluster, Reconciler]:
-    cluster = MemoryCluster()
-    cluster.workflows["wf"] = copy.deepcopy(WORKFLOW)
-    cluster.runs["r"] = {
-        "apiVersion": "braid.dev/v1alpha1",
-        "kind": "WorkflowRun",
-        "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "1"},
-        "spec": {"workflowRef": {"name": "wf"}},
-    }
-    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(1000))
-    return cluster, Reconciler(cluster, clock=lambda: next(clock))
+    cluster = cluster_with_run(WORKFLOW)
+    return cluster, Reconciler(cluster, clock=ticking_clock())
 
 
 def reconcile(cluster: MemoryCluster, reconciler: Reconciler) -> None:

@@ -7,7 +7,6 @@ import http.server
 import ipaddress
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from braid.engine import StartAttempt
 from braid.engine.actions import AttemptLabels, WebhookRequest
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.webhook import MAX_RESPONSE_BYTES, WebhookPolicy, WebhookRefusedError, call_webhook
+from tests.loopback import serve
 
 
 def check(policy: WebhookPolicy, url: str) -> str | None:
@@ -171,14 +171,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Echo) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def call(url: str, policy: WebhookPolicy | None) -> Any:
