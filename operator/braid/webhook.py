@@ -13,11 +13,13 @@ attempt's result: nothing a URL, a header or a response holds can escape as an e
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
 import json
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -210,8 +212,69 @@ async def call_webhook(
         resolved = await _resolve(hook, secrets, read)
     except SecretUnavailableError as exc:
         return AttemptResult(request.name, error=str(exc))
-    result = await _attempt(client, replace(request, webhook=resolved), policy, hook.shown_url)
-    return Masker.of(read).result(result)
+    sent = replace(request, webhook=resolved)
+    result = await _attempt(client, sent, policy, hook.shown_url)
+    if hook.model_call:
+        result = await _model_retries(client, sent, policy, hook.shown_url, result)
+    masker = Masker.of(read)
+    result = masker.result(result)
+    if hook.model_call:
+        reply = result.response.body if result.response is not None else None
+        result = replace(result, exchange=(masker.json(_shown(hook.body)), reply))
+    return result
+
+
+# A model API's own retries inside one attempt, as the OpenAI SDK does: 429 and 5xx, waiting
+# what Retry-After says (at most MODEL_WAIT_SECONDS; longer waits are left to retry.backoff).
+MODEL_RETRIES = 2
+MODEL_WAIT_SECONDS = 30.0
+
+
+async def _model_retries(
+    client: httpx.AsyncClient,
+    request: StartAttempt,
+    policy: WebhookPolicy | None,
+    shown: str,
+    result: AttemptResult,
+) -> AttemptResult:
+    for n in range(MODEL_RETRIES):
+        response = result.response
+        if response is None or not (response.status == 429 or response.status >= 500):
+            return result
+        wait = _retry_after(response.headers)
+        wait = 0.5 * 2**n if wait is None else wait
+        if wait > MODEL_WAIT_SECONDS:
+            return result
+        await asyncio.sleep(wait)
+        result = await _attempt(client, request, policy, shown)
+    return result
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    """Retry-After in seconds (a number, or an HTTP date), if the response says."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _shown(node: Any) -> Any:
+    """A request body as it may be kept: Secret values as the mask."""
+    if isinstance(node, SecretValue):
+        return "***"
+    if isinstance(node, list):
+        return [_shown(v) for v in node]
+    if isinstance(node, dict):
+        return {k: _shown(v) for k, v in node.items()}
+    return node
 
 
 async def _resolve(
@@ -229,7 +292,7 @@ async def _resolve(
                 return ""
             raise SecretUnavailableError(f"Secret {ref.name!r} has no key {ref.key!r}")
         read.append(got)
-        return got
+        return (v.prefix or "") + got
 
     async def body(node: Any) -> Any:
         if isinstance(node, SecretValue):

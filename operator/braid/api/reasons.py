@@ -63,6 +63,10 @@ class FailureReason(StrEnum):
     OUTPUT_INVALID = "OutputInvalid"
     OUTPUT_TOO_LARGE = "OutputTooLarge"
     ARTIFACT_TOO_LARGE = "ArtifactTooLarge"
+    # A model call: the API refused or failed (after its own retries of 429/5xx), or its
+    # reply was not what the step asked for (no choices, invalid tool calls, responseSchema).
+    MODEL_CALL_FAILED = "ModelCallFailed"
+    INVALID_RESPONSE = "InvalidResponse"
     # Input artifacts could not be fetched, or output artifacts could not be stored.
     ARTIFACT_FAILED = "ArtifactFailed"
     WEBHOOK_FAILED = "WebhookFailed"

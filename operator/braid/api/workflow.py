@@ -180,6 +180,9 @@ class SecretValue(Model):
     --secrets or the environment), never stored in the run, masked in what it returns."""
 
     value_from: SecretSource = Field(description="The Secret key holding the value.")
+    prefix: str | None = Field(
+        default=None, max_length=64, description="Put before the value, e.g. 'Bearer '."
+    )
 
 
 class ResourceRequirements(Model):
@@ -391,6 +394,84 @@ class WebhookSpec(Model):
     )
 
 
+class LLMEndpoint(Model):
+    """Where the model is served: any OpenAI-compatible Chat Completions API (OpenAI, Azure,
+    vLLM, Ollama, LiteLLM, llama.cpp's server, ...)."""
+
+    base_url: str = Field(
+        alias="baseURL",
+        min_length=1,
+        max_length=2048,
+        description="Base URL, e.g. https://api.openai.com/v1 (POST <baseURL>/chat/completions); "
+        "may contain ${{ }}.",
+    )
+    api_key: SecretValue | None = Field(
+        default=None,
+        description="{valueFrom: {secretKeyRef: {name, key}}}: sent as 'Authorization: Bearer "
+        "<key>', read when the call is made, masked in everything Braid shows.",
+    )
+
+
+class LLMSpec(Model):
+    """Call a model (Chat Completions) from the operator, without a Pod; the same locally.
+    Outputs: content, json (with responseSchema), toolCalls [{id, name, arguments}],
+    finishReason, model, usage {inputTokens, outputTokens, tokens} (which budgets count)."""
+
+    endpoint: LLMEndpoint = Field(description="The API and its key.")
+    model: str = Field(min_length=1, max_length=256, description="Model name; may hold ${{ }}.")
+    messages: JSON = Field(
+        description="The conversation: a list of {role, content} (content may hold ${{ }}), or "
+        "one ${{ <CEL> }} giving the list (e.g. a loop's growing history)."
+    )
+    tools: list[dict[str, JSON]] | None = Field(
+        default=None,
+        max_length=128,
+        description="Function tools in the API's shape: {type: function, function: {name, "
+        "description, parameters}}. The reply's calls are outputs.toolCalls.",
+    )
+    response_schema: dict[str, JSON] | None = Field(
+        default=None,
+        description="JSON Schema the reply must be: sent as response_format json_schema; the "
+        "content must parse and validate, else the attempt fails with reason InvalidResponse "
+        "(retried like any failure). The parsed reply is outputs.json.",
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens in the reply.")
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Timeout of the HTTP call (default 60)."
+    )
+
+    def as_webhook(self) -> WebhookSpec:
+        """The HTTP call it is: how an llm step runs, with the webhook machinery (the
+        destination policy, Secret reading, masking, deadlines)."""
+        base = self.endpoint.base_url
+        base = base.removesuffix("/")
+        headers: dict[str, str | SecretValue] = {}
+        if self.endpoint.api_key is not None:
+            headers["authorization"] = self.endpoint.api_key.model_copy(
+                update={"prefix": self.endpoint.api_key.prefix or "Bearer "}
+            )
+        body: dict[str, JSON] = {"model": self.model, "messages": self.messages}
+        if self.tools:
+            body["tools"] = list(self.tools)
+        if self.response_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": self.response_schema},
+            }
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        return WebhookSpec(
+            url=f"{base}/chat/completions",
+            method="POST",
+            headers=headers,
+            body=body,
+            timeout_seconds=self.timeout_seconds or 60,
+        )
+
+
 class Backoff(Model):
     """Exponential backoff between attempts: min(initial * factor^(n-1), max) ± jitter."""
 
@@ -527,6 +608,7 @@ class _StepBase(Model):
     )
     container: ContainerSpec | None = Field(default=None, description="Run a container.")
     webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
+    llm: LLMSpec | None = Field(default=None, description="Call a model (Chat Completions).")
     approval: ApprovalSpec | None = Field(default=None, description="Wait for approval.")
     retry: RetryPolicy | None = Field(
         default=None, description="Retry policy; defaults to spec.defaults.retry."
@@ -553,15 +635,15 @@ class _StepBase(Model):
 
 
 class LoopStep(_StepBase):
-    """A step inside a loop body: container, webhook or approval."""
+    """A step inside a loop body: container, webhook, llm or approval."""
 
-    model_config = _cel_rules(_exactly_one("container", "webhook", "approval"))
+    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "approval"))
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> LoopStep:
-        kinds = [self.container, self.webhook, self.approval]
+        kinds = [self.container, self.webhook, self.llm, self.approval]
         if sum(k is not None for k in kinds) != 1:
-            raise ValueError("set exactly one of container, webhook or approval")
+            raise ValueError("set exactly one of container, webhook, llm or approval")
         return self
 
 
@@ -596,7 +678,7 @@ class FanOutSpec(Model):
     # "exactly one of items, itemsExpression, itemsFrom" is checked by lint and the operator
     # only: items are free-form JSON, and a field without a schema type is invisible to the API
     # server's CEL.
-    model_config = _cel_rules(_exactly_one("container", "webhook"))
+    model_config = _cel_rules(_exactly_one("container", "webhook", "llm"))
 
     items: list[JSON] | None = Field(
         default=None, description="Literal list of items; each is `item` in expressions."
@@ -635,14 +717,15 @@ class FanOutSpec(Model):
     )
     container: ContainerSpec | None = Field(default=None, description="Per-item container.")
     webhook: WebhookSpec | None = Field(default=None, description="Per-item HTTP call.")
+    llm: LLMSpec | None = Field(default=None, description="Per-item model call.")
 
     @model_validator(mode="after")
     def _one_of(self) -> FanOutSpec:
         given = (self.items, self.items_expression, self.items_from)
         if sum(x is not None for x in given) != 1:
             raise ValueError("set exactly one of items, itemsExpression or itemsFrom")
-        if (self.container is None) == (self.webhook is None):
-            raise ValueError("set exactly one of container or webhook")
+        if sum(x is not None for x in (self.container, self.webhook, self.llm)) != 1:
+            raise ValueError("set exactly one of container, webhook or llm")
         return self
 
 
@@ -675,11 +758,11 @@ class LoopSpec(Model):
 
 
 class Step(_StepBase):
-    """One node of the workflow graph. Set exactly one of container, webhook, approval,
+    """One node of the workflow graph. Set exactly one of container, webhook, llm, approval,
     fanOut or loop."""
 
     model_config = _cel_rules(
-        _exactly_one("container", "webhook", "approval", "fanOut", "loop"),
+        _exactly_one("container", "webhook", "llm", "approval", "fanOut", "loop"),
         (
             "!has(self.dependsOn) || !(self.name in self.dependsOn)",
             "a step cannot depend on itself",
@@ -702,14 +785,14 @@ class Step(_StepBase):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
-        kinds = [self.container, self.webhook, self.approval, self.fan_out, self.loop]
+        kinds = [self.container, self.webhook, self.llm, self.approval, self.fan_out, self.loop]
         if sum(k is not None for k in kinds) != 1:
-            raise ValueError("set exactly one of container, webhook, approval, fanOut or loop")
+            raise ValueError("set exactly one of container, webhook, llm, approval, fanOut or loop")
         return self
 
     @property
     def kind(self) -> str:
-        for kind in ("container", "webhook", "approval", "fan_out", "loop"):
+        for kind in ("container", "webhook", "llm", "approval", "fan_out", "loop"):
             if getattr(self, kind) is not None:
                 return "fanOut" if kind == "fan_out" else kind
         raise AssertionError("validated step has a kind")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from braid.api.run import Artifact
 from braid.artifacts.files import ArtifactError, collect, inside, sha256_of
@@ -37,3 +40,19 @@ def download(fetch: Fetch, inputs: Iterable[InputArtifact], root: Path) -> None:
             raise ArtifactError(
                 f"input {item.path}: {item.uri[:200]} is not what its step wrote (sha256 differs)"
             )
+
+
+def keep_exchange(store: Store, key_prefix: str, exchange: tuple[Any, Any]) -> dict[str, Artifact]:
+    """A model call's request body and reply (already masked) as the attempt's artifacts
+    ``request.json`` and ``response.json``: for audit, and for replies too long for outputs."""
+    out: dict[str, Artifact] = {}
+    with tempfile.TemporaryDirectory(prefix="braid-exchange-") as tmp:
+        for name, value in zip(("request.json", "response.json"), exchange, strict=True):
+            path = Path(tmp) / name
+            path.write_text(json.dumps(value, indent=1, default=str))
+            out[name] = Artifact(
+                size=path.stat().st_size,
+                sha256=sha256_of(path),
+                uri=store.put(key_prefix + name, path),
+            )
+    return out

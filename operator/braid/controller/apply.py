@@ -135,6 +135,9 @@ class Applier:
                     attempt=action.labels.attempt,
                 )
             elif isinstance(action, StartAttempt):
+                hook = action.webhook
+                if hook is not None and hook.model_call and self.keeper is not None:
+                    await self.keeper.hold(run)  # its exchange is kept until the run goes
                 self._call_webhook((namespace, name), action, self.secrets.reader(namespace))
             elif isinstance(action, CancelAttempt):
                 await self.cluster.delete_pod(namespace, action.name)
@@ -220,6 +223,8 @@ class Applier:
         async def call() -> None:
             try:
                 result = await call_webhook(self.client(), action, self.webhook_policy, secrets)
+                if result.exchange is not None and self.keeper is not None:
+                    result = await self.keeper.keep(key, action, result)
             except Exception as exc:  # noqa: BLE001 - call_webhook catches; this is the backstop
                 result = AttemptResult(action.name, error=f"webhook call failed: {exc!r}"[:1000])
             self.inbox.deliver(key, result)

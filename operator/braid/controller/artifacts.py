@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from braid.artifacts.files import ArtifactError
-from braid.artifacts.store import S3Store, Store
+from braid.artifacts.store import S3Store, Store, attempt_prefix
+from braid.artifacts.transfer import keep_exchange
+from braid.engine import AttemptResult, StartAttempt
 from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
 from braid.kube.client import Cluster
 
@@ -50,6 +52,21 @@ class ArtifactKeeper:
                 store.get(uri, path)
 
         return fetch
+
+    async def keep(
+        self, key: tuple[str, str], action: StartAttempt, result: AttemptResult
+    ) -> AttemptResult:
+        """A model call's request and reply as the attempt's artifacts in the bucket (the run
+        holds the finalizer from before the call, so they go when it goes)."""
+        assert result.exchange is not None
+        namespace, run = key
+        prefix = attempt_prefix(self.settings.repository.prefix, namespace, run, action.name)
+        try:
+            kept = await asyncio.to_thread(keep_exchange, self._store(), prefix, result.exchange)
+        except ArtifactError as exc:
+            log.warning("Cannot keep a model call's exchange", attempt=action.name, error=str(exc))
+            return replace(result, exchange=None)
+        return replace(result, exchange=None, artifacts=kept)
 
     async def hold(self, run: dict[str, Any]) -> None:
         """Make sure the run keeps its finalizer; ``run`` then carries the new

@@ -74,6 +74,9 @@ class WebhookRequest:
     headers: dict[str, str | SecretValue]
     body: Any
     timeout_seconds: float | None = None  # of the HTTP call (webhook.timeoutSeconds)
+    # An llm step: the driver retries 429 and 5xx within the attempt (honouring Retry-After)
+    # and keeps the request and the reply as the attempt's artifacts where it can.
+    model_call: bool = False
 
     @property
     def shown_url(self) -> str:
@@ -191,6 +194,8 @@ class AttemptResult:
     artifacts: dict[str, Artifact] | None = None
     artifact_error: str | None = None
     artifact_too_large: bool = False
+    # A model call's request body and reply (masked), for the driver to keep as artifacts.
+    exchange: tuple[Any, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from braid.api.workflow import (
     ContainerSpec,
     FanOutSpec,
     FinallyStep,
+    LLMSpec,
     LoopSpec,
     LoopStep,
     RetryPolicy,
@@ -138,12 +139,12 @@ class _Compiler:
         defaults = self.spec.defaults
         deadline = what.timeout or (defaults.timeout_seconds if defaults else None)
         webhook = None
-        if what.webhook is not None:
-            webhook = self.webhook(f"{path}.webhook", owner, what.webhook, what.extra, deadline)
+        hook = what.llm.as_webhook() if what.llm is not None else what.webhook
+        if hook is not None:
+            where = f"{path}.llm" if what.llm is not None else f"{path}.webhook"
+            webhook = self.webhook(where, owner, hook, what.extra, deadline, what.llm)
             if deadline is None:
-                deadline = (
-                    what.webhook.timeout_seconds or WEBHOOK_TIMEOUT_SECONDS
-                ) + WEBHOOK_GRACE_SECONDS
+                deadline = (hook.timeout_seconds or WEBHOOK_TIMEOUT_SECONDS) + WEBHOOK_GRACE_SECONDS
         approval = None
         if what.approval is not None:
             message = what.approval.message
@@ -208,6 +209,7 @@ class _Compiler:
         spec: WebhookSpec,
         extra: frozenset[str],
         deadline: int | None,
+        llm: LLMSpec | None = None,
     ) -> WebhookPlan:
         response = extra | {"response"}
         success = spec.success_condition or DEFAULT_SUCCESS
@@ -215,23 +217,25 @@ class _Compiler:
         url = spec.url
         if isinstance(url, str) and not url.strip():
             self.errors.append(FieldError(f"{path}.url", "must not be empty"))
+        # An llm step names its own fields in errors (endpoint.baseURL, model, messages).
+        url_path = f"{path}.endpoint.baseURL" if llm else f"{path}.url"
+        body_path = path if llm else f"{path}.body"
         return WebhookPlan(
             spec,
-            self.template(url, f"{path}.url", owner, extra) if isinstance(url, str) else url,
+            self.template(url, url_path, owner, extra) if isinstance(url, str) else url,
             tuple(
                 (k, self.template(v, f"{path}.headers.{k}", owner, extra))
                 if isinstance(v, str)
                 else (k, v)
                 for k, v in (spec.headers or {}).items()
             ),
-            self.value_template(
-                self.secret_leaves(spec.body, f"{path}.body"), f"{path}.body", owner, extra
-            ),
+            self.value_template(self.secret_leaves(spec.body, body_path), body_path, owner, extra),
             self.expr(success, f"{path}.successCondition", owner, response)
             or compile_expression(DEFAULT_SUCCESS, f"{path}.successCondition"),
             self.expr(output, f"{path}.output", owner, response)
             or compile_expression(DEFAULT_OUTPUT, f"{path}.output"),
             spec.timeout_seconds or deadline or WEBHOOK_TIMEOUT_SECONDS,
+            llm,
         )
 
 
@@ -241,6 +245,7 @@ class _What:
 
     container: ContainerSpec | None = None
     webhook: WebhookSpec | None = None
+    llm: LLMSpec | None = None  # runs as the webhook it is, judged as a model reply
     approval: ApprovalSpec | None = None
     retry: RetryPolicy | None = None
     timeout: int | None = None
@@ -248,9 +253,11 @@ class _What:
 
     @classmethod
     def of(cls, action: StepAction | FinallyStep | Step | LoopStep, **kw: Any) -> _What:
+        llm = action.llm if isinstance(action, Step | LoopStep) else None
         fields: dict[str, Any] = {
             "container": action.container,
             "webhook": action.webhook,
+            "llm": llm,
             "approval": action.approval if isinstance(action, Step | LoopStep) else None,
             "retry": action.retry,
             "timeout": action.timeout_seconds,
@@ -408,7 +415,7 @@ def _step(
     path = f"spec.steps[{i}]"
     when = compiler.expr(step.when, f"{path}.when", step.name) if step.when else None
     action = fan_plan = loop_plan = None
-    if step.container or step.webhook or step.approval:
+    if step.container or step.webhook or step.llm or step.approval:
         action = _shared(compiler, step, compiler.action(path, step.name, _What.of(step)), path)
     elif step.fan_out is not None:
         fan_plan = _fan_out(compiler, step, step.fan_out, path)
@@ -468,6 +475,7 @@ def _fan_out(compiler: _Compiler, step: Step, fan: FanOutSpec, path: str) -> Fan
     what = _What(
         container=fan.container,
         webhook=fan.webhook,
+        llm=fan.llm,
         retry=step.retry,
         timeout=step.timeout_seconds,
         extra=ITEM_SCOPE,

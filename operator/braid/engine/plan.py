@@ -18,6 +18,7 @@ from braid.api.workflow import (
     ContainerSpec,
     EnvVar,
     FanOutSpec,
+    LLMSpec,
     LoopSpec,
     RetryPolicy,
     SecretValue,
@@ -56,6 +57,7 @@ class WebhookPlan:
     success: Expression
     output: Expression
     timeout_seconds: float = WEBHOOK_TIMEOUT_SECONDS  # of the HTTP call
+    llm: LLMSpec | None = None  # a model call: the reply is judged as one (engine/llm.py)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ class ActionPlan:
     def kind(self) -> str:
         if self.container:
             return "container"
-        return "webhook" if self.webhook else "approval"
+        if self.webhook:
+            return "llm" if self.webhook.llm else "webhook"
+        return "approval"
 
 
 @dataclass(frozen=True)

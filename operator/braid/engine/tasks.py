@@ -17,6 +17,7 @@ from braid.engine.actions import (
     StartAttempt,
     WebhookRequest,
 )
+from braid.engine.llm import judge_reply
 from braid.engine.outputs import MAX_OUTPUT_BYTES, depth_failure, parse_outputs
 from braid.engine.plan import ActionPlan, FinallyPlan, StepPlan
 from braid.expressions import Expression, ExpressionError, Template, type_name
@@ -166,6 +167,7 @@ def render_request(task: Task, context: dict[str, Any], run_left: int = 1 << 62)
             headers={k: t.render(context) if isinstance(t, Template) else t for k, t in w.headers},
             body=w.body.render(context),
             timeout_seconds=w.timeout_seconds,
+            model_call=w.llm is not None,
         )
     return StartAttempt(
         name=task.attempt_name(),
@@ -202,7 +204,10 @@ def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict
     if result.conflict:
         return Verdict(None, FailureReason.POD_CONFLICT, result.error or "the pod is not ours")
     if result.error is not None:
-        reason = FailureReason.WEBHOOK_FAILED if task.action.webhook else FailureReason.START_FAILED
+        reason = FailureReason.START_FAILED
+        if task.action.webhook is not None:
+            model = task.action.webhook.llm is not None
+            reason = FailureReason.MODEL_CALL_FAILED if model else FailureReason.WEBHOOK_FAILED
         return Verdict(None, reason, result.error, result.exit_code)
     if task.action.webhook is not None:
         return _judge_webhook(task, result, context)
@@ -241,6 +246,11 @@ def _judge_webhook(  # noqa: PLR0911 - a decision table: one return per outcome
     response = result.response
     if response is None:
         return Verdict(None, FailureReason.WEBHOOK_FAILED, "no response was recorded")
+    if webhook.llm is not None:
+        outputs, failure, message = judge_reply(
+            webhook.llm, response.status, response.body, result.artifacts
+        )
+        return Verdict(outputs, failure, message, artifacts=result.artifacts)
     ctx = {
         **context,
         "response": {"status": response.status, "headers": response.headers, "body": response.body},

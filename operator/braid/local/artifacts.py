@@ -11,7 +11,7 @@ from pathlib import Path
 
 from braid.artifacts.files import ArtifactError
 from braid.artifacts.store import LocalStore, attempt_prefix, run_prefix
-from braid.artifacts.transfer import download, upload
+from braid.artifacts.transfer import download, keep_exchange, upload
 from braid.engine import AttemptResult, StartAttempt
 
 DEFAULT_DIR = Path(".braid/artifacts")
@@ -60,6 +60,16 @@ class LocalArtifacts:
         except ArtifactError as exc:
             return replace(result, artifact_error=str(exc), artifact_too_large=exc.too_large)
         return replace(result, artifacts=stored or None)
+
+    async def keep(self, request: StartAttempt, result: AttemptResult) -> AttemptResult:
+        """A model call's request and reply as the attempt's artifacts."""
+        assert result.exchange is not None
+        key = attempt_prefix("", "", self.run, request.name)
+        try:
+            kept = await asyncio.to_thread(keep_exchange, self.store, key, result.exchange)
+        except (ArtifactError, OSError) as exc:
+            return replace(result, exchange=None, artifact_error=f"keeping the exchange: {exc}")
+        return replace(result, exchange=None, artifacts=kept)
 
     def delete(self) -> int:
         return self.store.delete_prefix(run_prefix("", "", self.run))

@@ -185,9 +185,18 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 class HTTPExecutor:
     """Makes webhook calls; the engine judges the response against the success condition."""
 
-    def __init__(self, client: httpx.AsyncClient, data: LocalData | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        data: LocalData | None = None,
+        artifacts: LocalArtifacts | None = None,
+    ) -> None:
         self.client = client
         self.secrets = webhook_reader(data or LocalData())
+        self.artifacts = artifacts
 
     async def run(self, request: StartAttempt) -> AttemptResult:
-        return await call_webhook(self.client, request, secrets=self.secrets)
+        result = await call_webhook(self.client, request, secrets=self.secrets)
+        if result.exchange is not None and self.artifacts is not None:
+            result = await self.artifacts.keep(request, result)
+        return result

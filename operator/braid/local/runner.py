@@ -96,7 +96,7 @@ class LocalRun:
             loop.add_signal_handler(signal.SIGTERM, self._on_interrupt, interrupted, processes)
         try:
             async with httpx.AsyncClient(follow_redirects=False) as client:
-                http = HTTPExecutor(client, self.data)
+                http = HTTPExecutor(client, self.data, processes.artifacts)
                 await self._loop(state, processes, http, interrupted)
         finally:
             # Nothing of the run outlives `braid run`: every process group is stopped and
