@@ -9,6 +9,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,7 @@ class ModelServer:
     script: list[Scripted] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0  # seconds each reply takes (benchmarks)
 
     def then(self, body: Any, status: int = 200, **headers: str) -> ModelServer:
         self.script.append(Scripted(status, body, headers))
@@ -94,6 +96,8 @@ def model_server(key: str = "sk-test-model-key-0123") -> Iterator[ModelServer]:
                     answer = state.script.pop(0)
                 else:
                     answer = Scripted(200, reply("(nothing scripted)"))
+            if state.delay:
+                time.sleep(state.delay)
             payload = json.dumps(answer.body).encode()
             self.send_response(answer.status)
             self.send_header("content-type", "application/json")

@@ -68,9 +68,15 @@ class Runtime:
         return PodView(lookup=lookup, every=lambda: list(by_run.get(key, [])))
 
     def wake(self, key: RunKey, delay: float) -> None:
-        if (old := self.timers.pop(key, None)) is not None:
-            old.cancel()
+        """Reconcile the run no later than ``delay`` seconds from now. The earliest wake-up
+        wins: a reconcile ending (asking to come back in a minute) must not push back one
+        that news asked for meanwhile (a webhook result, say), or the news waits that long."""
         loop = asyncio.get_running_loop()
+        old = self.timers.get(key)
+        if old is not None:
+            if old.when() <= loop.time() + delay:
+                return
+            old.cancel()
 
         def fire() -> None:
             self.timers.pop(key, None)
