@@ -26,7 +26,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.reasons import EventReason, RunReason
 from braid.api.run import ApprovalRecord, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
-from braid.artifacts.lists import read_item_list
+from braid.artifacts.lists import read_sized
 from braid.controller.artifacts import ArtifactKeeper
 from braid.controller.secrets import SecretAccess
 from braid.engine import (
@@ -45,7 +45,9 @@ from braid.webhook import SecretReader, WebhookPolicy, call_webhook
 
 log = structlog.get_logger("braid.controller")
 
-ITEM_LISTS = 64  # item lists kept in memory for fan-outs with itemsFrom
+# Item lists (fanOut.itemsFrom) kept in memory, by the bytes of their JSON; the newest stays
+# whatever its size, so its fan-out can go on.
+ITEM_LIST_BYTES = 32 << 20
 NO_REPOSITORY = (
     "the step reads input artifacts, but the operator has no artifact repository: install "
     "the chart with artifacts.endpoint and artifacts.bucket (or give braid operator "
@@ -101,8 +103,9 @@ class Applier:
     def __post_init__(self) -> None:
         self.secrets = SecretAccess(self.cluster)
         # fanOut.itemsFrom lists, by uri, shared by every run (the engine reads them through
-        # Observations); the least recently loaded go first past ITEM_LISTS.
+        # Observations); the least recently used go first past ITEM_LIST_BYTES.
         self.item_lists: OrderedDict[str, list[Any] | str] = OrderedDict()
+        self.item_bytes: dict[str, int] = {}
         self.loading: set[str] = set()
         self.keeper = (
             ArtifactKeeper(self.cluster, self.artifacts) if self.artifacts is not None else None
@@ -199,16 +202,16 @@ class Applier:
 
         async def load() -> None:
             try:
-                if self.keeper is None:
-                    got: list[Any] | str = "no artifact repository is configured"
-                else:
+                got: tuple[list[Any] | str, int] = ("no artifact repository is configured", 0)
+                if self.keeper is not None:
                     store = self.keeper.store_for(key[0])
-                    got = await asyncio.to_thread(read_item_list, store, action.uri, action.sha256)
+                    got = await asyncio.to_thread(read_sized, store, action.uri, action.sha256)
             finally:
                 self.loading.discard(action.uri)
-            self.item_lists[action.uri] = got
-            while len(self.item_lists) > ITEM_LISTS:
-                self.item_lists.popitem(last=False)
+            self.item_lists[action.uri], self.item_bytes[action.uri] = got
+            while len(self.item_lists) > 1 and sum(self.item_bytes.values()) > ITEM_LIST_BYTES:
+                oldest, _ = self.item_lists.popitem(last=False)
+                self.item_bytes.pop(oldest, None)
             self.inbox.notify(key)
 
         task = asyncio.ensure_future(load())
