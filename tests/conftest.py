@@ -41,12 +41,12 @@ def anyio_backend() -> str:
 
 
 @contextlib.contextmanager
-def example_api_server() -> Iterator[str]:
-    """The 09-webhook example's stand-in model API on a free loopback port."""
+def example_api_server(example: str = "09-webhook") -> Iterator[str]:
+    """An example's stand-in model API (09-webhook's, 13-llm's) on a free loopback port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = Path(__file__).resolve().parents[1] / "examples" / "09-webhook" / "server.py"
+    script = Path(__file__).resolve().parents[1] / "examples" / example / "server.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True
     )

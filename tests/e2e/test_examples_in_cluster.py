@@ -159,3 +159,19 @@ def test_11_the_human_fallback_in_the_cluster(
     status = kube.wait_finished(name)
     assert succeeded(status) == "True", operator.log()[-3000:]
     assert status["outputs"] == {"type": "invoice", "extracted": 2, "reviewed": True}
+
+
+def test_13_llm_the_operator_calls_the_model(
+    kube: Kube, operator: Operator, executor: Executor
+) -> None:
+    kube.apply(EXAMPLES / "13-llm" / "secrets.yaml")
+    kube.apply(EXAMPLES / "13-llm" / "workflow.yaml")
+    with example_api_server("13-llm") as url:
+        name = create_run(kube, "13-llm", {"baseURL": f"{url}/v1"})
+        status = kube.wait_finished(name)
+    assert succeeded(status) == "True", operator.log()[-3000:]
+    assert status["outputs"]["label"] == "billing"
+    assert status["usage"]["tokens"] == status["outputs"]["tokens"]
+    # the model call made no Pod; only the routed handler did
+    pods = kube.json("get", "pods", "-l", f"braid.dev/run={name}")["items"]
+    assert [p["metadata"]["labels"]["braid.dev/step"] for p in pods] == ["billing"]

@@ -43,7 +43,7 @@ def steps(doc: dict) -> dict[str, dict]:
 
 def test_every_example_has_a_readme_workflow_and_run():
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 13)]
+    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 14)]
     for folder in folders:
         assert (folder / "README.md").exists(), folder
         assert (folder / "workflow.yaml").exists(), folder
@@ -283,6 +283,26 @@ def test_12_artifacts_pass_between_steps_and_are_listed(tmp_path):
     missing = braid("artifacts", str(record), "--get", "nope.md")
     assert missing.returncode == 1
     assert "no step has an artifact 'nope.md'" in missing.stderr
+
+
+def test_13_llm_labels_the_ticket_and_routes_it(tmp_path):
+    secrets = "examples/13-llm/secrets.yaml"
+    with example_api_server("13-llm") as url:
+        base = ("examples/13-llm/workflow.yaml", "-p", f"baseURL={url}/v1", "--secrets", secrets)
+        arts = ("--artifacts", str(tmp_path))
+        code, doc = run_json(*base, *arts)
+        assert code == 0, doc
+        assert (doc["outputs"]["label"], doc["outputs"]["confidence"]) == ("billing", 0.9)
+        assert doc["outputs"]["tokens"] > 12
+        assert steps(doc)["billing"]["phase"] == "Succeeded"
+        assert steps(doc)["technical"]["phase"] == "Skipped"
+        assert set(steps(doc)["classify"]["artifacts"]) == {"request.json", "response.json"}
+        code, doc = run_json(*base, *arts, "-p", "ticket=login error after the update")
+        assert doc["outputs"]["label"] == "technical"
+        # without the key: a clear failure, nothing routed
+        code, doc = run_json("examples/13-llm/workflow.yaml", "-p", f"baseURL={url}/v1", *arts)
+        assert code == 1
+        assert "Secret 'model-api' key 'api-key' is not given" in steps(doc)["classify"]["message"]
 
 
 def test_ctrl_c_cancels_and_runs_compensation(tmp_path):
