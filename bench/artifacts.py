@@ -37,16 +37,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 from tests.s3 import s3_server  # noqa: E402
 
 from braid.artifacts import agent  # noqa: E402
-from results import write_results  # noqa: E402
+from results import kubectl, proc_stats, write_results  # noqa: E402
 
 MiB = 1 << 20
 STEPS = 3
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=True, timeout=120
-    ).stdout
 
 
 def workflow(artifacts: bool) -> dict[str, Any]:
@@ -134,11 +128,6 @@ class Kubelet:
         )  # fmt: skip
 
 
-def operator_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(n: int, artifacts: bool, s3: Any) -> dict[str, Any]:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
@@ -197,7 +186,7 @@ def measure(n: int, artifacts: bool, s3: Any) -> dict[str, Any]:
             len(line)
             for line in kubectl("-n", namespace, "get", "workflowruns", "-o", "json").splitlines()
         ]
-        cpu = operator_cpu(op.pid)
+        cpu, _ = proc_stats(op.pid)
     finally:
         kubelet.stop.set()
         kubelet.thread.join(timeout=10)

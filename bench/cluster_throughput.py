@@ -33,7 +33,7 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config, watch
 
-from results import write_results
+from results import kubectl, proc_stats, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = int(os.environ.get("BRAID_BENCH_SHARDS", "1"))
@@ -66,12 +66,6 @@ WORKFLOW = {
 }
 
 
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=True
-    ).stdout
-
-
 def request_counts() -> dict[tuple[str, str], float]:
     raw = kubectl("get", "--raw", "/metrics")
     counts: dict[tuple[str, str], float] = {}
@@ -86,17 +80,6 @@ def request_counts() -> dict[tuple[str, str], float]:
         )
         counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
     return counts
-
-
-def proc_stats(pid: int) -> tuple[float, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            rss = int(line.split()[1]) * 1024
-    return cpu, rss
 
 
 async def measure(n: int, namespace: str) -> dict[str, object]:  # noqa: C901 - one measurement, read top to bottom

@@ -26,27 +26,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from tests.model_server import model_server  # noqa: E402
 
-from results import write_results  # noqa: E402
+from results import kubectl, proc_stats, write_results  # noqa: E402
 
 STEPS_PER_RUN = 10
 LATENCY = 0.05
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-
-
-def stats(pid: int) -> tuple[float, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = next(
-        int(line.split()[1]) * 1024
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmHWM:")
-    )
-    return cpu, rss
 
 
 def main() -> None:
@@ -92,7 +75,7 @@ def main() -> None:
         )  # fmt: skip
         try:
             time.sleep(4)
-            cpu0, _ = stats(op.pid)
+            cpu0, _ = proc_stats(op.pid)
             start = time.monotonic()
             items = [
                 {
@@ -129,7 +112,7 @@ def main() -> None:
             else:
                 raise SystemExit(f"timed out; see {log}")
             elapsed = time.monotonic() - start
-            cpu1, rss = stats(op.pid)
+            cpu1, rss = proc_stats(op.pid)
         finally:
             op.terminate()
             op.wait(timeout=60)

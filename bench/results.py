@@ -1,7 +1,10 @@
-"""Where benchmarks write: a marked section of bench/README.md, replaced in place."""
+"""What the benchmarks share: where they write (a marked section of bench/README.md, replaced in
+place), kubectl, and an operator process's CPU and peak RSS."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 README = Path(__file__).with_name("README.md")
@@ -16,3 +19,20 @@ def write_results(marker: str, text: str) -> None:
     head, _, rest = readme.partition(begin)
     _, _, tail = rest.partition(end)
     README.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        ["kubectl", *args], input=stdin, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """CPU seconds used and peak RSS bytes of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, rss
