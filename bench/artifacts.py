@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 from tests.s3 import s3_server  # noqa: E402
 
 from braid.artifacts import agent  # noqa: E402
-from results import kubectl, proc_stats, write_results  # noqa: E402
+from results import kubectl, proc_stats, wait_succeeded, write_results  # noqa: E402
 
 MiB = 1 << 20
 STEPS = 3
@@ -169,18 +169,7 @@ def measure(n: int, artifacts: bool, s3: Any) -> dict[str, Any]:
             ],
         }
         kubectl("-n", namespace, "create", "-f", "-", stdin=json.dumps(runs))
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            phases = kubectl(
-                "-n", namespace, "get", "workflowruns", "-o", "jsonpath={.items[*].status.phase}"
-            ).split()
-            if phases.count("Succeeded") == n:
-                break
-            if "Failed" in phases:
-                raise SystemExit(f"a run failed; see {log}")
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"timed out; see {log}")
+        wait_succeeded(namespace, n, log)
         elapsed = time.monotonic() - start
         sizes = [
             len(line)

@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from tests.model_server import model_server  # noqa: E402
 
-from results import kubectl, proc_stats, write_results  # noqa: E402
+from results import kubectl, proc_stats, wait_succeeded, write_results  # noqa: E402
 
 STEPS_PER_RUN = 10
 LATENCY = 0.05
@@ -94,23 +94,7 @@ def main() -> None:
                 "-",
                 stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
             )
-            deadline = time.monotonic() + 900
-            while time.monotonic() < deadline:
-                phases = kubectl(
-                    "-n",
-                    namespace,
-                    "get",
-                    "workflowruns",
-                    "-o",
-                    "jsonpath={.items[*].status.phase}",
-                ).split()
-                if phases.count("Succeeded") == runs:
-                    break
-                if "Failed" in phases:
-                    raise SystemExit(f"a run failed; see {log}")
-                time.sleep(0.5)
-            else:
-                raise SystemExit(f"timed out; see {log}")
+            wait_succeeded(namespace, runs, log)
             elapsed = time.monotonic() - start
             cpu1, rss = proc_stats(op.pid)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 README = Path(__file__).with_name("README.md")
@@ -36,3 +37,19 @@ def proc_stats(pid: int) -> tuple[float, int]:
         if line.startswith("VmHWM:"):
             rss = int(line.split()[1]) * 1024
     return cpu, rss
+
+
+def wait_succeeded(namespace: str, runs: int, log: Path, timeout: float = 900) -> None:
+    """Until every run in ``namespace`` has succeeded; SystemExit naming the operator's log
+    when one fails or time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        phases = kubectl(
+            "-n", namespace, "get", "workflowruns", "-o", "jsonpath={.items[*].status.phase}"
+        ).split()
+        if phases.count("Succeeded") == runs:
+            return
+        if "Failed" in phases:
+            raise SystemExit(f"a run failed; see {log}")
+        time.sleep(0.5)
+    raise SystemExit(f"timed out; see {log}")
