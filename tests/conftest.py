@@ -42,11 +42,15 @@ def anyio_backend() -> str:
 
 @contextlib.contextmanager
 def example_api_server(example: str = "09-webhook") -> Iterator[str]:
-    """An example's stand-in model API (09-webhook's, 13-llm's) on a free loopback port."""
+    """An example's stand-in API on a free loopback port: 09-webhook's, or (``model``) the
+    model API the model examples share (examples/model-server.py)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = Path(__file__).resolve().parents[1] / "examples" / example / "server.py"
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    script = (
+        examples / "model-server.py" if example == "model" else examples / example / "server.py"
+    )
     proc = subprocess.Popen(
         [sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True
     )

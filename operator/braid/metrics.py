@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from braid.api.reasons import EventReason
@@ -82,7 +82,7 @@ class _SharedCollector(Collector):
         self.in_use = in_use
         self.board = board
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         pools = GaugeMetricFamily(
             "braid_concurrency_in_use",
             "Attempts holding a slot of each concurrency key.",
@@ -106,6 +106,31 @@ class _SharedCollector(Collector):
             failures.add_metric([key], breaker.failures)
         yield state
         yield failures
+        yield from _routes(self.board)
+
+
+def _routes(board: BreakerBoard) -> Iterable[Metric]:
+    """Routed calls: how often each candidate was chosen, and the figures choices use."""
+    labels = ["key", "candidate"]
+    selected = CounterMetricFamily(
+        "braid_route_selected", "Attempts routed to each candidate.", labels=labels
+    )
+    latency = GaugeMetricFamily(
+        "braid_route_latency_seconds", "EWMA call latency of each candidate.", labels=labels
+    )
+    success = GaugeMetricFamily(
+        "braid_route_success_ratio", "EWMA success rate of each candidate.", labels=labels
+    )
+    for name, s in sorted(board.routes.items()):
+        key, _, candidate = name.rpartition("/")
+        selected.add_metric([key, candidate], s.selected)
+        if s.latency is not None:
+            latency.add_metric([key, candidate], s.latency)
+        if s.success is not None:
+            success.add_metric([key, candidate], s.success)
+    yield selected
+    yield latency
+    yield success
 
 
 class Metrics:

@@ -50,8 +50,8 @@ def test_fan_outs_and_loops_have_shapes_of_their_own():
     assert "n_work[[" in mermaid(graph_of(spec))
     loop = spec_of(ROOT / "examples" / "05-react-loop" / "workflow.yaml")
     text = mermaid(graph_of(loop))
-    assert "n_solve{{" in text
-    assert "loop (at most 10): think → observe" in text
+    assert "n_agent{{" in text
+    assert "loop (at most 6): think → act" in text
 
 
 def test_a_run_is_coloured_by_phase_with_attempts_and_durations():

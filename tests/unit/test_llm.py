@@ -30,6 +30,17 @@ def test_a_reply_becomes_content_tool_calls_usage_and_the_finish_reason():
     assert outputs == {
         "content": "thinking",
         "toolCalls": [{"id": "call_0", "name": "search", "arguments": {"q": "tides"}}],
+        "message": {
+            "role": "assistant",
+            "content": "thinking",
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "search", "arguments": '{"q": "tides"}'},
+                }
+            ],
+        },
         "finishReason": "tool_calls",
         "model": "test-model",
         "usage": {"inputTokens": 7, "outputTokens": 5, "tokens": 12},

@@ -18,6 +18,11 @@ from braid.api.run import WorkflowRunSpec, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 
 _DROP = {"title", "default", "examples"}
+# The API server multiplies a CEL rule's cost by the maxItems of every list around it, and
+# refuses a schema whose rules cost too much in total. Rules nested in more lists than this
+# (e.g. the env of a loop body's fan-out case) are left to lint and the operator's admission,
+# which check every rule of the models anyway.
+MAX_RULE_LIST_DEPTH = 2
 
 
 def _inline(node: Any, defs: dict[str, Any], stack: tuple[str, ...] = ()) -> Any:
@@ -96,8 +101,22 @@ def _typed(out: dict[str, Any]) -> dict[str, Any]:
 def schema_of(model: type[Any]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
-    result: dict[str, Any] = _structural(_inline(raw, defs))
+    result: dict[str, Any] = _affordable(_structural(_inline(raw, defs)))
     return result
+
+
+def _affordable(node: Any, lists: int = 0) -> Any:
+    """The schema without the CEL rules nested deeper than MAX_RULE_LIST_DEPTH lists."""
+    if isinstance(node, list):
+        return [_affordable(n, lists) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "x-kubernetes-validations" and lists > MAX_RULE_LIST_DEPTH:
+            continue
+        out[key] = _affordable(value, lists + (key == "items"))
+    return out
 
 
 def _free_form(description: str) -> dict[str, Any]:

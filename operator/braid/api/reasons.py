@@ -71,6 +71,8 @@ class FailureReason(StrEnum):
     ARTIFACT_FAILED = "ArtifactFailed"
     WEBHOOK_FAILED = "WebhookFailed"
     EXPRESSION_ERROR = "ExpressionError"
+    # A fan-out item that none of the fan-out's cases runs (e.g. a tool the model made up).
+    NO_CASE_MATCHED = "NoCaseMatched"
     START_FAILED = "StartFailed"
     CIRCUIT_OPEN = "CircuitOpen"
     POD_LOST = "PodLost"

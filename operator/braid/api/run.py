@@ -200,6 +200,16 @@ class BreakerStatus(Model):
         )
 
 
+class RouteStatus(Model):
+    """Where the last attempt of a routed call went, and why."""
+
+    candidate: str = Field(description="The candidate chosen.")
+    reason: str = Field(description="Why it was chosen (the strategy's figures).")
+    failed: list[str] | None = Field(
+        default=None, description="Candidates that failed earlier attempts of this step."
+    )
+
+
 class TaskStatus(Model):
     """Status of one unit of execution: a step, a fan-out item or a loop body step."""
 
@@ -230,6 +240,9 @@ class TaskStatus(Model):
     )
     fallback: bool | None = Field(
         default=None, description="The last attempt ran the circuit breaker's fallback."
+    )
+    route: RouteStatus | None = Field(
+        default=None, description="A routed call: the candidate chosen, and why."
     )
 
     # The only ways the engine changes a task's phase: each sets phase, reason and message
@@ -345,27 +358,9 @@ class PendingApproval(Model):
     deadline: datetime | None = Field(default=None, description="When the gate times out.")
 
 
-class IterationStatus(Model):
-    """One iteration of a loop."""
+class FannedStatus(TaskStatus):
+    """A task that may fan out: a step, or a loop body step."""
 
-    iteration: int = Field(description="Index of the iteration, from 0.")
-    steps: list[LoopTaskStatus] = Field(default_factory=list, description="Body steps.")
-
-
-class LoopTaskStatus(TaskStatus):
-    """Status of one body step within one loop iteration."""
-
-    name: str = Field(description="Body step name.")
-    approvals: list[ApprovalRecord] | None = Field(default=None, description="Decisions.")
-    approval_deadline: datetime | None = Field(default=None, description="Approval deadline.")
-    approval_digest: str | None = Field(default=None, description="Digest of the gate's inputs.")
-
-
-class StepStatus(TaskStatus):
-    """Status of one step of the workflow."""
-
-    name: str = Field(description="Step name.")
-    kind: str = Field(description="container, webhook, approval, fanOut, loop or finally.")
     items: list[ItemStatus] | None = Field(default=None, description="Fan-out items.")
     item_count: int | None = Field(default=None, description="Number of fan-out items.")
     items_started: int | None = Field(
@@ -376,6 +371,29 @@ class StepStatus(TaskStatus):
         description="Large fan-outs (over 200 items): items no longer listed in items — every "
         "success, and failures beyond the 50 most recent — counted here instead.",
     )
+
+
+class IterationStatus(Model):
+    """One iteration of a loop."""
+
+    iteration: int = Field(description="Index of the iteration, from 0.")
+    steps: list[LoopTaskStatus] = Field(default_factory=list, description="Body steps.")
+
+
+class LoopTaskStatus(FannedStatus):
+    """Status of one body step within one loop iteration."""
+
+    name: str = Field(description="Body step name.")
+    approvals: list[ApprovalRecord] | None = Field(default=None, description="Decisions.")
+    approval_deadline: datetime | None = Field(default=None, description="Approval deadline.")
+    approval_digest: str | None = Field(default=None, description="Digest of the gate's inputs.")
+
+
+class StepStatus(FannedStatus):
+    """Status of one step of the workflow."""
+
+    name: str = Field(description="Step name.")
+    kind: str = Field(description="container, webhook, approval, fanOut, loop or finally.")
     iterations: list[IterationStatus] | None = Field(default=None, description="Loop iterations.")
     approvals: list[ApprovalRecord] | None = Field(
         default=None, description="Decisions recorded on this approval gate."

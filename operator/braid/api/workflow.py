@@ -32,6 +32,7 @@ def _exactly_one(*fields: str) -> tuple[str, str]:
 
 _MAP_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
+KEY_PATTERN = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 MAX_EXPRESSION = 10_000
 MAX_TEXT = 4_096
 
@@ -353,6 +354,75 @@ class ApprovalSpec(Model):
         return self
 
 
+class LLMEndpoint(Model):
+    """Where the model is served: any OpenAI-compatible Chat Completions API (OpenAI, Azure,
+    vLLM, Ollama, LiteLLM, llama.cpp's server, ...)."""
+
+    base_url: str = Field(
+        alias="baseURL",
+        min_length=1,
+        max_length=2048,
+        description="Base URL, e.g. https://api.openai.com/v1 (POST <baseURL>/chat/completions); "
+        "may contain ${{ }}.",
+    )
+    api_key: SecretValue | None = Field(
+        default=None,
+        description="{valueFrom: {secretKeyRef: {name, key}}}: sent as 'Authorization: Bearer "
+        "<key>', read when the call is made, masked in everything Braid shows.",
+    )
+
+
+class RoutingStrategy(StrEnum):
+    ORDERED = "Ordered"
+    LOWEST_LATENCY = "LowestLatency"
+    HIGHEST_SUCCESS = "HighestSuccess"
+    CHEAPEST = "Cheapest"
+
+
+class RoutingSpec(Model):
+    """How an attempt picks one of the candidates, from statistics every run routing with the
+    same key shares (EWMA latency and success rate per candidate, a breaker per candidate).
+    Ordered: the first whose breaker is closed; LowestLatency / HighestSuccess: the best by
+    its statistics (candidates without any are tried first, in order); Cheapest: the lowest
+    declared cost. A retry moves on to a candidate that has not failed this step yet."""
+
+    key: str = Field(
+        pattern=KEY_PATTERN,
+        max_length=63,
+        description="Statistics and breakers are shared by every run routing with this key.",
+    )
+    strategy: RoutingStrategy = Field(
+        default=RoutingStrategy.ORDERED,
+        description="Ordered, LowestLatency, HighestSuccess or Cheapest.",
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, le=1000, description="Consecutive failures opening a candidate's breaker."
+    )
+    cool_down_seconds: int = Field(
+        default=30, ge=1, le=86400, description="How long a candidate's breaker stays open."
+    )
+
+
+class RouteCandidate(Model):
+    """One place the call may go. Unset fields are the step's own."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX, description="Candidate name.")
+    endpoint: LLMEndpoint | None = Field(default=None, description="llm: the API and its key.")
+    model: str | None = Field(
+        default=None, min_length=1, max_length=256, description="llm: the model; may hold ${{ }}."
+    )
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2048, description="webhook: the URL to call."
+    )
+    cost_per_input_token: float | None = Field(
+        default=None, ge=0, description="llm: cost of a prompt token (counted in usage.cost)."
+    )
+    cost_per_output_token: float | None = Field(
+        default=None, ge=0, description="llm: cost of a completion token."
+    )
+    cost_per_call: float | None = Field(default=None, ge=0, description="Cost of each call.")
+
+
 class WebhookSpec(Model):
     """Make one HTTP call; the response becomes the step's outputs."""
 
@@ -392,23 +462,15 @@ class WebhookSpec(Model):
         "Without a step timeoutSeconds the attempt's deadline is this plus 10 seconds, so an "
         "operator restarted mid-call retries it instead of waiting forever.",
     )
-
-
-class LLMEndpoint(Model):
-    """Where the model is served: any OpenAI-compatible Chat Completions API (OpenAI, Azure,
-    vLLM, Ollama, LiteLLM, llama.cpp's server, ...)."""
-
-    base_url: str = Field(
-        alias="baseURL",
-        min_length=1,
-        max_length=2048,
-        description="Base URL, e.g. https://api.openai.com/v1 (POST <baseURL>/chat/completions); "
-        "may contain ${{ }}.",
-    )
-    api_key: SecretValue | None = Field(
+    candidates: list[RouteCandidate] | None = Field(
         default=None,
-        description="{valueFrom: {secretKeyRef: {name, key}}}: sent as 'Authorization: Bearer "
-        "<key>', read when the call is made, masked in everything Braid shows.",
+        min_length=1,
+        max_length=10,
+        description="URLs the call may go to instead of url, chosen per attempt by routing.",
+        json_schema_extra=_MAP_LIST,
+    )
+    routing: RoutingSpec | None = Field(
+        default=None, description="How candidates are chosen; required with candidates."
     )
 
 
@@ -439,6 +501,17 @@ class LLMSpec(Model):
     max_tokens: int | None = Field(default=None, ge=1, description="Most tokens in the reply.")
     timeout_seconds: int | None = Field(
         default=None, ge=1, description="Timeout of the HTTP call (default 60)."
+    )
+    candidates: list[RouteCandidate] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        description="Endpoints/models the call may go to, chosen per attempt by routing; "
+        "the chosen one and why are in the step's status (route).",
+        json_schema_extra=_MAP_LIST,
+    )
+    routing: RoutingSpec | None = Field(
+        default=None, description="How candidates are chosen; required with candidates."
     )
 
     def as_webhook(self) -> WebhookSpec:
@@ -548,9 +621,6 @@ class StepSLA(Model):
     )
 
 
-KEY_PATTERN = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
-
-
 class ConcurrencySpec(Model):
     """A limit shared by every run: at most ``limit`` attempts holding ``key`` at once (for
     example five calls to one model across all runs). Waiting attempts say so in their status."""
@@ -634,19 +704,6 @@ class _StepBase(Model):
         return bool(self.continue_on and self.continue_on.failed)
 
 
-class LoopStep(_StepBase):
-    """A step inside a loop body: container, webhook, llm or approval."""
-
-    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "approval"))
-
-    @model_validator(mode="after")
-    def _exactly_one_kind(self) -> LoopStep:
-        kinds = [self.container, self.webhook, self.llm, self.approval]
-        if sum(k is not None for k in kinds) != 1:
-            raise ValueError("set exactly one of container, webhook, llm or approval")
-        return self
-
-
 class SuccessThreshold(Model):
     """How many items must succeed; set count or fraction, not both."""
 
@@ -669,16 +726,43 @@ class ThresholdAction(StrEnum):
     WAIT_FOR_ALL = "WaitForAll"
 
 
+class FanOutCase(Model):
+    """One way to run an item: the first case whose `when` holds for the item runs it (e.g.
+    the tool a model's tool call names)."""
+
+    # "exactly one of container, webhook, llm" is checked by lint and the operator only: a
+    # rule this deep (steps, loop body, cases) is beyond the API server's CEL cost budget.
+
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=NAME_MAX, description="Name of the case (e.g. the tool)."
+    )
+    when: Expression = Field(
+        description="CEL over `item` and `index` (and what the step sees), e.g. "
+        "item.name == 'search'."
+    )
+    container: ContainerSpec | None = Field(default=None, description="Run a container.")
+    webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
+    llm: LLMSpec | None = Field(default=None, description="Call a model.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FanOutCase:
+        if sum(x is not None for x in (self.container, self.webhook, self.llm)) != 1:
+            raise ValueError("set exactly one of container, webhook or llm")
+        return self
+
+
 class FanOutSpec(Model):
     """Run one action per item (orchestrator-worker); outputs are gathered in item order.
 
-    Downstream steps read steps.<name>.outputs.items (each item's outputs, null where it did
-    not succeed), .succeeded, .failed and .total."""
+    The action is container, webhook or llm, or `cases`: per item, the first case whose `when`
+    holds (an item no case matches fails with reason NoCaseMatched). Downstream steps read
+    steps.<name>.outputs.items (each item's outputs, null where it did not succeed),
+    .succeeded, .failed and .total."""
 
     # "exactly one of items, itemsExpression, itemsFrom" is checked by lint and the operator
     # only: items are free-form JSON, and a field without a schema type is invisible to the API
     # server's CEL.
-    model_config = _cel_rules(_exactly_one("container", "webhook", "llm"))
+    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "cases"))
 
     items: list[JSON] | None = Field(
         default=None, description="Literal list of items; each is `item` in expressions."
@@ -718,14 +802,40 @@ class FanOutSpec(Model):
     container: ContainerSpec | None = Field(default=None, description="Per-item container.")
     webhook: WebhookSpec | None = Field(default=None, description="Per-item HTTP call.")
     llm: LLMSpec | None = Field(default=None, description="Per-item model call.")
+    cases: list[FanOutCase] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Choose the action per item: the first case whose `when` holds runs it.",
+        json_schema_extra=_MAP_LIST,
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> FanOutSpec:
         given = (self.items, self.items_expression, self.items_from)
         if sum(x is not None for x in given) != 1:
             raise ValueError("set exactly one of items, itemsExpression or itemsFrom")
-        if sum(x is not None for x in (self.container, self.webhook, self.llm)) != 1:
-            raise ValueError("set exactly one of container, webhook or llm")
+        actions = (self.container, self.webhook, self.llm, self.cases)
+        if sum(x is not None for x in actions) != 1:
+            raise ValueError("set exactly one of container, webhook, llm or cases")
+        return self
+
+
+class LoopStep(_StepBase):
+    """A step inside a loop body: container, webhook, llm, approval or fanOut (e.g. one tool
+    call per item of the model's toolCalls)."""
+
+    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "approval", "fanOut"))
+
+    fan_out: FanOutSpec | None = Field(
+        default=None, description="Run an action per item (items or itemsExpression)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> LoopStep:
+        kinds = [self.container, self.webhook, self.llm, self.approval, self.fan_out]
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("set exactly one of container, webhook, llm, approval or fanOut")
         return self
 
 

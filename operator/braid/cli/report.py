@@ -56,13 +56,14 @@ class ProgressPrinter:
 
     def start(self, action: StartAttempt) -> None:
         what = action.labels.step
-        if action.labels.item is not None:
-            what += f"[{action.labels.item}]"
         if action.labels.body_step is not None:
             what += f"#{action.labels.iteration}/{action.labels.body_step}"
+        if action.labels.item is not None:
+            what += f"[{action.labels.item}]"
         if action.labels.role != "step":
             what += f" ({action.labels.role})"
         attempt = f" attempt {action.labels.attempt}" if action.labels.attempt > 1 else ""
+        attempt += f" → {action.candidate}" if action.candidate else ""
         self.console.print(
             f"{self._prefix()} [blue]▶[/] {what}{attempt}", markup=True, highlight=False
         )
@@ -89,6 +90,8 @@ def summary_table(status: WorkflowRunStatus) -> Table:
             _duration(st),
             detail,
         )
+        if st.route is not None:
+            table.add_row("", "", "", "", f"[dim]route[/] {st.route.candidate}: {st.route.reason}")
         for name, artifact in (st.artifacts or {}).items():
             table.add_row("", "", "", "", f"[dim]artifact[/] {name} {human_size(artifact.size)}")
         if st.compensation is not None:
@@ -109,6 +112,8 @@ def _step_document(st: StepStatus) -> dict[str, Any]:
         "outputs": st.outputs,
         "message": st.message,
     }
+    if st.route is not None:
+        doc["route"] = st.route.wire()
     if st.approvals:
         doc["approvals"] = [a.wire() for a in st.approvals]
     if st.artifacts:

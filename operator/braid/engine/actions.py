@@ -96,6 +96,7 @@ class StartAttempt:
     container: ContainerRequest | None = None
     webhook: WebhookRequest | None = None
     concurrency_key: str | None = None  # holds a slot of this shared pool while it runs
+    candidate: str | None = None  # a routed call: the candidate it goes to
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,16 @@ def retry_delay(backoff: Backoff | None, failed_attempt: int, attempt_name: str)
     return max(0.0, base * (1 + b.jitter * (2 * unit - 1)))
 
 
+# Failures another attempt would repeat exactly: the same expressions over the same values.
+_DETERMINISTIC = (FailureReason.EXPRESSION_ERROR, FailureReason.NO_CASE_MATCHED)
+
+
 def is_retryable(policy: RetryPolicy, reason: FailureReason, exit_code: int | None) -> bool:
     retry_on = policy.retry_on
     if retry_on is None:
-        return reason is not FailureReason.EXPRESSION_ERROR
+        return reason not in _DETERMINISTIC
     if retry_on.reasons is not None and reason not in retry_on.reasons:
         return False
     if reason is FailureReason.ERROR and retry_on.exit_codes is not None:
         return exit_code in retry_on.exit_codes
-    return reason is not FailureReason.EXPRESSION_ERROR
+    return reason not in _DETERMINISTIC

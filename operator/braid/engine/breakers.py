@@ -43,12 +43,23 @@ SEEN_LIMIT = 10_000
 
 
 @dataclass
+class RouteStats:
+    """One routing candidate's statistics (engine/routing.py), by "<key>/<candidate>"."""
+
+    latency: float | None = None  # EWMA seconds
+    success: float | None = None  # EWMA of 1 (succeeded) and 0 (failed)
+    calls: int = 0
+    selected: int = 0
+
+
+@dataclass
 class BreakerBoard:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     version: int = 0  # bumped on every change, so drivers know when to export
     # Attempts already counted: a driver may show the engine the same result twice (a status
     # write that conflicted is decided again), and a failure must count once.
     seen: dict[str, None] = field(default_factory=dict)
+    routes: dict[str, RouteStats] = field(default_factory=dict)  # routed calls' candidates
 
     def get(self, key: str) -> Breaker:
         return self.breakers.get(key) or Breaker()

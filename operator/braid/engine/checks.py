@@ -34,7 +34,7 @@ STEP_ATTRIBUTES = frozenset(
     }
 )
 # Names bound only where they make sense (the compiler adds them to an expression's scope).
-SCOPED = frozenset({"item", "index", "iteration", "previous", "response"})
+SCOPED = frozenset({"item", "index", "iteration", "previous", "iterations", "response"})
 ALWAYS = frozenset({"params", "steps", "run"})
 
 

@@ -20,12 +20,15 @@ from braid.api.workflow import (
     BUDGET_GATE,
     ApprovalSpec,
     ContainerSpec,
+    FanOutCase,
     FanOutSpec,
     FinallyStep,
     LLMSpec,
     LoopSpec,
     LoopStep,
     RetryPolicy,
+    RouteCandidate,
+    RoutingStrategy,
     SecretValue,
     Step,
     StepAction,
@@ -39,11 +42,14 @@ from braid.engine.plan import (
     ActionPlan,
     ApprovalPlan,
     BodyPlan,
+    CandidatePlan,
+    CasePlan,
     ContainerPlan,
     FanOutPlan,
     FinallyPlan,
     LoopPlan,
     Plan,
+    RoutePlan,
     StepPlan,
     WebhookPlan,
 )
@@ -63,7 +69,7 @@ DEFAULT_OUTPUT = "{'status': response.status, 'body': response.body}"
 # much more, after which an attempt whose call was lost (an operator restart) is retried.
 WEBHOOK_GRACE_SECONDS = 10
 ITEM_SCOPE = frozenset({"item", "index"})
-LOOP_SCOPE = frozenset({"iteration", "previous"})
+LOOP_SCOPE = frozenset({"iteration", "previous", "iterations"})
 RETRY_SCOPE = frozenset({"lastRetry"})
 
 
@@ -159,6 +165,11 @@ class _Compiler:
         if retry.expression is not None:
             where = f"{path}.retry.expression" if what.retry else "spec.defaults.retry.expression"
             retry_expression = self.expr(retry.expression, where, owner, what.extra | RETRY_SCOPE)
+        routed = what.llm or what.webhook
+        routes = None
+        if routed is not None:
+            where = f"{path}.llm" if what.llm is not None else f"{path}.webhook"
+            routes = self.routes(where, owner, routed, what.extra)
         return ActionPlan(
             path=path,
             container=self.container(f"{path}.container", owner, what.container, what.extra)
@@ -169,6 +180,80 @@ class _Compiler:
             retry=retry,
             timeout_seconds=deadline,
             retry_expression=retry_expression,
+            routes=routes,
+        )
+
+    def routes(
+        self, path: str, owner: str | None, spec: LLMSpec | WebhookSpec, extra: frozenset[str]
+    ) -> RoutePlan | None:
+        """The candidates of a routed call; each names only the fields of its kind."""
+        if not spec.candidates:
+            if spec.routing is not None:
+                self.errors.append(FieldError(f"{path}.routing", "routing needs candidates"))
+            return None
+        if spec.routing is None:
+            self.errors.append(
+                FieldError(
+                    f"{path}.routing",
+                    "required with candidates: routing.key (the statistics every run "
+                    "routing with it shares) and a strategy",
+                )
+            )
+            return None
+        names = [c.name for c in spec.candidates]
+        plans = []
+        for i, c in enumerate(spec.candidates):
+            cpath = f"{path}.candidates[{i}]"
+            if c.name in names[:i]:
+                self.errors.append(FieldError(f"{cpath}.name", f"duplicate candidate {c.name!r}"))
+            plans.append(self.candidate(cpath, owner, c, isinstance(spec, LLMSpec), extra))
+        if spec.routing.strategy == RoutingStrategy.CHEAPEST and not any(p.priced for p in plans):
+            self.errors.append(
+                FieldError(
+                    f"{path}.routing.strategy",
+                    "Cheapest needs costs: set costPerInputToken/costPerOutputToken (llm) or "
+                    "costPerCall on the candidates",
+                )
+            )
+        return RoutePlan(spec.routing, tuple(plans))
+
+    def candidate(
+        self, path: str, owner: str | None, c: RouteCandidate, llm: bool, extra: frozenset[str]
+    ) -> CandidatePlan:
+        """An llm candidate names endpoint, model and token costs; a webhook one a url."""
+        given = {
+            "endpoint": c.endpoint,
+            "model": c.model,
+            "url": c.url,
+            "costPerInputToken": c.cost_per_input_token,
+            "costPerOutputToken": c.cost_per_output_token,
+        }
+        foreign = ("url",) if llm else tuple(k for k in given if k != "url")
+        for name in foreign:
+            if given[name] is not None:
+                says = (
+                    "an llm candidate sets endpoint, model and token costs, not url"
+                    if llm
+                    else "a webhook candidate sets url and costPerCall only"
+                )
+                self.errors.append(FieldError(f"{path}.{name}", says))
+        url = None
+        if llm and c.endpoint is not None:
+            base = c.endpoint.base_url.removesuffix("/") + "/chat/completions"
+            url = self.template(base, f"{path}.endpoint.baseURL", owner, extra)
+        elif not llm and c.url:
+            url = self.template(c.url, f"{path}.url", owner, extra)
+        elif not llm:
+            self.errors.append(FieldError(f"{path}.url", "a webhook candidate needs a url"))
+        return CandidatePlan(
+            c.name,
+            url,
+            self.template(c.model, f"{path}.model", owner, extra) if c.model else None,
+            c.endpoint is not None,
+            c.endpoint.api_key if c.endpoint else None,
+            c.cost_per_input_token or 0.0,
+            c.cost_per_output_token or 0.0,
+            c.cost_per_call or 0.0,
         )
 
     def container(
@@ -304,11 +389,18 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         param_names=frozenset(param_names),
         body_names=body_names,
         has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
-        breaker_keys=tuple(dict.fromkeys(a.breaker.key for a in actions if a.breaker)),
+        breaker_keys=_breaker_keys(actions),
         pools=any(a.concurrency is not None for a in actions),
         max_run_artifact_bytes=artifacts.run_limit(spec.artifact_limits),
         warnings=tuple(warnings),
     )
+
+
+def _breaker_keys(actions: list[ActionPlan]) -> tuple[str, ...]:
+    """The breakers the run's status shows: the steps' own, and each routed candidate's."""
+    keys = [a.breaker.key for a in actions if a.breaker]
+    keys += [a.routes.breaker_key(c.name) for a in actions if a.routes for c in a.routes.candidates]
+    return tuple(dict.fromkeys(keys))
 
 
 def _conditional(spec: WorkflowSpec, graph: dag.Graph) -> dict[str, str]:
@@ -456,33 +548,67 @@ def _actions(steps: dict[str, StepPlan]) -> list[ActionPlan]:
     """The actions of the steps, fan-outs and loop bodies (not compensation or finally)."""
     out: list[ActionPlan | None] = []
     for plan in steps.values():
-        out += [plan.action, plan.fan_out.action if plan.fan_out else None]
-        out += [b.action for b in plan.loop.body] if plan.loop else []
+        fans = [plan.fan_out] if plan.fan_out else []
+        out.append(plan.action)
+        if plan.loop:
+            out += [b.action for b in plan.loop.body]
+            fans += [b.fan_out for b in plan.loop.body if b.fan_out]
+        for fan in fans:
+            out += [c.action for c in fan.cases] if fan.cases else [fan.action]
     return [a for a in out if a is not None]
 
 
-def _fan_out(compiler: _Compiler, step: Step, fan: FanOutSpec, path: str) -> FanOutPlan:
+def _fan_out(
+    compiler: _Compiler,
+    step: Step | LoopStep,
+    fan: FanOutSpec,
+    path: str,
+    loop: Step | None = None,
+) -> FanOutPlan:
+    """A fan-out step's, or (``loop``) a loop body step's: items see the body's scope too."""
     fpath = f"{path}.fanOut"
+    owner = loop.name if loop is not None else step.name
+    extra = ITEM_SCOPE | LOOP_SCOPE if loop is not None else ITEM_SCOPE
     items_expr = items_from = None
     if fan.items_from is not None:
-        items_from = compiler.expr(fan.items_from, f"{fpath}.itemsFrom", step.name)
+        if loop is not None:
+            compiler.errors.append(
+                FieldError(
+                    f"{fpath}.itemsFrom",
+                    "a loop body fans out over items or itemsExpression, not itemsFrom",
+                )
+            )
+        items_from = compiler.expr(fan.items_from, f"{fpath}.itemsFrom", owner, extra)
     if fan.items_expression is not None:
-        items_expr = compiler.expr(fan.items_expression, f"{fpath}.itemsExpression", step.name)
+        items_expr = compiler.expr(fan.items_expression, f"{fpath}.itemsExpression", owner, extra)
     elif fan.items is not None and len(fan.items) > fan.max_items:
         compiler.errors.append(
             FieldError(f"{fpath}.items", f"{len(fan.items)} items exceed maxItems {fan.max_items}")
         )
-    what = _What(
-        container=fan.container,
-        webhook=fan.webhook,
-        llm=fan.llm,
-        retry=step.retry,
-        timeout=step.timeout_seconds,
-        extra=ITEM_SCOPE,
-    )
-    action = compiler.action(fpath, step.name, what)
-    shared = _shared(compiler, step, action, path, step.name, ITEM_SCOPE)
-    return FanOutPlan(fan, items_expr, shared, items_from)
+    retry = step.retry or (loop.retry if loop is not None else None)
+    timeout = step.timeout_seconds or (loop.timeout_seconds if loop is not None else None)
+
+    def action(where: str, what: FanOutSpec | FanOutCase) -> ActionPlan:
+        spec = _What(
+            container=what.container,
+            webhook=what.webhook,
+            llm=what.llm,
+            retry=retry,
+            timeout=timeout,
+            extra=extra,
+        )
+        return _shared(compiler, step, compiler.action(where, owner, spec), path, owner, extra)
+
+    cases = []
+    for i, case in enumerate(fan.cases or []):
+        cpath = f"{fpath}.cases[{i}]"
+        if case.name in [c.name for c in (fan.cases or [])[:i]]:
+            compiler.errors.append(FieldError(f"{cpath}.name", f"duplicate case {case.name!r}"))
+        when = compiler.expr(case.when, f"{cpath}.when", owner, extra)
+        if when is not None:
+            cases.append(CasePlan(case.name, when, action(cpath, case)))
+    first = cases[0].action if cases else None
+    return FanOutPlan(fan, items_expr, first or action(fpath, fan), items_from, tuple(cases))
 
 
 def _loop(
@@ -503,16 +629,21 @@ def _loop(
             )
         body_names[sub.name] = step.name
         when = compiler.expr(sub.when, f"{spath}.when", step.name, LOOP_SCOPE) if sub.when else None
-        what = _What.of(
-            sub,
-            retry=sub.retry or step.retry,
-            timeout=sub.timeout_seconds or step.timeout_seconds,
-            extra=LOOP_SCOPE,
-        )
-        action = _shared(
-            compiler, sub, compiler.action(spath, step.name, what), spath, step.name, LOOP_SCOPE
-        )
-        body.append(BodyPlan(sub.name, j, when, action, sub.continues_on_failure))
+        fan = None
+        if sub.fan_out is not None:
+            fan = _fan_out(compiler, sub, sub.fan_out, spath, step)
+            action = fan.action
+        else:
+            what = _What.of(
+                sub,
+                retry=sub.retry or step.retry,
+                timeout=sub.timeout_seconds or step.timeout_seconds,
+                extra=LOOP_SCOPE,
+            )
+            action = _shared(
+                compiler, sub, compiler.action(spath, step.name, what), spath, step.name, LOOP_SCOPE
+            )
+        body.append(BodyPlan(sub.name, j, when, action, sub.continues_on_failure, fan))
     until = compiler.expr(loop.until, f"{lpath}.until", step.name, LOOP_SCOPE)
     if until is None:
         until = compile_expression("true", f"{lpath}.until")

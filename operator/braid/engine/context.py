@@ -97,7 +97,7 @@ def task_context(
     """What a task's expressions see (``task`` None: the run's own, e.g. outputs): a loop
     body sees its iteration's body steps by name, a finally step the finally steps too."""
     body = None
-    if task is not None and task.role == "body":
+    if task is not None and task.body is not None:  # a body step, or an item of one
         iterations = steps[task.step].iterations
         body = iterations[-1].steps if iterations else None
     if task is not None and task.role == "finally" and finally_steps:

@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from braid.api.reasons import EventReason, StepReason
-from braid.api.run import ItemsSummary, ItemStatus, StepPhase, StepStatus
+from braid.api.reasons import EventReason, FailureReason, StepReason
+from braid.api.run import ItemsSummary, ItemStatus, StepPhase
 from braid.api.workflow import ThresholdAction
 from braid.engine.actions import LoadItems, RecordEvent
-from braid.engine.plan import COMPACT_ABOVE, StepPlan
-from braid.engine.tasks import Task, item_task
+from braid.engine.plan import COMPACT_ABOVE, ActionPlan, CasePlan, FanOutPlan
+from braid.engine.tasks import Fan, Task, item_task
 from braid.expressions import Expression, ExpressionError, type_name
 
 # Items of one fan-out running at once when it does not say: a run's width is bounded, so one
@@ -30,7 +30,7 @@ DECIDED = "cancelled: the step's outcome was already decided"
 class FanOut:
     """The live counts of one running fan-out (rebuilt from its status on load)."""
 
-    plan: StepPlan
+    where: Fan
     items: list[Any]
     threshold: int
     running: int = 0
@@ -43,19 +43,17 @@ class FanOut:
 
     @property
     def parallelism(self) -> int:
-        assert self.plan.fan_out is not None
-        return self.plan.fan_out.spec.parallelism or DEFAULT_PARALLELISM
+        return self.where.plan.spec.parallelism or DEFAULT_PARALLELISM
 
 
 def evaluate_items(
-    plan: StepPlan,
+    step: str,
+    fan: FanOutPlan,
     context: Callable[[Expression], dict[str, Any]],
     lists: Mapping[str, list[Any] | str] | None = None,
 ) -> list[Any] | str | LoadItems:
     """The fan-out's items, or why there are none, or (itemsFrom) the artifact to load first.
     Deterministic, so a resumed run re-evaluates instead of storing the list."""
-    fan = plan.fan_out
-    assert fan is not None
     source = fan.items_expression or fan.items_from
     if source is None:
         return list(fan.spec.items or [])
@@ -64,7 +62,7 @@ def evaluate_items(
     except ExpressionError as exc:
         return str(exc)
     if fan.items_from is not None:
-        items = _loaded(plan.name, source, items, lists or {})
+        items = _loaded(step, source, items, lists or {})
         if isinstance(items, (str, LoadItems)):
             return items
     if not isinstance(items, list):
@@ -86,20 +84,20 @@ def _loaded(step: str, source: Expression, ref: Any, lists: Mapping[str, list[An
     return f"{source.path}: {loaded}" if isinstance(loaded, str) else loaded
 
 
-def start(plan: StepPlan, items: list[Any]) -> FanOut:
+def start(where: Fan, items: list[Any]) -> FanOut:
     """The counts of a fan-out over ``items``, with its success threshold (default: all)."""
-    assert plan.fan_out is not None
     n = len(items)
     threshold = n
-    t = plan.fan_out.spec.success_threshold
+    t = where.plan.spec.success_threshold
     if t is not None:
         threshold = t.count if t.count is not None else math.ceil((t.fraction or 0) * n - 1e-9)
-    return FanOut(plan, items, min(threshold, n))
+    return FanOut(where, items, min(threshold, n))
 
 
-def resume(plan: StepPlan, st: StepStatus, items: list[Any]) -> FanOut:
+def resume(where: Fan, items: list[Any]) -> FanOut:
     """The counts of a running fan-out, from its status."""
-    fan = start(plan, items)
+    st = where.owner
+    fan = start(where, items)
     if st.items_summary is not None:
         fan.succeeded += st.items_summary.succeeded
         fan.failed += st.items_summary.failed
@@ -122,17 +120,17 @@ class FanOutVerdict:
 def outcome(fan: FanOut) -> FanOutVerdict | None:
     """Decided once the threshold is met (at once, or when all are done with WaitForAll),
     or once so many failed that it cannot be met any more."""
-    assert fan.plan.fan_out is not None
+    spec = fan.where.plan.spec
     all_done = fan.succeeded + fan.failed == fan.total
     reached = fan.succeeded >= fan.threshold
-    wait_all = fan.plan.fan_out.spec.on_threshold_reached == ThresholdAction.WAIT_FOR_ALL
+    wait_all = spec.on_threshold_reached == ThresholdAction.WAIT_FOR_ALL
     if reached and (all_done or not wait_all):
         return FanOutVerdict(
             StepPhase.SUCCEEDED,
             StepReason.SUCCEEDED,
             f"{fan.succeeded}/{fan.total} items succeeded (threshold {fan.threshold})",
         )
-    fail_fast = fan.plan.fan_out.spec.fail_fast
+    fail_fast = spec.fail_fast
     if fan.failed > fan.total - fan.threshold and (fail_fast or all_done):
         return FanOutVerdict(
             StepPhase.FAILED,
@@ -144,6 +142,20 @@ def outcome(fan: FanOut) -> FanOutVerdict | None:
 
 def may_start_another(fan: FanOut, started: int, capacity: float) -> bool:
     return capacity > 0 and started < fan.total and fan.running < fan.parallelism
+
+
+def choose(
+    cases: tuple[CasePlan, ...], holds: Callable[[Expression], bool | str]
+) -> ActionPlan | tuple[FailureReason, str]:
+    """The action of the first case whose `when` holds for the item, or why none runs it."""
+    for case in cases:
+        held = holds(case.when)
+        if isinstance(held, str):
+            return FailureReason.EXPRESSION_ERROR, held
+        if held:
+            return case.action
+    tried = "; ".join(f"{c.name}: {c.when.source}" for c in cases)
+    return FailureReason.NO_CASE_MATCHED, f"no case matches the item (cases: {tried})"
 
 
 def compacted(
@@ -182,85 +194,94 @@ def outputs(fan: FanOut, items: list[ItemStatus]) -> dict[str, Any]:
 
 @dataclass
 class FanOuts:
-    """The running fan-outs of one run: their counts, the items they start, what their
-    status folds away, and their outputs when decided. Decides with the functions above and
-    never calls back into RunState: it hands back the item tasks to start or cancel."""
+    """The running fan-outs of one run (of steps, and of loop body steps in an iteration),
+    by Task.fan_key: their counts, the items they start, what their status folds away, and
+    their outputs when decided. Decides with the functions above and never calls back into
+    RunState: it hands back the item tasks to start or cancel."""
 
-    run_name: str
     running: dict[str, FanOut] = field(default_factory=dict)
     # itemsFrom: ready steps waiting for their list, and running ones to resume once loaded
     loading: set[str] = field(default_factory=set)
     unloaded: dict[str, LoadItems] = field(default_factory=dict)
 
-    def begin(self, plan: StepPlan, st: StepStatus, items: list[Any]) -> RecordEvent:
+    def begin(self, where: Fan, items: list[Any]) -> RecordEvent:
+        st = where.owner
         st.items, st.item_count, st.items_started = [], len(items), 0
-        fan = self.running[plan.name] = start(plan, items)
+        fan = self.running[where.key] = start(where, items)
+        said = where.body_task.display if where.body_task else f"Step {where.step}"
         return RecordEvent(
             "Normal",
             EventReason.FAN_OUT_STARTED,
-            f"Step {plan.name} fans out over {fan.total} items (success threshold {fan.threshold})",
-            plan.name,
+            f"{said} fans out over {fan.total} items (success threshold {fan.threshold})",
+            where.step,
         )
 
-    def resume(self, plan: StepPlan, st: StepStatus, items: list[Any]) -> list[Task]:
+    def resume(self, where: Fan, items: list[Any]) -> list[Task]:
         """The counts of a running fan-out, from its status; the tasks of its listed items."""
-        self.running[plan.name] = resume(plan, st, items)
-        return [item_task(self.run_name, plan, item, items) for item in st.items or []]
+        self.running[where.key] = resume(where, items)
+        return [item_task(where, item, items) for item in where.owner.items or []]
 
-    def may_start(self, name: str, st: StepStatus, capacity: float) -> bool:
-        fan = self.running.get(name)
+    def steps(self) -> list[str]:
+        """The steps whose fan-outs run (a loop's, for its body's)."""
+        return list(dict.fromkeys(f.where.step for f in self.running.values()))
+
+    def may_start(self, key: str, capacity: float) -> bool:
+        fan = self.running.get(key)
         if fan is None:  # an item failing fast can end it
             return False
+        st = fan.where.owner
         if st.items_started is None:  # a status written before itemsStarted existed
             st.items_started = len(st.items or [])
         return may_start_another(fan, st.items_started, capacity)
 
-    def next_item(self, name: str, st: StepStatus) -> Task:
+    def next_item(self, key: str) -> Task:
         """The next item's task (its status listed, not started yet)."""
+        fan = self.running[key]
+        st = fan.where.owner
         assert st.items is not None
         assert st.items_started is not None
-        fan = self.running[name]
         item = ItemStatus(index=st.items_started)
         st.items.append(item)
         st.items_started += 1
-        return item_task(self.run_name, fan.plan, item, fan.items)
+        return item_task(fan.where, item, fan.items)
 
-    def took_slot(self, name: str, delta: int) -> None:
-        if name in self.running:
-            self.running[name].running += delta
+    def took_slot(self, key: str, delta: int) -> None:
+        if key in self.running:
+            self.running[key].running += delta
 
-    def item_done(self, name: str, st: StepStatus, succeeded: bool) -> bool:
+    def item_done(self, key: str, succeeded: bool) -> bool:
         """Count a finished item; True when its status folded (a large fan-out)."""
-        fan = self.running.get(name)
+        fan = self.running.get(key)
         if fan is None:
             return False
         if succeeded:
             fan.succeeded += 1
         else:
             fan.failed += 1
-        return self.compact(name, st)
+        return self.compact(key)
 
-    def compact(self, name: str, st: StepStatus) -> bool:
-        folded = compacted(st.items or [], st.items_summary, self.running[name].total)
+    def compact(self, key: str) -> bool:
+        fan = self.running[key]
+        st = fan.where.owner
+        folded = compacted(st.items or [], st.items_summary, fan.total)
         if folded is not None:
             st.items, st.items_summary = folded
         return folded is not None
 
-    def decided(self, name: str, st: StepStatus) -> tuple[FanOutVerdict, list[Task]] | None:
+    def decided(self, key: str) -> tuple[Fan, FanOutVerdict, list[Task]] | None:
         """The fan-out's outcome once decided, with the unfinished items to cancel; its
         outputs are set and it stops running."""
-        fan = self.running.get(name)
+        fan = self.running.get(key)
         verdict = outcome(fan) if fan is not None else None
         if fan is None or verdict is None:
             return None
+        st = fan.where.owner
         cancel = [
-            item_task(self.run_name, fan.plan, item, fan.items)
-            for item in st.items or []
-            if not item.phase.final
+            item_task(fan.where, item, fan.items) for item in st.items or [] if not item.phase.final
         ]
         # A retrying item holds its slot; an active one gives it up when it is deactivated.
         fan.running -= sum(t.status.phase == StepPhase.RETRYING for t in cancel)
         st.outputs = outputs(fan, st.items or [])
-        self.compact(name, st)
-        del self.running[name]
-        return verdict, cancel
+        self.compact(key)
+        del self.running[key]
+        return fan.where, verdict, cancel

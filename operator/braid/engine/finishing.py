@@ -106,7 +106,8 @@ def sweep(steps: Sequence[StepStatus], cancelled: bool, now: datetime) -> int:
     for st in steps:
         subtasks: list[TaskStatus] = [*(st.items or [])]
         for it in st.iterations or []:
-            subtasks.extend(it.steps)
+            for body in it.steps:
+                subtasks += [body, *(body.items or [])]
         for sub in subtasks:
             if not sub.phase.final:
                 sub.phase, sub.reason, sub.completion_time = StepPhase.CANCELLED, reason, now

@@ -3,7 +3,9 @@ failed. Pure: the driver made the call (as a webhook, with the destination polic
 from its Secret and masking) and hands over the status and body.
 
 Outputs: ``content``, ``json`` (the reply parsed and validated against responseSchema),
-``toolCalls`` [{id, name, arguments}], ``finishReason``, ``model`` and ``usage``
+``toolCalls`` [{id, name, arguments}], ``message`` (the reply as the assistant message to
+append to a conversation: a ReAct loop's next ``messages``), ``finishReason``, ``model`` and
+``usage``
 {inputTokens, outputTokens, tokens}, which budgets count like any reported usage. A reply too
 large for the 4 KiB outputs keeps a prefix of its content in the outputs and the whole reply
 in the attempt's artifact ``response.json`` (where the driver keeps artifacts).
@@ -44,9 +46,20 @@ def judge_reply(  # noqa: PLR0911 - a decision table: one return per way a reply
     calls = _tool_calls(message.get("tool_calls"))
     if isinstance(calls, str):
         return None, FailureReason.INVALID_RESPONSE, calls
+    said: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        said["tool_calls"] = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for c in calls
+        ]
     outputs: dict[str, Any] = {
         "content": content,
         "toolCalls": calls,
+        "message": said,
         "finishReason": choice.get("finish_reason"),
         "model": body.get("model") if isinstance(body.get("model"), str) else None,
     }
@@ -132,9 +145,11 @@ def _fitted(outputs: dict[str, Any], artifacts: dict[str, Artifact] | None) -> J
         return outputs, None, None
     content = outputs.get("content")
     if isinstance(content, str) and artifacts and REPLY_ARTIFACT in artifacts:
+        kept = content[:KEPT_CONTENT]
         outputs = {
             **outputs,
-            "content": content[:KEPT_CONTENT],
+            "content": kept,
+            "message": {**outputs["message"], "content": kept},
             "contentTruncated": True,
             "contentArtifact": REPLY_ARTIFACT,
         }

@@ -100,12 +100,17 @@ def outputs(st: StepStatus, converged: bool) -> dict[str, Any]:
 
 
 def body_tasks(run_name: str, plan: StepPlan, st: StepStatus) -> list[Task]:
-    """The tasks of the current iteration of a loop, with ``iteration`` and ``previous``."""
+    """The tasks of the current iteration of a loop, with ``iteration``, ``previous`` and
+    ``iterations`` (every earlier iteration's outputs: a conversation's history)."""
     assert plan.loop is not None
     if not st.iterations:
         return []
     it = st.iterations[-1]
-    scope = {"iteration": it.iteration, "previous": iteration_outputs(st, it.iteration - 1)}
+    scope = {
+        "iteration": it.iteration,
+        "previous": iteration_outputs(st, it.iteration - 1),
+        "iterations": [iteration_outputs(st, i) for i in range(it.iteration)],
+    }
     return [
         Task(
             body_status,

@@ -21,6 +21,7 @@ from braid.api.workflow import (
     LLMSpec,
     LoopSpec,
     RetryPolicy,
+    RoutingSpec,
     SecretValue,
     Step,
     WebhookSpec,
@@ -61,6 +62,33 @@ class WebhookPlan:
 
 
 @dataclass(frozen=True)
+class CandidatePlan:
+    """One place a routed call may go; None fields keep the step's own."""
+
+    name: str
+    url: Template | None = None  # llm: <baseURL>/chat/completions
+    model: Template | None = None
+    endpoint: bool = False  # llm: the candidate names its endpoint (and so its key, or none)
+    api_key: SecretValue | None = None
+    cost_per_input_token: float = 0.0
+    cost_per_output_token: float = 0.0
+    cost_per_call: float = 0.0
+
+    @property
+    def priced(self) -> bool:
+        return bool(self.cost_per_input_token or self.cost_per_output_token or self.cost_per_call)
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    spec: RoutingSpec
+    candidates: tuple[CandidatePlan, ...]
+
+    def breaker_key(self, candidate: str) -> str:
+        return f"{self.spec.key}/{candidate}"
+
+
+@dataclass(frozen=True)
 class ApprovalPlan:
     spec: ApprovalSpec
     message: Template | None
@@ -80,6 +108,7 @@ class ActionPlan:
     breaker: CircuitBreakerSpec | None = None
     fallback: ActionPlan | None = None  # runs instead while the breaker is open
     retry_expression: Expression | None = None  # retry.expression, over lastRetry
+    routes: RoutePlan | None = None  # candidates: each attempt goes to one (engine/routing.py)
 
     @property
     def kind(self) -> str:
@@ -95,8 +124,9 @@ class BodyPlan:
     name: str
     index: int
     when: Expression | None
-    action: ActionPlan
+    action: ActionPlan  # a fan-out body step: its fan-out's action
     continues: bool = False  # continueOn.failed: its failure does not end the loop
+    fan_out: FanOutPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +137,19 @@ class LoopPlan:
 
 
 @dataclass(frozen=True)
+class CasePlan:
+    name: str
+    when: Expression
+    action: ActionPlan
+
+
+@dataclass(frozen=True)
 class FanOutPlan:
     spec: FanOutSpec
     items_expression: Expression | None
-    action: ActionPlan
+    action: ActionPlan  # with cases: the first case's (the items' pool and breaker are shared)
     items_from: Expression | None = None  # an artifact holding the JSON list
+    cases: tuple[CasePlan, ...] = ()  # each item runs the first case whose `when` holds
 
 
 @dataclass(frozen=True)

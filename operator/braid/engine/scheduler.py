@@ -35,7 +35,17 @@ from braid.api.run import (
     WorkflowRunStatus,
 )
 from braid.api.workflow import BUDGET_GATE, WorkflowSpec
-from braid.engine import approvals, breakers, budget, deadlines, failures, fanout, finishing, loops
+from braid.engine import (
+    approvals,
+    breakers,
+    budget,
+    deadlines,
+    failures,
+    fanout,
+    finishing,
+    loops,
+    routing,
+)
 from braid.engine.actions import (
     Action,
     ApprovalDecision,
@@ -54,9 +64,10 @@ from braid.engine.context import RunView, task_context
 from braid.engine.fanout import FanOuts
 from braid.engine.gates import Gates, inputs_of
 from braid.engine.outputs import shed, usage_of
-from braid.engine.plan import ActionPlan, Plan, StepPlan
+from braid.engine.plan import ActionPlan, BodyPlan, CandidatePlan, FanOutPlan, Plan, StepPlan
 from braid.engine.slots import Slots
 from braid.engine.tasks import (
+    Fan,
     Task,
     compensation_task,
     expressions_of,
@@ -106,7 +117,7 @@ class RunState:
     slots: Slots = field(default_factory=Slots)
     retrying: list[Task] = field(default_factory=list)
     gates: Gates = field(default_factory=Gates)
-    fans: FanOuts = field(default_factory=lambda: FanOuts(""))
+    fans: FanOuts = field(default_factory=FanOuts)
     running_loops: set[str] = field(default_factory=set)
     failing: _Failing | None = None
     failed_steps: list[str] = field(default_factory=list)  # in the order they failed
@@ -137,7 +148,6 @@ class RunState:
         ``item_lists`` the fan-out item lists the driver holds (see Observations)."""
         plan = plan_for(spec)
         state = cls(run_name, plan, status, params, generation, uid, slots=Slots(spec.max_parallel))
-        state.fans = FanOuts(run_name)
         state.item_lists = item_lists or {}
         if plan.has_sla:
             targets = {n: p.sla_seconds for n, p in plan.steps.items() if p.sla_seconds}
@@ -191,21 +201,26 @@ class RunState:
         if plan.action is not None:
             self._resume(step_task(self.run_name, plan, st))
         elif plan.fan_out is not None and st.phase == StepPhase.RUNNING:
-            self._resume_fan_out(plan, st)
+            self._resume_fan_out(Fan.of_step(self.run_name, plan, st))
         elif plan.loop is not None and st.phase == StepPhase.RUNNING:
             self.running_loops.add(plan.name)
-            for body in loops.body_tasks(self.run_name, plan, st):
+            tasks = loops.body_tasks(self.run_name, plan, st)  # none before the first iteration
+            for body, bplan in zip(tasks, plan.loop.body, strict=False):
                 self._resume(body)
+                if bplan.fan_out is not None and body.status.phase == StepPhase.RUNNING:
+                    self._resume_fan_out(Fan.of_body(body, bplan.fan_out))
 
-    def _resume_fan_out(self, plan: StepPlan, st: StepStatus) -> None:
+    def _resume_fan_out(self, where: Fan) -> None:
         """A running fan-out's tasks, once its items are at hand (itemsFrom: loaded)."""
-        items = fanout.evaluate_items(plan, lambda e: self.context(None, (e,)), self.item_lists)
+        ctx = lambda e: self.context(where.body_task, (e,))  # noqa: E731
+        items = fanout.evaluate_items(where.step, where.plan, ctx, self.item_lists)
         if isinstance(items, LoadItems):
-            self.fans.unloaded[plan.name] = items
+            self.fans.unloaded[where.key] = items
         elif not isinstance(items, str):  # it evaluated when the fan-out began
-            self.fans.unloaded.pop(plan.name, None)
-            for task in self.fans.resume(plan, st, items):
-                self._resume(task)
+            self.fans.unloaded.pop(where.key, None)
+            for task in self.fans.resume(where, items):
+                cased = self._cased(task)
+                self._resume(cased if isinstance(cased, Task) else task)
 
     # ------------------------------------------------------------------ context
 
@@ -244,7 +259,8 @@ class RunState:
         self.approvals_verified = observations.approvals_verified
         self.item_lists = observations.item_lists
         for name in list(self.fans.unloaded):  # item lists that had to be loaded first
-            self._resume_fan_out(self.plan.steps[name], self.steps[name])
+            plan, st = self.plan.steps[name], self.steps[name]
+            self._resume_fan_out(Fan.of_step(self.run_name, plan, st))
         self.actions.extend(self.fans.unloaded.values())
         self.ready.extend(self.fans.loading)
         self.fans.loading.clear()
@@ -350,8 +366,9 @@ class RunState:
             self._next_iteration(plan, st, now)
 
     def _begin_fan_out(self, plan: StepPlan, st: StepStatus, now: datetime) -> None:
+        where = Fan.of_step(self.run_name, plan, st)
         ctx = lambda e: self.context(None, (e,))  # noqa: E731
-        items = fanout.evaluate_items(plan, ctx, self.item_lists)
+        items = fanout.evaluate_items(plan.name, where.plan, ctx, self.item_lists)
         if isinstance(items, LoadItems):  # the driver loads them; asked again next decision
             self.actions.append(items)
             self.fans.loading.add(plan.name)
@@ -362,8 +379,21 @@ class RunState:
                 plan.name, StepPhase.FAILED, FailureReason.EXPRESSION_ERROR, items, now
             )
             return
-        self.actions.append(self.fans.begin(plan, st, items))
-        self._check_fan_out(plan.name, now)
+        self.actions.append(self.fans.begin(where, items))
+        self._check_fan_out(where.key, now)
+
+    def _begin_body_fan_out(self, task: Task, plan: FanOutPlan, now: datetime) -> None:
+        """A loop body step fanning out in this iteration (itemsFrom is refused at lint)."""
+        where = Fan.of_body(task, plan)
+        items = fanout.evaluate_items(task.step, plan, lambda e: self.context(task, (e,)))
+        task.status.phase, task.status.start_time = StepPhase.RUNNING, now
+        self.dirty = True
+        if not isinstance(items, list):
+            message = items if isinstance(items, str) else "itemsFrom is not allowed here"
+            self._task_failed(task, FailureReason.EXPRESSION_ERROR, message, None, now)
+            return
+        self.actions.append(self.fans.begin(where, items))
+        self._check_fan_out(where.key, now)
 
     def _begin_task(self, task: Task, now: datetime) -> None:
         """A step or body step that may run: a gate opens, anything else waits for a slot."""
@@ -431,8 +461,8 @@ class RunState:
                     blocked.append(task)
         self.slots.requeue_first(blocked)  # they keep their place in the queue
         if self.failing is None:
-            for name in list(self.fans.running):
-                self._start_items(name, now)
+            for key in list(self.fans.running):
+                self._start_items(key, now)
 
     def _may_start(self, task: Task) -> bool:
         """Anything while the run goes on; while it fails, compensation and finally, and
@@ -454,7 +484,7 @@ class RunState:
     def _deactivate(self, name: str) -> Task | None:
         task = self.slots.deactivate(name)
         if task is not None and task.role == "item":
-            self.fans.took_slot(task.step, -1)
+            self.fans.took_slot(task.fan_key, -1)
         return task
 
     def _start_attempt(self, task: Task, now: datetime) -> None:
@@ -474,9 +504,17 @@ class RunState:
             said = f"{way.message}: {task.display} runs its fallback"
             self._event("Warning", EventReason.CIRCUIT_OPEN_FALLBACK, said, task.step)
             task = replace(task, action=task.action.fallback)
+        candidate: CandidatePlan | None = None
+        if task.action.routes is not None:
+            chosen = routing.route(task.action.routes, self.breakers, st, task.attempt_name(), now)
+            if isinstance(chosen, str):
+                st.attempt_name = task.attempt_name()
+                self._task_failed(task, FailureReason.CIRCUIT_OPEN, chosen, None, now)
+                return
+            candidate = chosen
         try:
             left = run_left(self.status, self.plan.max_run_artifact_bytes)
-            request = render_request(task, self._task_context(task), left)
+            request = render_request(task, self._task_context(task), left, candidate)
         except ExpressionError as exc:
             st.attempt_name = task.attempt_name()
             self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
@@ -484,7 +522,7 @@ class RunState:
         st.mark_running(request.name, now)
         self.slots.activate(request.name, task)
         if task.role == "item" and first:
-            self.fans.took_slot(task.step, 1)
+            self.fans.took_slot(task.fan_key, 1)
         self.actions.append(request)
         self.dirty = True
 
@@ -495,9 +533,16 @@ class RunState:
         verdict = judge(task, result, self._task_context(task))
         task.status.exit_code = verdict.exit_code
         record_attempt(self.status, task.status, verdict.artifacts)
-        breakers.record(self.breakers, task.action, result.name, verdict.failure is None, now)
+        ok = verdict.failure is None
+        breakers.record(self.breakers, task.action, result.name, ok, now)
+        routes = task.action.routes
+        if routes is not None:
+            routing.observe(routes, self.breakers, task.status, result.name, ok, now)
         if verdict.failure is None:
-            self._task_succeeded(task, verdict.outputs or {}, now)
+            outputs = verdict.outputs or {}
+            if routes is not None:
+                outputs = routing.priced(routes, task.status, outputs)
+            self._task_succeeded(task, outputs, now)
         else:
             self._task_failed(
                 task,
@@ -548,7 +593,7 @@ class RunState:
             st.mark_retrying(reason, message, at)
             self.retrying.append(task)
             if task.role == "item":
-                self.fans.took_slot(task.step, 1)  # a retrying item keeps its slot
+                self.fans.took_slot(task.fan_key, 1)  # a retrying item keeps its slot
             self._event(
                 "Warning",
                 EventReason.STEP_RETRYING,
@@ -567,10 +612,9 @@ class RunState:
         if task.role == "step":
             self._finish_step(task.step, st.phase, st.reason or "", st.message, now)
         elif task.role == "item":
-            name = task.step
-            succeeded = st.phase == StepPhase.SUCCEEDED
-            self.dirty |= self.fans.item_done(name, self.steps[name], succeeded)
-            self._check_fan_out(name, now)
+            key = task.fan_key
+            self.dirty |= self.fans.item_done(key, st.phase == StepPhase.SUCCEEDED)
+            self._check_fan_out(key, now)
         elif task.role == "body":
             self._advance_loop(self.plan.steps[task.step], now)
         elif task.role == "compensation":
@@ -587,6 +631,8 @@ class RunState:
         if name and (active := self._deactivate(name)) is not None:
             self.actions.append(CancelAttempt(name, reason))
             breakers.abandon(self.breakers, active.action, name, now)
+            if active.action.routes is not None:
+                routing.abandon(active.action.routes, self.breakers, task.status, name, now)
         if task.status.phase == StepPhase.RETRYING:
             self.retrying = [t for t in self.retrying if t.status is not task.status]
         task.status.mark_cancelled(reason, message, now)
@@ -669,20 +715,45 @@ class RunState:
 
     # ------------------------------------------------------------------ fan-out
 
-    def _start_items(self, name: str, now: datetime) -> None:
-        st, plan = self.steps[name], self.plan.steps[name].fan_out
-        assert plan is not None
-        while self.fans.may_start(name, st, self.slots.capacity()) and self._admit(plan.action, st):
-            self._start_attempt(self.fans.next_item(name, st), now)
+    def _start_items(self, key: str, now: datetime) -> None:
+        where = self.fans.running[key].where
+        while self.fans.may_start(key, self.slots.capacity()) and self._admit(
+            where.plan.action, where.owner
+        ):
+            task = self.fans.next_item(key)
+            cased = self._cased(task)
+            if isinstance(cased, Task):
+                self._start_attempt(cased, now)
+            else:  # no case runs it: the item fails as it starts
+                task.status.attempts += 1
+                task.status.start_time, task.status.attempt_name = now, task.attempt_name()
+                self._task_failed(task, *cased, None, now)
 
-    def _check_fan_out(self, name: str, now: datetime) -> None:
-        decided = self.fans.decided(name, self.steps[name])
+    def _cased(self, task: Task) -> Task | tuple[FailureReason, str]:
+        """An item's task with the action of the case that runs it, or why none does."""
+        cases = self.fans.running[task.fan_key].where.plan.cases
+        if not cases:
+            return task
+        chosen = fanout.choose(cases, lambda e: self._when(e, task))
+        return replace(task, action=chosen) if isinstance(chosen, ActionPlan) else chosen
+
+    def _check_fan_out(self, key: str, now: datetime) -> None:
+        decided = self.fans.decided(key)
         if decided is None:
             return
-        verdict, unfinished = decided
+        where, verdict, unfinished = decided
         for task in unfinished:
             self._cancel_task(task, StepReason.THRESHOLD_REACHED, fanout.DECIDED, now)
-        self._finish_step(name, verdict.phase, verdict.reason, verdict.message, now)
+        body = where.body_task
+        if body is None:
+            self._finish_step(where.step, verdict.phase, verdict.reason, verdict.message, now)
+            return
+        if verdict.phase == StepPhase.SUCCEEDED:
+            body.status.mark_succeeded(body.status.outputs, now, verdict.reason, verdict.message)
+        else:
+            body.status.mark_failed(verdict.reason, verdict.message, now)
+        self.dirty = True
+        self._task_done(body, now)
 
     # ------------------------------------------------------------------ loops
 
@@ -709,7 +780,7 @@ class RunState:
                 plan, loops.body_failed(iteration, failed.body or "", failed.status.message), now
             )
         elif move.kind == "begin":
-            self._begin_body(loop.body[move.index].when, tasks[move.index], now)
+            self._begin_body(loop.body[move.index], tasks[move.index], now)
         elif move.kind == "done":
             until = self._when(loop.until, tasks[0] if tasks else None)
             ended = loops.after_iteration(loop.spec, iteration, until)
@@ -718,9 +789,11 @@ class RunState:
             else:
                 self._end_loop(plan, ended, now)
 
-    def _begin_body(self, when: Expression | None, task: Task, now: datetime) -> None:
-        runs = self._passes(when, task, now)
-        if runs:
+    def _begin_body(self, body: BodyPlan, task: Task, now: datetime) -> None:
+        runs = self._passes(body.when, task, now)
+        if runs and body.fan_out is not None:
+            self._begin_body_fan_out(task, body.fan_out, now)
+        elif runs:
             self._begin_task(task, now)
         elif runs is False:
             self._advance_loop(self.plan.steps[task.step], now)
@@ -886,7 +959,7 @@ class RunState:
             return []  # called twice per decision: a run without targets pays nothing
         tasks = (*self.active.values(), *self.gates.waiting, *self.retrying)
         running = [t.step for t in tasks if t.role == "step"]
-        running += [*self.running_loops, *self.fans.running]
+        running += [*self.running_loops, *self.fans.steps()]
         return self.sla.deadlines(self.status, self.steps, running, self.finished)
 
     def _wake_at(self) -> datetime | None:

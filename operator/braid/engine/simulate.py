@@ -20,6 +20,7 @@ from braid.engine.actions import (
     ApprovalDecision,
     AttemptResult,
     CancelAttempt,
+    HTTPResponse,
     LoadItems,
     Observations,
     RecordEvent,
@@ -43,6 +44,7 @@ class Outcome:
     artifacts: dict[str, Artifact] | None = None
     artifact_error: str | None = None
     artifact_too_large: bool = False
+    response: HTTPResponse | None = None  # a webhook's or model call's reply
 
 
 Script = Callable[[StartAttempt], Outcome]
@@ -143,6 +145,7 @@ class _Simulation:
                 artifacts=outcome.artifacts,
                 artifact_error=outcome.artifact_error,
                 artifact_too_large=outcome.artifact_too_large,
+                response=outcome.response,
             )
             self.seq += 1
             done = self.now + timedelta(seconds=outcome.seconds)

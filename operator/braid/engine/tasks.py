@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from braid.api.reasons import FailureReason
-from braid.api.run import Artifact, ItemStatus, StepStatus, TaskStatus
+from braid.api.run import Artifact, FannedStatus, ItemStatus, StepStatus, TaskStatus
 from braid.engine import artifacts
 from braid.engine.actions import (
     AttemptLabels,
@@ -19,7 +19,7 @@ from braid.engine.actions import (
 )
 from braid.engine.llm import judge_reply
 from braid.engine.outputs import MAX_OUTPUT_BYTES, depth_failure, parse_outputs
-from braid.engine.plan import ActionPlan, FinallyPlan, StepPlan
+from braid.engine.plan import ActionPlan, CandidatePlan, FanOutPlan, FinallyPlan, StepPlan
 from braid.expressions import Expression, ExpressionError, Template, type_name
 
 Role = Literal["step", "item", "body", "compensation", "finally"]
@@ -41,6 +41,8 @@ class Task:
 
     @property
     def display(self) -> str:
+        if self.role == "item" and self.body is not None:
+            return f"{self.step}#{self.iteration}/{self.body}[{self.item}]"
         if self.role == "item":
             return f"{self.step}[{self.item}]"
         if self.role == "body":
@@ -48,6 +50,11 @@ class Task:
         if self.role == "compensation":
             return f"{self.step} (compensation)"
         return self.step
+
+    @property
+    def fan_key(self) -> str:
+        """The fan-out an item belongs to: its step's, or a loop body step's in an iteration."""
+        return self.step if self.body is None else f"{self.step}#{self.iteration}/{self.body}"
 
     def attempt_name(self) -> str:
         return f"{self.prefix}-{self.status.attempts}"
@@ -71,16 +78,41 @@ def step_task(run_name: str, plan: StepPlan, st: StepStatus) -> Task:
     return Task(st, plan.action, "step", plan.name, f"{run_name}-{plan.name}")
 
 
-def item_task(run_name: str, plan: StepPlan, item: ItemStatus, items: list[Any]) -> Task:
-    assert plan.fan_out is not None
+@dataclass(frozen=True)
+class Fan:
+    """Where a fan-out's items belong: a fan-out step, or a loop body step in one iteration."""
+
+    key: str  # as Task.fan_key
+    step: str
+    prefix: str  # an item's attempts are f"{prefix}--{index}-{attempt}"
+    plan: FanOutPlan
+    owner: FannedStatus
+    body_task: Task | None = None  # the body step that fans out (its iteration's scope)
+
+    @classmethod
+    def of_step(cls, run_name: str, plan: StepPlan, st: FannedStatus) -> Fan:
+        assert plan.fan_out is not None
+        return cls(plan.name, plan.name, f"{run_name}-{plan.name}", plan.fan_out, st)
+
+    @classmethod
+    def of_body(cls, task: Task, plan: FanOutPlan) -> Fan:
+        assert isinstance(task.status, FannedStatus)
+        return cls(task.fan_key, task.step, task.prefix, plan, task.status, task)
+
+
+def item_task(fan: Fan, item: ItemStatus, items: list[Any]) -> Task:
+    """An item's task, with the fan-out's action (choosing among cases comes later)."""
+    body = fan.body_task
     return Task(
         item,
-        plan.fan_out.action,
+        fan.plan.action,
         "item",
-        plan.name,
-        f"{run_name}-{plan.name}--{item.index}",
+        fan.step,
+        f"{fan.prefix}--{item.index}",
         item=item.index,
-        scope={"item": items[item.index], "index": item.index},
+        iteration=body.iteration if body else None,
+        body=body.body if body else None,
+        scope={**(body.scope if body else {}), "item": items[item.index], "index": item.index},
     )
 
 
@@ -134,9 +166,14 @@ def _attempt_env(task: Task) -> dict[str, str]:
     return env
 
 
-def render_request(task: Task, context: dict[str, Any], run_left: int = 1 << 62) -> StartAttempt:
+def render_request(
+    task: Task,
+    context: dict[str, Any],
+    run_left: int = 1 << 62,
+    candidate: CandidatePlan | None = None,
+) -> StartAttempt:
     """The attempt's request with every ${{ }} resolved; raises ExpressionError. ``run_left``:
-    the artifact bytes the run has left."""
+    the artifact bytes the run has left; ``candidate``: where a routed call goes."""
     action = task.action
     container = webhook = None
     if action.container is not None:
@@ -169,6 +206,8 @@ def render_request(task: Task, context: dict[str, Any], run_left: int = 1 << 62)
             timeout_seconds=w.timeout_seconds,
             model_call=w.llm is not None,
         )
+        if candidate is not None:
+            webhook = _routed(webhook, candidate, context)
     return StartAttempt(
         name=task.attempt_name(),
         labels=task.labels(),
@@ -176,7 +215,23 @@ def render_request(task: Task, context: dict[str, Any], run_left: int = 1 << 62)
         container=container,
         webhook=webhook,
         concurrency_key=action.concurrency.key if action.concurrency else None,
+        candidate=candidate.name if candidate is not None else None,
     )
+
+
+def _routed(request: WebhookRequest, c: CandidatePlan, context: dict[str, Any]) -> WebhookRequest:
+    """The call sent to a routing candidate: its URL, model and key instead of the step's."""
+    headers = dict(request.headers)
+    if c.endpoint:  # its own endpoint: its own key, or none
+        headers.pop("authorization", None)
+        if c.api_key is not None:
+            prefix = c.api_key.prefix or "Bearer "
+            headers["authorization"] = c.api_key.model_copy(update={"prefix": prefix})
+    body = request.body
+    if c.model is not None and isinstance(body, dict):
+        body = {**body, "model": c.model.render(context)}
+    url = c.url.render(context) if c.url is not None else request.url
+    return replace(request, url=url, headers=headers, body=body)
 
 
 @dataclass(frozen=True)
