@@ -100,7 +100,7 @@ class Kube:
 
 def install_crds(kubeconfig: str) -> None:
     admin = Kube(kubeconfig)
-    admin.run("apply", "-f", str(ROOT / "crds"))
+    admin.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     # Poll rather than `kubectl wait`: that errors out when a just-created CRD has no
     # status.conditions yet, instead of waiting for them.
     jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
