@@ -94,3 +94,56 @@ def test_the_operator_calls_the_model_and_keeps_the_exchange(
     )
     for text in (run, events, artifact_operator.log()):
         assert server.key not in text
+
+
+def test_the_usage_a_model_reports_exceeds_the_budget_and_stops_the_run(
+    kube: Kube, operator: Operator
+) -> None:
+    """Nobody reports usage by hand: the reply's usage is counted, and the first reply over
+    the run's token budget stops it before the next model call."""
+    with model_server() as server:
+        server.then(reply("a long answer", prompt_tokens=900, completion_tokens=300))
+        secret = {"name": "budget-key", "key": "api-key"}
+        kube.apply(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": secret["name"]},
+                    "stringData": {"api-key": server.key},
+                }
+            )
+        )
+        llm = {
+            "endpoint": {
+                "baseURL": server.url,
+                "apiKey": {"valueFrom": {"secretKeyRef": secret}},
+            },
+            "model": "test-model",
+            "messages": [{"role": "user", "content": "write at length"}],
+        }
+        name = kube.create(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "braid.dev/v1alpha1",
+                    "kind": "WorkflowRun",
+                    "metadata": {"generateName": "llm-budget-"},
+                    "spec": {
+                        "workflow": {
+                            "budget": {"tokens": 1000, "onExceeded": "Fail"},
+                            "steps": [
+                                {"name": "draft", "llm": llm},
+                                {"name": "polish", "llm": llm},
+                            ],
+                        }
+                    },
+                }
+            )
+        )
+        status = kube.wait_finished(name, timeout=120)
+    cond = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert (cond["status"], cond["reason"]) == ("False", "BudgetExceeded"), operator.log()[-3000:]
+    assert status["usage"]["tokens"] == 1200
+    assert status["budget"]["state"] == "Exceeded"
+    assert [s["phase"] for s in status["steps"]] == ["Succeeded", "Skipped"]
+    assert len(server.requests) == 1  # polish never called the model
