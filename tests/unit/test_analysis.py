@@ -10,8 +10,10 @@ import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 from braid.analysis.stats import analyze, critical_path, gantt_svg
+from braid.engine.actions import HTTPResponse
 from braid.engine.simulate import EPOCH, Outcome, simulate
 from tests.conftest import ok, workflow
+from tests.model_server import reply
 
 SVG = "{http://www.w3.org/2000/svg}"
 C = {"image": "x", "command": ["true"]}
@@ -179,3 +181,34 @@ def test_the_gantt_chart_as_png():
     image = Image.open(io.BytesIO(gantt_png(history(1)[0].status, title="r0")))
     assert image.format == "PNG"
     assert image.size[1] > 4 * 24
+
+
+def test_model_calls_are_summarised_and_replies_cut_at_max_tokens_are_flagged():
+    spec = workflow(
+        [
+            {
+                "name": "write",
+                "llm": {
+                    "endpoint": {"baseURL": "http://m/v1"},
+                    "model": "m",
+                    "maxTokens": 50,
+                    "messages": [{"role": "user", "content": "go"}],
+                },
+            }
+        ]
+    )
+
+    def cut(_a):
+        body = reply("half a sent", prompt_tokens=40, completion_tokens=50)
+        body["choices"][0]["finish_reason"] = "length"
+        return Outcome(response=HTTPResponse(200, {}, body))
+
+    runs = [simulate(spec, cut, run_name=f"r{i}").status for i in range(3)]
+    a = analyze(spec, runs, EPOCH)
+    (calls,) = a.model_calls
+    assert (calls.step, calls.calls, calls.models) == ("write", 3, {"test-model": 3})
+    assert (calls.input_tokens, calls.output_tokens) == (40, 50)
+    assert calls.finish_reasons == {"length": 3}
+    (raise_it,) = [r for r in a.recommendations if r.kind == "RaiseMaxTokens"]
+    assert raise_it.message == "Raise llm.maxTokens of write: its replies stop at maxTokens 50"
+    assert "3 of 3 replies" in raise_it.evidence

@@ -28,6 +28,18 @@ def analysis_report(name: str, a: WorkflowAnalysis) -> str:
     lines += [
         f"  {s.step} in {s.run}: {s.seconds:.1f}s (median {s.p50:.1f}s)" for s in a.stragglers[:10]
     ]
+    if a.model_calls:
+        lines.append("")
+        lines.append("Model calls:")
+    for m in a.model_calls:
+        where = f"{m.loop}/{m.step}" if m.loop else m.step
+        said = ", ".join(f"{k} {v}" for k, v in sorted(m.models.items()))
+        routed = ", ".join(f"{k} {v}" for k, v in sorted((m.candidates or {}).items()))
+        finished = ", ".join(f"{k} {v}" for k, v in sorted(m.finish_reasons.items()))
+        tokens = f"{m.input_tokens or 0:.0f} in / {m.output_tokens or 0:.0f} out tokens per call"
+        lines.append(f"  {where}: {m.calls} replies ({said}); {tokens}; finished: {finished}")
+        if routed:
+            lines.append(f"    routed to: {routed}")
     lines.append("")
     lines.append("Bottlenecks:" if a.bottlenecks else "Bottlenecks: none")
     lines += [f"  {b.step}: {b.why} - {b.evidence}" for b in a.bottlenecks]

@@ -10,6 +10,7 @@ import statistics
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
+from braid.analysis import models
 from braid.analysis.graph import COLOURS, Shape, render_png, render_svg
 from braid.api.analysis import (
     Bottleneck,
@@ -158,8 +159,16 @@ def analyze(
         run_paths=run_paths[-50:],
         stragglers=_stragglers(kept, stats),
         steps=stats,
+        model_calls=(calls := models.model_calls(spec, finished)),
         bottlenecks=_bottlenecks(stats),
-        recommendations=_recommend(spec, finished, stats, timed_out, run_durations),
+        recommendations=sorted(
+            [
+                *_recommend(spec, finished, stats, timed_out, run_durations),
+                *models.recommend(spec, calls),
+            ],
+            key=lambda r: r.gain_seconds,
+            reverse=True,
+        ),
     )
 
 

@@ -57,10 +57,30 @@ class Straggler(Model):
     p50: float = Field(description="The step's median over all analysed runs.")
 
 
-class Recommendation(Model):
-    kind: Literal["Parallelize", "Cache", "RaiseTimeout", "LowerRetries", "RelaxSLA"] = Field(
-        description="What to change."
+class ModelCallStats(Model):
+    """One llm step's model calls over the analysed runs (the replies that succeeded)."""
+
+    step: str = Field(description="The llm step (or loop body step).")
+    loop: str | None = Field(default=None, description="The loop it is in, if any.")
+    calls: int = Field(description="Replies counted (every iteration's, in a loop).")
+    models: dict[str, int] = Field(description="Replies by the model that gave them.")
+    candidates: dict[str, int] | None = Field(
+        default=None, description="Routed calls: replies by the candidate chosen."
     )
+    finish_reasons: dict[str, int] = Field(description="Replies by finish_reason.")
+    input_tokens: float | None = Field(default=None, description="Mean prompt tokens per call.")
+    output_tokens: float | None = Field(
+        default=None, description="Mean completion tokens per call."
+    )
+    truncated: int = Field(
+        default=0, description="Replies too long for the outputs (whole in response.json)."
+    )
+
+
+class Recommendation(Model):
+    kind: Literal[
+        "Parallelize", "Cache", "RaiseTimeout", "LowerRetries", "RelaxSLA", "RaiseMaxTokens"
+    ] = Field(description="What to change.")
     steps: list[str] = Field(description="The steps concerned.")
     gain_seconds: float = Field(
         description="Expected time saved (or lost time avoided) per run; the ranking key."
@@ -84,6 +104,9 @@ class WorkflowAnalysis(Model):
         description="Step executions over twice the step's median (and over a second).",
     )
     steps: list[StepStats] = Field(description="Per-step statistics.")
+    model_calls: list[ModelCallStats] = Field(
+        default_factory=list, description="Per llm step: models, candidates, tokens, finishes."
+    )
     bottlenecks: list[Bottleneck] = Field(default_factory=list, description="Bottlenecks.")
     recommendations: list[Recommendation] = Field(
         default_factory=list, description="Ranked by expected gain, largest first."
