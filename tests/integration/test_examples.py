@@ -443,3 +443,43 @@ def test_local_run_records_feed_analyze_and_graph(tmp_path):
         assert step in report.stdout
     drawn = braid("graph", str(records[0]))
     assert "classDef Succeeded" in drawn.stdout
+
+
+@pytest.mark.parametrize(
+    ("gate", "code", "phase", "reason"),
+    [
+        # no one to ask, but the gate times out: it waits and decides then, as in a cluster
+        ({"timeoutSeconds": 1, "onTimeout": "Approve"}, 0, "Succeeded", "ApprovalTimedOut"),
+        ({"timeoutSeconds": 1, "onTimeout": "Reject"}, 1, "Failed", "ApprovalTimedOut"),
+        # nothing would ever decide it: refused at once, saying why
+        ({}, 1, "Failed", "Rejected"),
+    ],
+)
+def test_a_gate_without_anyone_to_ask_behaves_as_in_a_cluster(tmp_path, gate, code, phase, reason):
+    wf = tmp_path / "gate.yaml"
+    wf.write_text(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": "gate"},
+                "spec": {
+                    "steps": [
+                        {"name": "nap", "sleep": {"durationSeconds": 1}},
+                        {"name": "review", "approval": gate},
+                    ]
+                },
+            }
+        )
+    )
+    started = time.monotonic()
+    got, doc = run_json(str(wf))
+    took = time.monotonic() - started
+    review = steps(doc)["review"]
+    assert (got, review["phase"]) == (code, phase), doc
+    assert review["reason"] == reason
+    assert steps(doc)["nap"]["outputs"]["sleptSeconds"] == 1.0
+    if gate:
+        assert took >= 2  # slept, then waited for the gate's deadline
+    else:
+        assert "no one to ask" in review["message"]

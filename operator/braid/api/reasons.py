@@ -88,6 +88,8 @@ class StepReason(StrEnum):
     # A dependency failed (without continueOn) and the run went on (failFast: false).
     UPSTREAM_FAILED = "UpstreamFailed"
     APPROVAL_PENDING = "ApprovalPending"
+    SLEEPING = "Sleeping"
+    WOKE = "Woke"
     APPROVED = "Approved"
     REJECTED = "Rejected"
     APPROVAL_TIMED_OUT = "ApprovalTimedOut"
@@ -121,6 +123,7 @@ class EventReason(StrEnum):
     STEP_FAILED = "StepFailed"
     STEP_RETRYING = "StepRetrying"
     FAN_OUT_STARTED = "FanOutStarted"
+    STEP_SLEEPING = "StepSleeping"
     CIRCUIT_OPEN_FALLBACK = "CircuitOpenFallback"
     APPROVAL_REQUESTED = "ApprovalRequested"
     APPROVED = "Approved"

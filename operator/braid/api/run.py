@@ -244,6 +244,7 @@ class TaskStatus(Model):
     route: RouteStatus | None = Field(
         default=None, description="A routed call: the candidate chosen, and why."
     )
+    wake_time: datetime | None = Field(default=None, description="A sleep step: when it wakes.")
 
     # The only ways the engine changes a task's phase: each sets phase, reason and message
     # together, so no transition leaves a stale reason behind.
@@ -255,6 +256,11 @@ class TaskStatus(Model):
         self.attempt_name, self.attempt_start_time = attempt, now
         self.start_time = self.start_time or now
         self.retry_time = None
+
+    def mark_sleeping(self, wake: datetime, now: datetime) -> None:
+        self.phase, self.reason = StepPhase.RUNNING, StepReason.SLEEPING
+        self.message = f"sleeping until {wake.isoformat()}"
+        self.start_time, self.wake_time = now, wake
 
     def mark_waiting(self, message: str, now: datetime) -> None:
         self.phase, self.reason, self.message = (

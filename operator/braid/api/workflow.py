@@ -309,6 +309,29 @@ class Approvers(Model):
     groups: list[str] | None = Field(default=None, description="Groups whose members may decide.")
 
 
+class SleepSpec(Model):
+    """Wait, then succeed (Argo's suspend with a duration): for durationSeconds, or until a
+    time. Outputs: {sleptSeconds, until}."""
+
+    model_config = _cel_rules(_exactly_one("durationSeconds", "until"))
+
+    duration_seconds: int | None = Field(
+        default=None, ge=0, le=31_536_000, description="How long to wait (up to a year)."
+    )
+    until: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT,
+        description="When to wake: an RFC 3339 time with its offset, e.g. "
+        "2026-12-24T18:00:00Z; may hold ${{ }}. A time already past does not wait.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SleepSpec:
+        if (self.duration_seconds is None) == (self.until is None):
+            raise ValueError("set exactly one of durationSeconds or until")
+        return self
+
+
 class ApprovalTimeoutAction(StrEnum):
     REJECT = "Reject"
     APPROVE = "Approve"
@@ -680,6 +703,7 @@ class _StepBase(Model):
     webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
     llm: LLMSpec | None = Field(default=None, description="Call a model (Chat Completions).")
     approval: ApprovalSpec | None = Field(default=None, description="Wait for approval.")
+    sleep: SleepSpec | None = Field(default=None, description="Wait for a time, then succeed.")
     retry: RetryPolicy | None = Field(
         default=None, description="Retry policy; defaults to spec.defaults.retry."
     )
@@ -822,10 +846,12 @@ class FanOutSpec(Model):
 
 
 class LoopStep(_StepBase):
-    """A step inside a loop body: container, webhook, llm, approval or fanOut (e.g. one tool
-    call per item of the model's toolCalls)."""
+    """A step inside a loop body: container, webhook, llm, approval, sleep or fanOut (e.g. one
+    tool call per item of the model's toolCalls)."""
 
-    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "approval", "fanOut"))
+    model_config = _cel_rules(
+        _exactly_one("container", "webhook", "llm", "approval", "sleep", "fanOut")
+    )
 
     fan_out: FanOutSpec | None = Field(
         default=None, description="Run an action per item (items or itemsExpression)."
@@ -833,9 +859,11 @@ class LoopStep(_StepBase):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> LoopStep:
-        kinds = [self.container, self.webhook, self.llm, self.approval, self.fan_out]
+        kinds = [self.container, self.webhook, self.llm, self.approval, self.sleep, self.fan_out]
         if sum(k is not None for k in kinds) != 1:
-            raise ValueError("set exactly one of container, webhook, llm, approval or fanOut")
+            raise ValueError(
+                "set exactly one of container, webhook, llm, approval, sleep or fanOut"
+            )
         return self
 
 
@@ -869,10 +897,10 @@ class LoopSpec(Model):
 
 class Step(_StepBase):
     """One node of the workflow graph. Set exactly one of container, webhook, llm, approval,
-    fanOut or loop."""
+    sleep, fanOut or loop."""
 
     model_config = _cel_rules(
-        _exactly_one("container", "webhook", "llm", "approval", "fanOut", "loop"),
+        _exactly_one("container", "webhook", "llm", "approval", "sleep", "fanOut", "loop"),
         (
             "!has(self.dependsOn) || !(self.name in self.dependsOn)",
             "a step cannot depend on itself",
@@ -895,14 +923,16 @@ class Step(_StepBase):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
-        kinds = [self.container, self.webhook, self.llm, self.approval, self.fan_out, self.loop]
-        if sum(k is not None for k in kinds) != 1:
-            raise ValueError("set exactly one of container, webhook, llm, approval, fanOut or loop")
+        kinds = [self.container, self.webhook, self.llm, self.approval, self.sleep]
+        if sum(k is not None for k in [*kinds, self.fan_out, self.loop]) != 1:
+            raise ValueError(
+                "set exactly one of container, webhook, llm, approval, sleep, fanOut or loop"
+            )
         return self
 
     @property
     def kind(self) -> str:
-        for kind in ("container", "webhook", "llm", "approval", "fan_out", "loop"):
+        for kind in ("container", "webhook", "llm", "approval", "sleep", "fan_out", "loop"):
             if getattr(self, kind) is not None:
                 return "fanOut" if kind == "fan_out" else kind
         raise AssertionError("validated step has a kind")

@@ -115,6 +115,7 @@ class RecordEvent:
     step: str | None = None
     gate: str | None = None  # ApprovalRequested: the name decisions must use
     iteration: int | None = None  # ApprovalRequested inside a loop: which iteration
+    deadline: datetime | None = None  # ApprovalRequested: when the gate times out, if it does
     # Routine progress (a step succeeded, a fan-out started): shown locally and logged by the
     # operator, but not posted as a Kubernetes Event, to keep API writes per step low.
     progress: bool = False

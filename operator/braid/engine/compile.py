@@ -30,6 +30,7 @@ from braid.api.workflow import (
     RouteCandidate,
     RoutingStrategy,
     SecretValue,
+    SleepSpec,
     Step,
     StepAction,
     WebhookSpec,
@@ -50,6 +51,7 @@ from braid.engine.plan import (
     LoopPlan,
     Plan,
     RoutePlan,
+    SleepPlan,
     StepPlan,
     WebhookPlan,
 )
@@ -181,6 +183,14 @@ class _Compiler:
             timeout_seconds=deadline,
             retry_expression=retry_expression,
             routes=routes,
+            sleep=SleepPlan(
+                what.sleep,
+                self.template(what.sleep.until, f"{path}.sleep.until", owner, what.extra)
+                if what.sleep.until is not None
+                else None,
+            )
+            if what.sleep is not None
+            else None,
         )
 
     def routes(
@@ -332,6 +342,7 @@ class _What:
     webhook: WebhookSpec | None = None
     llm: LLMSpec | None = None  # runs as the webhook it is, judged as a model reply
     approval: ApprovalSpec | None = None
+    sleep: SleepSpec | None = None
     retry: RetryPolicy | None = None
     timeout: int | None = None
     extra: frozenset[str] = frozenset()
@@ -344,6 +355,7 @@ class _What:
             "webhook": action.webhook,
             "llm": llm,
             "approval": action.approval if isinstance(action, Step | LoopStep) else None,
+            "sleep": action.sleep if isinstance(action, Step | LoopStep) else None,
             "retry": action.retry,
             "timeout": action.timeout_seconds,
         }
@@ -507,7 +519,7 @@ def _step(
     path = f"spec.steps[{i}]"
     when = compiler.expr(step.when, f"{path}.when", step.name) if step.when else None
     action = fan_plan = loop_plan = None
-    if step.container or step.webhook or step.llm or step.approval:
+    if step.container or step.webhook or step.llm or step.approval or step.sleep:
         action = _shared(compiler, step, compiler.action(path, step.name, _What.of(step)), path)
     elif step.fan_out is not None:
         fan_plan = _fan_out(compiler, step, step.fan_out, path)
@@ -661,7 +673,7 @@ def _shared(
     """Attach the step's concurrency pool and circuit breaker (and its fallback)."""
     if step.concurrency is None and step.circuit_breaker is None:
         return action
-    if action.approval is not None:
+    if action.approval is not None or action.sleep is not None:
         name = "concurrency" if step.concurrency is not None else "circuitBreaker"
         compiler.errors.append(
             FieldError(f"{path}.{name}", "only container, webhook and fan-out steps hold slots")

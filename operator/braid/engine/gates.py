@@ -60,6 +60,7 @@ class Gates:
             task.step,
             gate=task.body or task.step,
             iteration=task.iteration,
+            deadline=st.approval_deadline,
         )
 
     def decided(

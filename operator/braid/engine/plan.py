@@ -23,6 +23,7 @@ from braid.api.workflow import (
     RetryPolicy,
     RoutingSpec,
     SecretValue,
+    SleepSpec,
     Step,
     WebhookSpec,
     WorkflowSpec,
@@ -89,6 +90,12 @@ class RoutePlan:
 
 
 @dataclass(frozen=True)
+class SleepPlan:
+    spec: SleepSpec
+    until: Template | None
+
+
+@dataclass(frozen=True)
 class ApprovalPlan:
     spec: ApprovalSpec
     message: Template | None
@@ -109,6 +116,7 @@ class ActionPlan:
     fallback: ActionPlan | None = None  # runs instead while the breaker is open
     retry_expression: Expression | None = None  # retry.expression, over lastRetry
     routes: RoutePlan | None = None  # candidates: each attempt goes to one (engine/routing.py)
+    sleep: SleepPlan | None = None  # waits, then succeeds (engine/timers.py)
 
     @property
     def kind(self) -> str:
@@ -116,7 +124,7 @@ class ActionPlan:
             return "container"
         if self.webhook:
             return "llm" if self.webhook.llm else "webhook"
-        return "approval"
+        return "sleep" if self.sleep else "approval"
 
 
 @dataclass(frozen=True)

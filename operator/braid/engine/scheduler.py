@@ -45,6 +45,7 @@ from braid.engine import (
     finishing,
     loops,
     routing,
+    timers,
 )
 from braid.engine.actions import (
     Action,
@@ -64,7 +65,15 @@ from braid.engine.context import RunView, task_context
 from braid.engine.fanout import FanOuts
 from braid.engine.gates import Gates, inputs_of
 from braid.engine.outputs import shed, usage_of
-from braid.engine.plan import ActionPlan, BodyPlan, CandidatePlan, FanOutPlan, Plan, StepPlan
+from braid.engine.plan import (
+    ActionPlan,
+    BodyPlan,
+    CandidatePlan,
+    FanOutPlan,
+    Plan,
+    SleepPlan,
+    StepPlan,
+)
 from braid.engine.slots import Slots
 from braid.engine.tasks import (
     Fan,
@@ -117,6 +126,7 @@ class RunState:
     slots: Slots = field(default_factory=Slots)
     retrying: list[Task] = field(default_factory=list)
     gates: Gates = field(default_factory=Gates)
+    sleepers: timers.Sleepers = field(default_factory=timers.Sleepers)
     fans: FanOuts = field(default_factory=FanOuts)
     running_loops: set[str] = field(default_factory=set)
     failing: _Failing | None = None
@@ -190,7 +200,9 @@ class RunState:
         phase = task.status.phase
         if task.status.fallback and task.action.fallback is not None:
             task = replace(task, action=task.action.fallback)
-        if phase == StepPhase.RUNNING and task.status.attempt_name:
+        if phase == StepPhase.RUNNING and task.action.sleep is not None:
+            self.sleepers.add(task)
+        elif phase == StepPhase.RUNNING and task.status.attempt_name:
             self.slots.activate(task.status.attempt_name, task)
         elif phase == StepPhase.RETRYING:
             self.retrying.append(task)
@@ -396,7 +408,11 @@ class RunState:
         self._check_fan_out(where.key, now)
 
     def _begin_task(self, task: Task, now: datetime) -> None:
-        """A step or body step that may run: a gate opens, anything else waits for a slot."""
+        """A step or body step that may run: a gate opens, a sleep starts, anything else
+        waits for a slot."""
+        if task.action.sleep is not None:
+            self._begin_sleep(task, task.action.sleep, now)
+            return
         if task.action.approval is None:
             self.slots.enqueue(task)
             return
@@ -412,6 +428,28 @@ class RunState:
         inputs = inputs_of(task, self.plan.steps[task.step].deps, self.steps)
         self.actions.append(self.gates.opened(task, text, inputs, run_uid=self.run_uid, now=now))
         self.dirty = True
+
+    def _begin_sleep(self, task: Task, plan: SleepPlan, now: datetime) -> None:
+        st = task.status
+        st.attempts, st.attempt_name = 1, task.attempt_name()
+        wake = timers.wake_time(plan, lambda: self._task_context(task), now)
+        if isinstance(wake, str):
+            st.start_time = now
+            self._task_failed(task, FailureReason.EXPRESSION_ERROR, wake, None, now)
+            return
+        st.mark_sleeping(wake, now)
+        self.dirty = True
+        said = f"Step {task.display} sleeps until {wake.isoformat()}"
+        self.actions.append(RecordEvent("Normal", EventReason.STEP_SLEEPING, said, task.step))
+        if wake <= now:
+            self._wake(task, now)
+        else:
+            self.sleepers.add(task)
+
+    def _wake(self, task: Task, now: datetime) -> None:
+        wake = task.status.wake_time or now
+        outputs = timers.woke(task.status.start_time, wake)
+        self._task_succeeded(task, outputs, now, StepReason.WOKE, f"woke at {wake.isoformat()}")
 
     def _skip(self, name: str, reason: str, message: str, now: datetime) -> None:
         self._event("Normal", EventReason.STEP_SKIPPED, f"Skipped step {name}: {message}", name)
@@ -833,7 +871,7 @@ class RunState:
             for task in [t for t in self.retrying if t.status.phase == StepPhase.RETRYING]:
                 self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
             self.retrying.clear()
-        for task in self.gates.waiting:
+        for task in [*self.gates.waiting, *self.sleepers.take_all()]:
             self._cancel_task(task, StepReason.RUN_FAILED, "cancelled: " + message, now)
         self.gates.waiting.clear()
         if cancel:
@@ -947,6 +985,8 @@ class RunState:
                 self.slots.enqueue(task)  # a retrying item still holds its fan-out slot
         for task, verdict in self.gates.timed_out(now):
             self._apply_gate(task, verdict, now)
+        for task in self.sleepers.due(now):
+            self._wake(task, now)
         for step in deadlines.due(self._sla_deadlines(), now):
             (self.steps[step] if step else self.status).sla_breached = True
             reason, message = self.sla.breach(step)
@@ -976,6 +1016,7 @@ class RunState:
                 ),
                 *(t.status.retry_time for t in self.retrying),
                 *self.gates.deadlines(),
+                *self.sleepers.deadlines(),
                 *(at for _, at in self._sla_deadlines()),
             ]
         )

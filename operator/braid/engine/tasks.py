@@ -153,6 +153,8 @@ def expressions_of(action: ActionPlan) -> tuple[Expression, ...]:
         out.extend((w.success, w.output))
     if action.approval and action.approval.message:
         out.extend(action.approval.message.expressions)
+    if action.sleep and action.sleep.until:
+        out.extend(action.sleep.until.expressions)
     return tuple(out)
 
 

@@ -138,7 +138,7 @@ class LocalRun:
                     read_item_list, processes.fetch, load.uri, load.sha256
                 )
             if decision.finished:
-                for task in work.running:
+                for task in [*work.running, *work.prompts]:
                     task.cancel()
                 return
             timeout = 0.0 if loads else None
@@ -175,6 +175,10 @@ class LocalRun:
         given = next((d for d in self.decisions if d.step == gate and d.iteration is None), None)
         if given is not None:
             return asyncio.ensure_future(_ready(given))
+        if self.prompt is None and event.deadline is not None:
+            # No one to ask, but the gate times out: it decides then (onTimeout), as the
+            # operator's would, instead of being refused at once.
+            return asyncio.ensure_future(_never())
         if self.prompt is None:
             refusal = ApprovalDecision(
                 gate,
@@ -191,6 +195,12 @@ class LocalRun:
 
 async def _ready(decision: ApprovalDecision) -> ApprovalDecision:
     return decision
+
+
+async def _never() -> ApprovalDecision:
+    """A prompt no one answers: the gate's own deadline decides (cancelled when the run ends)."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
 
 
 class _Work:
