@@ -104,6 +104,8 @@ def test_bottlenecks_and_ranked_recommendations_are_the_known_ones():
     kinds = [(r.kind, r.steps) for r in a.recommendations]
     assert ("Parallelize", ["summarize", "translate"]) in kinds
     assert ("Cache", ["fetch"]) in kinds
+    cache = next(r for r in a.recommendations if r.kind == "Cache")
+    assert cache.message.endswith("add to it `cache: {key: \"'fetch'\"}`")  # it reads nothing
     assert ("RaiseTimeout", ["summarize"]) in kinds
     assert ("LowerRetries", ["publish"]) in kinds
     assert ("RelaxSLA", []) in kinds

@@ -374,3 +374,19 @@ def test_auto_priorities_are_stable_distinct_and_in_range() -> None:
     assert resolve_priority("42", names[0]) == 42
     with pytest.raises(ValueError, match="--priority: expected an integer or 'auto'"):
         resolve_priority("high", names[0])
+
+
+def test_the_step_cache_is_granted_and_switched_on_together() -> None:
+    cache = {("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "patch")}
+    docs = render()
+    assert not operator_rules(docs) & cache
+    assert (
+        "--step-cache"
+        not in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    docs = render({"stepCache.enabled": "true"})
+    assert operator_rules(docs) == OPERATOR_USES | cache
+    assert (
+        "--step-cache"
+        in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )

@@ -136,7 +136,9 @@ C = "container: {image: x, command: [a]}"
             steps:
               - {{name: a, {C}, approval: {{}}}}
             """,
-            ["spec.steps[0]: set exactly one of container, webhook, llm, approval, sleep, fanOut or loop"],
+            [
+                "spec.steps[0]: set exactly one of container, webhook, llm, approval, sleep, fanOut or loop"
+            ],
         ),
         (
             """

@@ -275,18 +275,32 @@ def _cache(
             ]
             if len(outputs) >= 2 and len(set(outputs)) == 1:
                 repeats += len(outputs) - 1
-        if repeats >= 2 and steps[name].approval is None:
+        step = steps[name]
+        cacheable = step.container or step.webhook or step.llm or step.fan_out
+        if repeats >= 2 and cacheable and step.cache is None:
             out.append(
                 Recommendation(
                     kind="Cache",
                     steps=[name],
                     gain_seconds=round(st.mean * repeats / max(len(runs), 1), 3),
-                    message=f"cache {name}'s outputs by its inputs",
+                    message=f"cache {name}'s outputs by what it reads: add to it "
+                    f"`cache: {{key: {json.dumps(_cache_key(step))}}}`",
                     evidence=f"{repeats} runs repeated it with the same params and got the same "
                     f"outputs; mean {st.mean:.1f}s",
                 )
             )
     return out
+
+
+def _cache_key(step: Step) -> str:
+    """A CEL key over everything the step reads: its params and upstream outputs (and, in a
+    fan-out, the item)."""
+    text = json.dumps(step.model_dump(by_alias=True, exclude_none=True))
+    reads = [f"params.{p}" for p in sorted(set(re.findall(r"params\.(\w+)", text)))]
+    reads += [f"steps.{s}.outputs" for s in sorted(set(re.findall(r"steps\.(\w+)\.outputs", text)))]
+    if step.fan_out is not None:
+        reads.append("item")
+    return f"[{', '.join(reads)}]" if reads else f"'{step.name}'"
 
 
 def _timeouts_and_retries(

@@ -90,6 +90,7 @@ class StepReason(StrEnum):
     APPROVAL_PENDING = "ApprovalPending"
     SLEEPING = "Sleeping"
     WOKE = "Woke"
+    CACHED = "Cached"
     APPROVED = "Approved"
     REJECTED = "Rejected"
     APPROVAL_TIMED_OUT = "ApprovalTimedOut"

@@ -245,6 +245,9 @@ class TaskStatus(Model):
         default=None, description="A routed call: the candidate chosen, and why."
     )
     wake_time: datetime | None = Field(default=None, description="A sleep step: when it wakes.")
+    cache_key: str | None = Field(
+        default=None, description="cache: the key digest of the last attempt (or the hit)."
+    )
 
     # The only ways the engine changes a task's phase: each sets phase, reason and message
     # together, so no transition leaves a stale reason behind.

@@ -676,6 +676,20 @@ class CircuitBreakerSpec(Model):
     )
 
 
+class CacheSpec(Model):
+    """Memoization: a success's outputs (and artifacts) are reused by later attempts whose
+    key is the same, instead of running again."""
+
+    key: Expression = Field(
+        description="CEL giving the cache key (any JSON; e.g. params.url + ':' + "
+        "steps.fetch.outputs.sha). Include everything the result depends on: runs of any "
+        "workflow with the same key share the entry."
+    )
+    max_age_seconds: int | None = Field(
+        default=None, ge=1, description="Entries older than this are not reused; default forever."
+    )
+
+
 class ContinueOn(Model):
     """Outcomes of a step that do not stop the run (Argo's continueOn)."""
 
@@ -721,6 +735,11 @@ class _StepBase(Model):
     )
     continue_on: ContinueOn | None = Field(
         default=None, description="Outcomes that do not fail the run (a failure as a branch)."
+    )
+    cache: CacheSpec | None = Field(
+        default=None,
+        description="Reuse the outputs of an earlier success with the same key (container, "
+        "webhook, llm steps, and each item of a fan-out).",
     )
 
     @property

@@ -252,6 +252,14 @@ def run(
         help="Where step artifacts are kept, as <run>/<attempt>/<file> (a cluster keeps them "
         "in its S3 bucket with the same keys).",
     ),
+    cache_dir: Path = typer.Option(
+        Path(".braid/cache"),
+        "--cache",
+        help="Where successes of steps with `cache` are kept for later runs to reuse.",
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither reuse nor keep cached successes (run everything)."
+    ),
     inherit_env: bool = typer.Option(
         False,
         "--inherit-env",
@@ -288,6 +296,7 @@ def run(
         data=data,
         inherit_env=inherit_env,
         artifacts_dir=artifacts_dir,
+        cache_dir=None if no_cache else cache_dir,
     )
     if any(s.container for s in spec.steps) or any(
         s.fan_out and s.fan_out.container for s in spec.steps

@@ -88,6 +88,7 @@ def run_operator(
     pod_policy: PodPolicy | None = None,
     approval_policy: str | None = None,
     artifacts: ArtifactSettings | None = None,
+    step_cache: bool = False,
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
@@ -111,6 +112,7 @@ def run_operator(
                 pod_policy=pod_policy,
                 approval_policy=approval_policy,
                 artifacts=artifacts,
+                step_cache=step_cache,
             ),
         )
     )
@@ -189,6 +191,13 @@ def operator(
         "artifacts ($BRAID_ARTIFACTS is not set in step Pods; inputs are refused).",
     ),
     artifact_bucket: str = typer.Option("", "--artifact-bucket", help="Its bucket."),
+    step_cache: bool = typer.Option(
+        False,
+        "--step-cache",
+        help="Keep successes of steps with `cache` in the ConfigMap braid-cache of their "
+        "namespace and reuse them (needs configmaps get, create, patch). Off: cached steps "
+        "always run.",
+    ),
     artifact_prefix: str = typer.Option(
         "braid", "--artifact-prefix", help="Key prefix: <prefix>/<namespace>/<run>/<attempt>/."
     ),
@@ -260,6 +269,7 @@ def operator(
         pod_policy=pods,
         approval_policy=approval_policy or None,
         artifacts=artifacts,
+        step_cache=step_cache,
     )
 
 

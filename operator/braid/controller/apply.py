@@ -28,6 +28,7 @@ from braid.api.run import ApprovalRecord, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
 from braid.artifacts.lists import read_sized
 from braid.controller.artifacts import ArtifactKeeper
+from braid.controller.cache import ClusterCache
 from braid.controller.secrets import SecretAccess
 from braid.engine import (
     Action,
@@ -37,7 +38,7 @@ from braid.engine import (
     RecordEvent,
     StartAttempt,
 )
-from braid.engine.actions import LoadItems
+from braid.engine.actions import LoadItems, StoreCache
 from braid.kube.artifact_pods import ArtifactSettings, uses_artifacts
 from braid.kube.client import Cluster, ConflictError, PodRejectedError
 from braid.kube.pods import PodTemplateRefusedError, controller_uid, pod_for, result_of
@@ -96,6 +97,7 @@ class Applier:
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
     shard_keys: frozenset[str] = frozenset()
     artifacts: ArtifactSettings | None = None  # the artifact repository, when configured
+    cache: ClusterCache | None = None  # successes of cached steps (--step-cache)
     http: httpx.AsyncClient | None = None  # shared by every webhook call; made on first use
     # Webhook calls in flight: the event loop keeps only weak references to tasks.
     calls: set[asyncio.Task[None]] = field(default_factory=set)
@@ -147,6 +149,8 @@ class Applier:
                 log_.info("Deleted step pod", pod=action.name, reason=action.reason)
             elif isinstance(action, LoadItems):
                 self._load_items((namespace, name), action)
+            elif isinstance(action, StoreCache) and self.cache is not None:
+                await self.cache.put(namespace, action.entry)
         return refused
 
     async def _create_pod(

@@ -149,6 +149,7 @@ def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
             pods=settings.get("pod_policy", PodPolicy()),
             approvals_verified=bool(memo.get("approvals_verified")),
             artifacts=memo.get("artifacts"),
+            step_cache=bool(memo.get("step_cache")),
             shard=parse_selector(memo.get("selector") or ""),
             shard_keys=selector_keys(memo.get("selector") or ""),
             pool_pods=lambda: pod_keys(pods) if pods is not None else [],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,8 +29,10 @@ from braid.api.run import WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
 from braid.controller.admission import Admission, workflow_name
 from braid.controller.apply import Applier, Inbox, RunKey, conflict
+from braid.controller.cache import ClusterCache
 from braid.controller.pools import Pools
 from braid.engine import Action, AttemptResult, Decision, Observations, RunState
+from braid.engine.actions import CacheEntry
 from braid.engine.breakers import BreakerBoard
 from braid.kube.annotations import decisions_from
 from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
@@ -114,6 +116,7 @@ class Reconciler:
     pods: PodPolicy = field(default_factory=PodPolicy)
     approvals_verified: bool = False
     artifacts: ArtifactSettings | None = None  # the artifact repository, when configured
+    step_cache: bool = False  # keep and reuse successes of cached steps (ConfigMap braid-cache)
     # A shard reconciles only the runs whose labels match (--selector), and gives their pods
     # the labels its selector reads, so it can watch just those pods too.
     shard: Matcher = lambda _labels: True
@@ -137,6 +140,7 @@ class Reconciler:
             self.webhook_policy,
             self.shard_keys,
             self.artifacts,
+            ClusterCache(self.cluster) if self.step_cache else None,
         )
         self.admission = Admission(self.cluster, self.engine, self.pods)
 
@@ -277,8 +281,12 @@ class Reconciler:
         seen = await self.apply.secrets.mask(
             meta["namespace"], observed(state, view, meta["uid"]), view.get
         )
+        cache = self.apply.cache
+        if cache is not None and state.plan.cached:
+            outcome.cache = await cache.view(meta["namespace"])
         await decide(
             self._observe(
+                outcome,
                 results=seen + results + lost_pods(state, view, lost, now),
                 decisions=decisions_from(
                     meta.get("annotations") or {}, verified=self.approvals_verified
@@ -291,7 +299,7 @@ class Reconciler:
         for _ in range(MAX_ROUNDS):
             if not refused:
                 break
-            await decide(self._observe(results=refused))
+            await decide(self._observe(outcome, results=refused))
             refused = await self.apply.start(outcome.decision.actions, run, workflow, log_)
         body, size = await self.engine(_wire, run, state)
         for level in (1, 2):
@@ -303,18 +311,19 @@ class Reconciler:
                 f"{MAX_OBJECT_BYTES} (the API server refuses objects over 1.5 MiB); keep large "
                 "data out of step outputs and pass a reference to it instead"
             )
-            await decide(self._observe(oversized=(message, level)))
+            await decide(self._observe(outcome, oversized=(message, level)))
             outcome.changed = True
             await self.apply.start(outcome.decision.actions, run, workflow, log_)
             body, size = await self.engine(_wire, run, state)
         outcome.body = body if outcome.changed else None
         return outcome
 
-    def _observe(self, **kwargs: Any) -> Observations:
+    def _observe(self, outcome: _Outcome, **kwargs: Any) -> Observations:
         return Observations(
             breakers=self.breakers,
             approvals_verified=self.approvals_verified,
             item_lists=self.apply.item_lists,
+            cache=outcome.cache,
             **kwargs,
         )
 
@@ -347,6 +356,7 @@ class _Outcome:
     wake: frozenset[RunKey] = frozenset()
     body: dict[str, Any] | None = None  # the status to write, when something changed
     last: Decision | None = None
+    cache: Mapping[str, CacheEntry] | None = None  # the namespace's cached successes
 
     def add(self, decision: Decision, wake: set[RunKey]) -> None:
         self.actions += decision.actions

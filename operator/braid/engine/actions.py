@@ -100,6 +100,25 @@ class StartAttempt:
 
 
 @dataclass(frozen=True)
+class CacheEntry:
+    """A success kept for reuse: its outputs and artifacts, and where they came from."""
+
+    key: str  # the digest entries are stored by
+    outputs: dict[str, Any]
+    artifacts: dict[str, Artifact] | None
+    run: str
+    step: str  # as Task.display
+    time: datetime
+
+
+@dataclass(frozen=True)
+class StoreCache:
+    """Keep a success under its cache key (the driver's store; bounded)."""
+
+    entry: CacheEntry
+
+
+@dataclass(frozen=True)
 class CancelAttempt:
     name: str
     reason: str
@@ -164,7 +183,7 @@ class LoadItems:
     sha256: str | None = None
 
 
-Action = StartAttempt | CancelAttempt | RecordEvent | RecordDecision | LoadItems
+Action = StartAttempt | CancelAttempt | RecordEvent | RecordDecision | LoadItems | StoreCache
 
 
 @dataclass(frozen=True)
@@ -238,6 +257,8 @@ class Observations:
     # Item lists fetched for fan-outs with itemsFrom (LoadItems), by uri: the list, or why it
     # could not be had. The driver keeps them as long as runs may need them.
     item_lists: Mapping[str, list[Any] | str] = field(default_factory=dict)
+    # The driver's cache of successes (cache: on steps), by key digest; None: no cache.
+    cache: Mapping[str, CacheEntry] | None = None
 
 
 @dataclass

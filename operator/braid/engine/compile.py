@@ -19,6 +19,7 @@ from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
 from braid.api.workflow import (
     BUDGET_GATE,
     ApprovalSpec,
+    CacheSpec,
     ContainerSpec,
     FanOutCase,
     FanOutSpec,
@@ -43,6 +44,7 @@ from braid.engine.plan import (
     ActionPlan,
     ApprovalPlan,
     BodyPlan,
+    CachePlan,
     CandidatePlan,
     CasePlan,
     ContainerPlan,
@@ -191,7 +193,19 @@ class _Compiler:
             )
             if what.sleep is not None
             else None,
+            cache=self.cache(path, owner, what),
         )
+
+    def cache(self, path: str, owner: str | None, what: _What) -> CachePlan | None:
+        if what.cache is None:
+            return None
+        if what.approval is not None or what.sleep is not None:
+            self.errors.append(
+                FieldError(f"{path}.cache", "only container, webhook and llm steps are cached")
+            )
+            return None
+        key = self.expr(what.cache.key, f"{path}.cache.key", owner, what.extra)
+        return CachePlan(what.cache, key) if key is not None else None
 
     def routes(
         self, path: str, owner: str | None, spec: LLMSpec | WebhookSpec, extra: frozenset[str]
@@ -343,6 +357,7 @@ class _What:
     llm: LLMSpec | None = None  # runs as the webhook it is, judged as a model reply
     approval: ApprovalSpec | None = None
     sleep: SleepSpec | None = None
+    cache: CacheSpec | None = None
     retry: RetryPolicy | None = None
     timeout: int | None = None
     extra: frozenset[str] = frozenset()
@@ -356,6 +371,7 @@ class _What:
             "llm": llm,
             "approval": action.approval if isinstance(action, Step | LoopStep) else None,
             "sleep": action.sleep if isinstance(action, Step | LoopStep) else None,
+            "cache": action.cache if isinstance(action, Step | LoopStep) else None,
             "retry": action.retry,
             "timeout": action.timeout_seconds,
         }
@@ -403,6 +419,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         has_sla=spec.sla is not None or any(p.sla_seconds for p in steps.values()),
         breaker_keys=_breaker_keys(actions),
         pools=any(a.concurrency is not None for a in actions),
+        cached=any(a.cache is not None for a in actions),
         max_run_artifact_bytes=artifacts.run_limit(spec.artifact_limits),
         warnings=tuple(warnings),
     )
@@ -528,6 +545,7 @@ def _step(
         for key, value in (
             ("concurrency", step.concurrency),
             ("circuitBreaker", step.circuit_breaker),
+            ("cache", step.cache),
         ):
             if value is not None:
                 compiler.errors.append(
@@ -608,6 +626,7 @@ def _fan_out(
             retry=retry,
             timeout=timeout,
             extra=extra,
+            cache=step.cache,
         )
         return _shared(compiler, step, compiler.action(where, owner, spec), path, owner, extra)
 

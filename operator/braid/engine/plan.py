@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from braid.api.errors import FieldError
 from braid.api.workflow import (
     ApprovalSpec,
+    CacheSpec,
     CircuitBreakerSpec,
     ConcurrencySpec,
     ContainerSpec,
@@ -90,6 +91,12 @@ class RoutePlan:
 
 
 @dataclass(frozen=True)
+class CachePlan:
+    spec: CacheSpec
+    key: Expression
+
+
+@dataclass(frozen=True)
 class SleepPlan:
     spec: SleepSpec
     until: Template | None
@@ -117,6 +124,7 @@ class ActionPlan:
     retry_expression: Expression | None = None  # retry.expression, over lastRetry
     routes: RoutePlan | None = None  # candidates: each attempt goes to one (engine/routing.py)
     sleep: SleepPlan | None = None  # waits, then succeeds (engine/timers.py)
+    cache: CachePlan | None = None  # memoized by this key (engine/caching.py)
 
     @property
     def kind(self) -> str:
@@ -200,6 +208,7 @@ class Plan:
     has_sla: bool = False  # any run or step SLA target: decides whether SLABreached is shown
     breaker_keys: tuple[str, ...] = ()  # circuit breakers the steps go through, shown in status
     pools: bool = False  # some step holds a concurrency key
+    cached: bool = False  # some step has a cache key
     max_run_artifact_bytes: int = 10 << 30
     warnings: tuple[FieldError, ...] = ()  # what lint warns about but runs anyway
 

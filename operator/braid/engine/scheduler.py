@@ -39,6 +39,7 @@ from braid.engine import (
     approvals,
     breakers,
     budget,
+    caching,
     deadlines,
     failures,
     fanout,
@@ -51,6 +52,7 @@ from braid.engine.actions import (
     Action,
     ApprovalDecision,
     AttemptResult,
+    CacheEntry,
     CancelAttempt,
     Decision,
     LoadItems,
@@ -68,6 +70,7 @@ from braid.engine.outputs import shed, usage_of
 from braid.engine.plan import (
     ActionPlan,
     BodyPlan,
+    CachePlan,
     CandidatePlan,
     FanOutPlan,
     Plan,
@@ -135,6 +138,7 @@ class RunState:
     sla: deadlines.SLATargets = field(default_factory=lambda: deadlines.SLATargets(None, {}))
     breakers: BreakerBoard | None = None  # shared with other runs, given by the driver
     item_lists: Mapping[str, list[Any] | str] = field(default_factory=dict)  # see Observations
+    cache: Mapping[str, CacheEntry] | None = None  # see Observations
     approvals_verified: bool | None = None  # see Observations
     # this decision's output
     actions: list[Action] = field(default_factory=list)
@@ -270,6 +274,7 @@ class RunState:
         self.breakers = observations.breakers
         self.approvals_verified = observations.approvals_verified
         self.item_lists = observations.item_lists
+        self.cache = observations.cache
         for name in list(self.fans.unloaded):  # item lists that had to be loaded first
             plan, st = self.plan.steps[name], self.steps[name]
             self._resume_fan_out(Fan.of_step(self.run_name, plan, st))
@@ -461,7 +466,9 @@ class RunState:
         st = self.steps[name]
         if phase == StepPhase.SUCCEEDED:
             st.mark_succeeded(st.outputs, now, reason, message)
-            said = f"Step {name} succeeded"
+            said = f"Step {name} succeeded" + (
+                f" ({message})" if reason == StepReason.CACHED else ""
+            )
             self.actions.append(
                 RecordEvent("Normal", EventReason.STEP_SUCCEEDED, said, name, progress=True)
             )
@@ -526,6 +533,8 @@ class RunState:
         return task
 
     def _start_attempt(self, task: Task, now: datetime) -> None:
+        if task.action.cache is not None and self._cached(task, task.action.cache, now):
+            return
         st = task.status
         # A fan-out's running count holds its items that run or wait to retry: an item takes
         # its slot when it first starts and keeps it while it retries.
@@ -564,6 +573,27 @@ class RunState:
         self.actions.append(request)
         self.dirty = True
 
+    def _cached(self, task: Task, plan: CachePlan, now: datetime) -> bool:
+        """A cached task: its key, and when an entry may be reused, the task succeeds with
+        the entry's outputs and artifacts instead of starting an attempt."""
+        st = task.status
+        try:
+            st.cache_key = caching.key_of(plan, lambda e: self.context(task, (e,)))
+        except ExpressionError as exc:
+            st.attempts += 1
+            st.start_time, st.attempt_name = now, task.attempt_name()
+            self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
+            return True
+        entry = caching.reusable(plan, self.cache, st.cache_key, now)
+        if entry is None:
+            return False
+        st.start_time, st.artifacts = st.start_time or now, entry.artifacts
+        outputs = dict(entry.outputs)
+        outputs.pop("usage", None)  # nothing was used this time
+        message = caching.hit_message(entry)
+        self._task_succeeded(task, outputs, now, StepReason.CACHED, message)
+        return True
+
     def _on_result(self, result: AttemptResult, now: datetime) -> None:
         task = self._deactivate(result.name)
         if task is None:
@@ -580,6 +610,12 @@ class RunState:
             outputs = verdict.outputs or {}
             if routes is not None:
                 outputs = routing.priced(routes, task.status, outputs)
+            key = task.status.cache_key
+            if task.action.cache is not None and key is not None:
+                said = caching.store(
+                    key, outputs, verdict.artifacts, self.run_name, task.display, now
+                )
+                self.actions.append(said)
             self._task_succeeded(task, outputs, now)
         else:
             self._task_failed(

@@ -19,12 +19,14 @@ from braid.engine.actions import (
     Action,
     ApprovalDecision,
     AttemptResult,
+    CacheEntry,
     CancelAttempt,
     HTTPResponse,
     LoadItems,
     Observations,
     RecordEvent,
     StartAttempt,
+    StoreCache,
 )
 from braid.engine.breakers import BreakerBoard
 from braid.engine.params import resolve_params
@@ -78,6 +80,7 @@ def simulate(
     elsewhere: dict[str, int] | None = None,
     start: datetime = EPOCH,
     stored_lists: dict[str, list[Any] | str] | None = None,
+    cache: dict[str, CacheEntry] | None = None,
 ) -> SimulationResult:
     """Run to completion. ``decisions`` arrive at the given virtual seconds;
     ``stored_lists`` are the item lists a LoadItems finds (by uri), handed over at once."""
@@ -86,6 +89,7 @@ def simulate(
     )
     sim = _Simulation(state, script, SimulationResult(state.status), start, breakers, elsewhere)
     sim.stored_lists = stored_lists or {}
+    sim.cache = cache
     sim.inbox = sorted(
         ((start + timedelta(seconds=t), d) for t, d in decisions or []), key=lambda x: x[0]
     )
@@ -123,10 +127,14 @@ class _Simulation:
     stored_lists: dict[str, list[Any] | str] = field(default_factory=dict)
     loaded: dict[str, list[Any] | str] = field(default_factory=dict)
     just_loaded: bool = False  # a list was handed over: decide again at once
+    cache: dict[str, CacheEntry] | None = None  # successes of cached steps, shared by runs
 
     def observations(self) -> Observations:
         return Observations(
-            breakers=self.breakers, elsewhere=dict(self.elsewhere or {}), item_lists=self.loaded
+            breakers=self.breakers,
+            elsewhere=dict(self.elsewhere or {}),
+            item_lists=self.loaded,
+            cache=self.cache,
         )
 
     def carry_out(self, action: Action) -> None:
@@ -155,6 +163,8 @@ class _Simulation:
             self.running.discard(action.name)
         elif isinstance(action, RecordEvent):
             self.result.events.append(action)
+        elif isinstance(action, StoreCache) and self.cache is not None:
+            self.cache[action.entry.key] = action.entry
         elif isinstance(action, LoadItems):
             self.result.loads.append(action.uri)
             self.loaded[action.uri] = self.stored_lists.get(action.uri, "no such artifact")

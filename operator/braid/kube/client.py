@@ -74,6 +74,12 @@ class Cluster(Protocol):
         ForbiddenError when the operator may not read it."""
         ...
 
+    async def patch_config_map(
+        self, namespace: str, name: str, data: dict[str, str | None], labels: dict[str, str]
+    ) -> None:
+        """Merge ``data`` into a ConfigMap (None removes a key), creating it when missing."""
+        ...
+
 
 DataKind = Literal["Secret", "ConfigMap"]
 
@@ -203,6 +209,30 @@ class KubeCluster:
             else:
                 data[key] = str(value)
         return data
+
+    async def patch_config_map(
+        self, namespace: str, name: str, data: dict[str, str | None], labels: dict[str, str]
+    ) -> None:
+        self.requests["PATCH configmaps"] += 1
+        try:
+            await self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        else:
+            return
+        self.requests["POST configmaps"] += 1
+        body = {
+            "metadata": {"name": name, "labels": labels},
+            "data": {k: v for k, v in data.items() if v is not None},
+        }
+        try:
+            await self.core.create_namespaced_config_map(namespace, cast("Any", body))
+        except ApiException as exc:
+            if exc.status != 409:  # made meanwhile: merge into it
+                raise
+            self.requests["PATCH configmaps"] += 1
+            await self.core.patch_namespaced_config_map(name, namespace, {"data": data})
 
     async def approval_policy_enforced(self, name: str) -> bool:
         """Is the ValidatingAdmissionPolicy ``name`` installed, failing closed, and bound with

@@ -46,6 +46,17 @@ class MemoryCluster:
         found = self.data.get((kind, name))
         return dict(found) if found is not None else None
 
+    async def patch_config_map(
+        self, namespace: str, name: str, data: dict[str, str | None], labels: dict[str, str]
+    ) -> None:
+        self.requests["PATCH configmaps"] += 1
+        stored = self.data.setdefault(("ConfigMap", name), {})
+        for key, value in data.items():
+            if value is None:
+                stored.pop(key, None)
+            else:
+                stored[key] = value
+
     async def set_run_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> str | None:

@@ -34,9 +34,11 @@ from braid.engine import (
     RunState,
     StartAttempt,
 )
-from braid.engine.actions import LoadItems
+from braid.engine.actions import LoadItems, StoreCache
 from braid.engine.breakers import BreakerBoard
 from braid.local.artifacts import DEFAULT_DIR, LocalArtifacts
+from braid.local.cache import DEFAULT_DIR as CACHE_DIR
+from braid.local.cache import LocalCache
 from braid.local.data import LocalData
 from braid.local.executors import HTTPExecutor, ProcessExecutor
 
@@ -73,6 +75,9 @@ class LocalRun:
     inherit_env: bool = False
     # Where the steps' artifacts are kept (braid run --artifacts), as keys <run>/<attempt>/.
     artifacts_dir: Path = DEFAULT_DIR
+    # Where successes of cached steps are kept across runs (braid run --cache); None: no cache.
+    cache_dir: Path | None = CACHE_DIR
+    cache: LocalCache | None = field(default=None, init=False)
 
     async def execute(self) -> WorkflowRunStatus:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
@@ -126,7 +131,10 @@ class LocalRun:
         # concurrency pools hold only its own attempts.
         breakers = BreakerBoard()
         lists: dict[str, list[Any] | str] = {}  # fanOut.itemsFrom, loaded when asked
-        observations = Observations(decisions=list(self.decisions), breakers=breakers)
+        self.cache = LocalCache(self.cache_dir) if self.cache_dir is not None else None
+        observations = Observations(
+            decisions=list(self.decisions), breakers=breakers, cache=self.cache
+        )
         while True:
             now = self.clock()
             decision = state.decide(observations, now)
@@ -149,6 +157,7 @@ class LocalRun:
                 cancel=self.cancel_requested,
                 breakers=breakers,
                 item_lists=lists,
+                cache=self.cache,
             )
             for value in await work.next(interrupted, timeout):
                 if isinstance(value, AttemptResult):
@@ -163,6 +172,8 @@ class LocalRun:
             work.start(action)
         elif isinstance(action, CancelAttempt):
             work.cancel(action.name)
+        elif isinstance(action, StoreCache) and self.cache is not None:
+            self.cache.put(action.entry)
         elif isinstance(action, RecordEvent):
             self.on_event(action, now)
             requested = action.reason == EventReason.APPROVAL_REQUESTED
