@@ -20,6 +20,7 @@ class RunReason(StrEnum):
     """Reasons of the Succeeded condition: Unknown while going on, then True or False."""
 
     RUNNING = "Running"
+    QUEUED = "Queued"
     AWAITING_APPROVAL = "AwaitingApproval"
     SUCCEEDED = "Succeeded"
     STEP_FAILED = "StepFailed"
@@ -35,7 +36,7 @@ class RunReason(StrEnum):
     @property
     def in_progress(self) -> bool:
         """An Unknown condition with this reason means "going on normally", not "failing"."""
-        return self in (RunReason.RUNNING, RunReason.AWAITING_APPROVAL)
+        return self in (RunReason.RUNNING, RunReason.QUEUED, RunReason.AWAITING_APPROVAL)
 
 
 class ApprovalReason(StrEnum):

@@ -103,6 +103,12 @@ class WorkflowRunSpec(Model):
     retry_of: RetryOf | None = Field(
         default=None, description="Retry an earlier run of the same workflow (kubectl braid retry)."
     )
+    priority: int | None = Field(
+        default=None,
+        ge=-1000,
+        le=1000,
+        description="Queue priority of this run (spec.concurrency); default the workflow's.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkflowRunSpec:

@@ -654,6 +654,21 @@ class ConcurrencySpec(Model):
     limit: int = Field(ge=1, le=10000, description="Most attempts holding the key at once.")
 
 
+class RunConcurrencySpec(Model):
+    """A run queue shared by the namespace (Argo's workflow-level synchronization): at most
+    ``limit`` runs holding ``key`` run at once; the rest wait Pending (reason Queued, with
+    their position) and start in priority order, then creation order."""
+
+    key: str = Field(pattern=KEY_PATTERN, max_length=63, description="Name of the queue.")
+    limit: int = Field(ge=1, le=10000, description="Most runs holding the key at once.")
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="Higher starts first; a run's spec.priority overrides it.",
+    )
+
+
 class CircuitBreakerSpec(Model):
     """A breaker shared by every run: after ``failureThreshold`` consecutive failed attempts
     behind ``key`` it opens for ``coolDownSeconds``; attempts then fail fast (reason
@@ -1100,6 +1115,11 @@ class WorkflowSpec(Model):
     )
     max_parallel: int | None = Field(
         default=None, ge=1, description="Most step attempts running at once in one run."
+    )
+    concurrency: RunConcurrencySpec | None = Field(
+        default=None,
+        description="Queue the runs: at most limit runs with this key run at once in the "
+        "namespace.",
     )
     fail_fast: bool = Field(
         default=True,

@@ -25,12 +25,13 @@ import structlog
 
 from braid.api.errors import InvalidSpecError
 from braid.api.podtemplate import PodPolicy
-from braid.api.run import WorkflowRunStatus
+from braid.api.run import RunPhase, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
 from braid.controller.admission import Admission, workflow_name
 from braid.controller.apply import Applier, Inbox, RunKey, conflict
 from braid.controller.cache import ClusterCache
 from braid.controller.pools import Pools
+from braid.controller.queues import Queues
 from braid.engine import Action, AttemptResult, Decision, Observations, RunState
 from braid.engine.actions import CacheEntry
 from braid.engine.breakers import BreakerBoard
@@ -124,6 +125,7 @@ class Reconciler:
     # Shared by every run: concurrency pools and circuit breakers (in memory; breakers start
     # closed when the operator starts), and every indexed pod holding a concurrency key.
     pools: Pools = field(default_factory=Pools)
+    queues: Queues = field(default_factory=Queues)  # run queues (spec.concurrency)
     breakers: BreakerBoard = field(default_factory=BreakerBoard)
     pool_pods: Callable[[], PoolPods] = list
     inbox: Inbox = field(default_factory=Inbox)
@@ -163,16 +165,18 @@ class Reconciler:
             return await self._deleted(run)
         status = await self.engine(_parse_status, run.get("status") or {})
         if status.succeeded is not None:  # finished runs are history
-            return Result(await self.apply.after_finish(run, status, view.all(), self.clock()))
+            after = await self.apply.after_finish(run, status, view.all(), self.clock())
+            return Result(after, frozenset(self.queues.release((namespace, name))))
         log_ = log.bind(namespace=namespace, run=name, workflow=workflow_name(run) or name)
         loaded = await self._load(run, status, log_)
         if loaded is None:
             return Result()
         state, before = loaded
         key = (namespace, name)
+        queued = await self._queue(run, state)
         results, lost = self.inbox.take(key)
         try:
-            outcome = await self._decide(run, state, view, results, lost, log_)
+            outcome = await self._decide(run, state, view, results, lost, log_, queued)
             written = outcome.body is None or await self._write(run, state, before, outcome, log_)
         except BaseException:
             self.inbox.put_back(key, results, lost)
@@ -189,11 +193,30 @@ class Reconciler:
         decision = outcome.decision
         if decision.finished:
             after = await self.apply.after_finish(run, state.status, view.all(), self.clock())
+            outcome.wake |= self.queues.release(key)
         elif decision.wake_at is not None:
             after = max(0.0, (decision.wake_at - self.clock()).total_seconds())
         else:
             after = None
         return Result(after, outcome.wake)
+
+    async def _queue(
+        self, run: dict[str, Any], state: RunState
+    ) -> tuple[int, int, str, int] | None:
+        """A run of a queued workflow: None when it may go on (it holds its key), else its
+        place in the queue."""
+        queue = state.plan.spec.concurrency
+        if queue is None:
+            return None
+        namespace = run["metadata"]["namespace"]
+        await self.queues.seed(self.cluster, namespace)
+        if state.status.phase != RunPhase.PENDING:
+            self.queues.hold(namespace, queue.key, run)
+            return None
+        priority = (run.get("spec") or {}).get("priority")
+        priority = queue.priority if not isinstance(priority, int) else priority
+        placed = self.queues.place(namespace, queue.key, queue.limit, run, priority)
+        return None if placed is None else (*placed, queue.key, queue.limit)
 
     async def _load(
         self, run: dict[str, Any], status: WorkflowRunStatus, log_: Any
@@ -264,6 +287,7 @@ class Reconciler:
         results: list[AttemptResult],
         lost: set[str],
         log_: Any,
+        queued: tuple[int, int, str, int] | None = None,
     ) -> _Outcome:
         """Decide, start what was decided (deciding again on attempts refused at once), and
         make the status fit the object size limit."""
@@ -288,6 +312,7 @@ class Reconciler:
             self._observe(
                 outcome,
                 results=seen + results + lost_pods(state, view, lost, now),
+                queued=queued,
                 decisions=decisions_from(
                     meta.get("annotations") or {}, verified=self.approvals_verified
                 ),

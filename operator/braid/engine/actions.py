@@ -257,6 +257,9 @@ class Observations:
     # Item lists fetched for fan-outs with itemsFrom (LoadItems), by uri: the list, or why it
     # could not be had. The driver keeps them as long as runs may need them.
     item_lists: Mapping[str, list[Any] | str] = field(default_factory=dict)
+    # spec.concurrency: the run may not start yet — its place in the queue (position from 1,
+    # runs waiting, the key and limit). None: it may start (or has no queue).
+    queued: tuple[int, int, str, int] | None = None
     # The driver's cache of successes (cache: on steps), by key digest; None: no cache.
     cache: Mapping[str, CacheEntry] | None = None
 

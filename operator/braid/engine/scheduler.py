@@ -281,6 +281,9 @@ class RunState:
         self.actions.extend(self.fans.unloaded.values())
         self.ready.extend(self.fans.loading)
         self.fans.loading.clear()
+        queued = self._queued(observations, now)
+        if queued is not None:
+            return queued
         if self.status.phase == RunPhase.PENDING:
             self.status.mark_started(now, self.generation)
             self._event("Normal", EventReason.RUN_STARTED, f"Started run with {self.total} steps")
@@ -309,6 +312,17 @@ class RunState:
             held=self.slots.in_use(),
             waiting_for=frozenset(self.slots.waiting_for),
         )
+
+    def _queued(self, observations: Observations, now: datetime) -> Decision | None:
+        """A run the driver's queue holds back (spec.concurrency): it stays Pending, saying
+        where it stands; a cancel still ends it at once."""
+        queued = observations.queued
+        if self.status.phase != RunPhase.PENDING or not queued or observations.cancel:
+            return None
+        position, waiting, key, limit = queued
+        message = f"queued: {position} of {waiting} waiting for key {key} ({limit} may run)"
+        changed = self.status.mark_progressing(RunReason.QUEUED, message, now, self.generation)
+        return Decision([], None, changed, finished=False)
 
     @property
     def finished(self) -> bool:

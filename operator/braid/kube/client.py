@@ -53,6 +53,7 @@ class Cluster(Protocol):
     requests: Counter[str]
 
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def list_runs(self, namespace: str) -> list[dict[str, Any]]: ...
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def replace_run_status(
         self, run: dict[str, Any], status: dict[str, Any]
@@ -130,6 +131,13 @@ class KubeCluster:
 
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("workflowruns", namespace, name)
+
+    async def list_runs(self, namespace: str) -> list[dict[str, Any]]:
+        self.requests["LIST workflowruns"] += 1
+        listed = await self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workflowruns"
+        )
+        return list(listed.get("items") or [])
 
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("workflows", namespace, name)

@@ -9,6 +9,7 @@ be scripted: the next status write fails, or Pods are refused.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class MemoryCluster:
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests["GET workflowruns"] += 1
         return _wire(self.runs.get(name))  # type: ignore[no-any-return]
+
+    async def list_runs(self, namespace: str) -> list[dict[str, Any]]:
+        self.requests["LIST workflowruns"] += 1
+        return [copy.deepcopy(r) for r in self.runs.values()]
 
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests["GET workflows"] += 1
