@@ -104,7 +104,7 @@ def install_crds(kubeconfig: str) -> None:
     # Poll rather than `kubectl wait`: that errors out when a just-created CRD has no
     # status.conditions yet, instead of waiting for them.
     jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
-    for crd in ("workflows.braid.dev", "workflowruns.braid.dev"):
+    for crd in ("workflows.braid.dev", "workflowruns.braid.dev", "workflowschedules.braid.dev"):
         admin.wait_for(
             f"{crd} to be established",
             lambda crd=crd: (

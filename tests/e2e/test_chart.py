@@ -262,6 +262,32 @@ def exercise(kube: Kube) -> None:
         lambda: kube.run("get", "workflowrun", gone, check=False).returncode != 0,
     )
 
+    # A schedule every two seconds that replaces its running run: it reads and watches
+    # schedules, writes their status, creates runs and cancels (patches) the one replaced.
+    kube.apply(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "WorkflowSchedule",
+                "metadata": {"name": "tick"},
+                "spec": {
+                    "schedules": ["*/2 * * * * *"],
+                    "concurrencyPolicy": "Replace",
+                    "runTemplate": {"spec": {"workflowRef": {"name": "slow"}}},
+                },
+            }
+        )
+    )
+    kube.wait_for(
+        "a scheduled run to be replaced",
+        lambda: any(
+            (r.get("spec") or {}).get("cancelled")
+            for r in kube.json("get", "workflowruns", "-l", "braid.dev/schedule=tick")["items"]
+        ),
+        timeout=60,
+    )
+    kube.run("delete", "workflowschedule", "tick")
+
 
 @pytest.mark.parametrize(
     "installed",

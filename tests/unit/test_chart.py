@@ -51,8 +51,14 @@ OPERATOR_USES = {
     ("braid.dev", "workflowruns", "list"),
     ("braid.dev", "workflowruns", "watch"),
     ("braid.dev", "workflowruns", "delete"),
+    ("braid.dev", "workflowruns", "create"),  # a schedule's runs
+    ("braid.dev", "workflowruns", "patch"),  # Replace cancels; the artifacts finalizer
     ("braid.dev", "workflowruns/status", "update"),
     ("braid.dev", "workflows", "get"),
+    ("braid.dev", "workflowschedules", "get"),
+    ("braid.dev", "workflowschedules", "list"),
+    ("braid.dev", "workflowschedules", "watch"),
+    ("braid.dev", "workflowschedules/status", "update"),
     ("", "pods", "get"),
     ("", "pods", "list"),
     ("", "pods", "watch"),
@@ -83,6 +89,7 @@ def test_default_is_cluster_wide_with_crds_policy_and_user_roles() -> None:
     assert {c["metadata"]["name"] for c in by_kind(docs, "CustomResourceDefinition")} == {
         "workflows.braid.dev",
         "workflowruns.braid.dev",
+        "workflowschedules.braid.dev",
     }
     assert one(docs, "ClusterRoleBinding", "braid-operator")["subjects"] == [
         {"kind": "ServiceAccount", "name": "braid", "namespace": "braid-system"}
@@ -149,9 +156,8 @@ def test_secrets_are_readable_only_when_asked_and_only_where_watched() -> None:
 
 
 def test_artifacts_reach_the_operator_with_its_image_and_the_finalizer_right() -> None:
-    assert ("braid.dev", "workflowruns", "patch") not in operator_rules(render())
     docs = render(COMBOS["artifacts"])
-    assert operator_rules(docs) == OPERATOR_USES | {("braid.dev", "workflowruns", "patch")}
+    assert operator_rules(docs) == OPERATOR_USES
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
     for expected in (

@@ -11,13 +11,15 @@ from pydantic import ValidationError
 
 from braid.api.errors import FieldError, InvalidSpecError, from_validation_error
 from braid.api.run import WorkflowRun
+from braid.api.schedule import WorkflowSchedule
 from braid.api.workflow import Workflow
 
-Manifest = Workflow | WorkflowRun
+Manifest = Workflow | WorkflowRun | WorkflowSchedule
 
-_KINDS: dict[str, type[Workflow | WorkflowRun]] = {
+_KINDS: dict[str, type[Workflow | WorkflowRun | WorkflowSchedule]] = {
     "Workflow": Workflow,
     "WorkflowRun": WorkflowRun,
+    "WorkflowSchedule": WorkflowSchedule,
 }
 
 
@@ -60,7 +62,11 @@ def parse_object(obj: Any, where: str = "") -> Manifest:
     if model is None:
         got = "it is missing" if kind is None else f"got {kind!r}"
         raise InvalidSpecError(
-            [FieldError(f"{where}kind", f"must be Workflow or WorkflowRun; {got}")]
+            [
+                FieldError(
+                    f"{where}kind", f"must be Workflow, WorkflowRun or WorkflowSchedule; {got}"
+                )
+            ]
         )
     errors = _identity_errors(obj, str(kind), where)
     if errors:

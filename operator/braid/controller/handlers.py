@@ -15,6 +15,7 @@ from braid.api.reasons import DOMAIN
 from braid.controller.pools import pod_keys
 from braid.controller.reconcile import Reconciler
 from braid.controller.runtime import Runtime
+from braid.controller.schedules import ScheduleController
 from braid.kube.artifact_pods import PREFIX_ANNOTATION
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
@@ -25,6 +26,7 @@ from braid.webhook import WebhookPolicy
 log = structlog.get_logger("braid.controller")
 
 RUNS = (GROUP, VERSION, "workflowruns")
+SCHEDULES = (GROUP, VERSION, "workflowschedules")
 
 
 _runtime: Runtime | None = None
@@ -54,7 +56,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings.watching.label_selectors["", "v1", "pods"] = memo["selector"]
     cluster = await KubeCluster.from_kubeconfig()
     memo["cluster"] = cluster
-    missing = {"workflows", "workflowruns"} - await cluster.served_resources(GROUP, VERSION)
+    served = await cluster.served_resources(GROUP, VERSION)
+    missing = {"workflows", "workflowruns", "workflowschedules"} - served
     if missing:
         await cluster.close()
         raise kopf.PermanentError(
@@ -75,6 +78,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             "verified and approvals through groups are not counted",
             policy=policy or "(none given: --approval-policy)",
         )
+    memo["schedules"] = ScheduleController(cluster)
     metrics = Metrics()
     metrics.watch_requests(lambda: cluster.requests)
     memo["metrics"] = metrics
@@ -89,6 +93,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if _runtime is not None:
         await _runtime.reconciler.close()
+    if memo.get("schedules") is not None:
+        await memo["schedules"].close()
     cluster = memo.get("cluster")
     if cluster is not None:
         log.info("Stopped operator", requests=dict(cluster.requests))
@@ -179,6 +185,19 @@ async def run_changed(
     if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):
         return  # the echo of our own status write
     await runtime.trigger(namespace, name)
+
+
+@kopf.on.event(*SCHEDULES)
+async def schedule_changed(
+    *, type: str, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    controller: ScheduleController | None = memo.get("schedules")
+    if controller is None or namespace is None:
+        return
+    if type == "DELETED":
+        controller.deleted((namespace, name))
+    else:
+        controller.changed((namespace, name))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})

@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest
 from braid.api.podtemplate import PodPolicy, check_pod_template
-from braid.api.run import WorkflowRun
+from braid.api.run import WorkflowRun, WorkflowRunSpec
+from braid.api.schedule import WorkflowSchedule
 from braid.api.workflow import ContainerSpec, LoopStep, Step, StepAction, Workflow, WorkflowSpec
 from braid.engine.compile import plan_for
 from braid.engine.params import check_param_schemas, resolve_params
@@ -93,6 +94,11 @@ def validate_manifests(
         if isinstance(manifest, Workflow):
             errors.extend(_place(e, where) for e in validate_workflow(manifest.spec, pods))
             continue
+        if isinstance(manifest, WorkflowSchedule):
+            # Its runs are checked as the run it makes (a schedule's errors say runTemplate).
+            template = manifest.spec.run_template.spec
+            manifest = WorkflowRun(spec=WorkflowRunSpec.model_validate(template.wire()))
+            where += "spec.runTemplate."
         try:
             spec = resolve_run_spec(manifest, workflows)
         except InvalidSpecError as exc:
@@ -114,7 +120,10 @@ def manifest_warnings(manifests: Sequence[Manifest]) -> list[FieldError]:
     out: list[FieldError] = []
     for i, manifest in enumerate(manifests):
         where = f"document[{i}]." if len(manifests) > 1 else ""
-        spec = manifest.spec if isinstance(manifest, Workflow) else manifest.spec.workflow
+        if isinstance(manifest, WorkflowSchedule):
+            spec = manifest.spec.run_template.spec.workflow
+        else:
+            spec = manifest.spec if isinstance(manifest, Workflow) else manifest.spec.workflow
         if spec is None:
             continue
         try:

@@ -163,6 +163,52 @@ class KubeCluster:
             raise
         return updated
 
+    # WorkflowSchedules (controller/schedules.py): only the real cluster has them.
+
+    async def get_schedule(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get("workflowschedules", namespace, name)
+
+    async def create_run(self, run: dict[str, Any]) -> bool:
+        """Create; False when a run of that name exists already (a time already started)."""
+        self.requests["POST workflowruns"] += 1
+        try:
+            await self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, run["metadata"]["namespace"], "workflowruns", run
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def cancel_run(self, namespace: str, name: str) -> None:
+        self.requests["PATCH workflowruns"] += 1
+        try:
+            await self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "workflowruns", name, {"spec": {"cancelled": True}}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def replace_schedule_status(
+        self, schedule: dict[str, Any], status: dict[str, Any]
+    ) -> None:
+        meta = schedule["metadata"]
+        self.requests["PUT workflowschedules/status"] += 1
+        try:
+            await self.custom.replace_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                "workflowschedules",
+                meta["name"],
+                {**schedule, "status": status},
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or changed: the next pass writes it
+                raise
+
     async def create_pod(self, pod: dict[str, Any]) -> bool:
         """Create; False when a Pod of that name exists already (whose it is, the caller
         reads). PodRejectedError when the API server refuses the Pod itself."""
