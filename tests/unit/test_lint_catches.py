@@ -169,7 +169,7 @@ def test_unguarded_reads_of_a_step_that_may_be_skipped_warn():
         ),
         (
             "apiVersion: braid.dev/v1alpha1\nmetadata: {name: w}\nspec: {}",
-            ["kind: must be Workflow or WorkflowRun; it is missing"],
+            ["kind: must be Workflow, WorkflowRun or WorkflowSchedule; it is missing"],
         ),
         (
             "apiVersion: braid.dev/v1alpha1\nkind: Workflow\nspec: {steps: [{name: a, container: {image: x}}]}",

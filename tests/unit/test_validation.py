@@ -210,5 +210,5 @@ def test_a_valid_workflow_has_no_problems():
 def test_not_yaml_and_wrong_kind():
     assert problems("a: [")[0].startswith("not valid YAML")
     assert problems("apiVersion: braid.dev/v1alpha1\nkind: Pipeline\n") == [
-        "kind: must be Workflow or WorkflowRun; got 'Pipeline'"
+        "kind: must be Workflow, WorkflowRun or WorkflowSchedule; got 'Pipeline'"
     ]

@@ -89,16 +89,18 @@ def validate_manifests(
     """Every problem in a set of manifests; runs are checked against the Workflows given."""
     workflows = [m for m in manifests if isinstance(m, Workflow)]
     errors: list[FieldError] = []
-    for i, manifest in enumerate(manifests):
+    for i, given in enumerate(manifests):
         where = f"document[{i}]." if len(manifests) > 1 else ""
-        if isinstance(manifest, Workflow):
-            errors.extend(_place(e, where) for e in validate_workflow(manifest.spec, pods))
+        if isinstance(given, Workflow):
+            errors.extend(_place(e, where) for e in validate_workflow(given.spec, pods))
             continue
-        if isinstance(manifest, WorkflowSchedule):
+        if isinstance(given, WorkflowSchedule):
             # Its runs are checked as the run it makes (a schedule's errors say runTemplate).
-            template = manifest.spec.run_template.spec
+            template = given.spec.run_template.spec
             manifest = WorkflowRun(spec=WorkflowRunSpec.model_validate(template.wire()))
             where += "spec.runTemplate."
+        else:
+            manifest = given
         try:
             spec = resolve_run_spec(manifest, workflows)
         except InvalidSpecError as exc:
