@@ -184,8 +184,14 @@ class KubeCluster:
     async def cancel_run(self, namespace: str, name: str) -> None:
         self.requests["PATCH workflowruns"] += 1
         try:
-            await self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, "workflowruns", name, {"spec": {"cancelled": True}}
+            await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                GROUP,
+                VERSION,
+                namespace,
+                "workflowruns",
+                name,
+                {"spec": {"cancelled": True}},
+                _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -269,7 +275,9 @@ class KubeCluster:
     ) -> None:
         self.requests["PATCH configmaps"] += 1
         try:
-            await self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+            await self.core.patch_namespaced_config_map(  # type: ignore[call-arg]
+                name, namespace, {"data": data}, _content_type="application/merge-patch+json"
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -286,7 +294,9 @@ class KubeCluster:
             if exc.status != 409:  # made meanwhile: merge into it
                 raise
             self.requests["PATCH configmaps"] += 1
-            await self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+            await self.core.patch_namespaced_config_map(  # type: ignore[call-arg]
+                name, namespace, {"data": data}, _content_type="application/merge-patch+json"
+            )
 
     async def approval_policy_enforced(self, name: str) -> bool:
         """Is the ValidatingAdmissionPolicy ``name`` installed, failing closed, and bound with
