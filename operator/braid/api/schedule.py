@@ -28,6 +28,9 @@ class RunTemplateMeta(Model):
 
 
 class RunTemplateSpec(Model):
+    """A WorkflowRun spec, but its own model: a run's spec is immutable once created (CEL
+    transition rules), a schedule's template is edited like any spec."""
+
     workflow_ref: WorkflowRef | None = Field(default=None, description="The Workflow to run.")
     workflow: WorkflowSpec | None = Field(default=None, description="Or an inline workflow.")
     params: dict[str, JSON] | None = Field(default=None, description="Param values.")
