@@ -43,7 +43,7 @@ def steps(doc: dict) -> dict[str, dict]:
 
 def test_every_example_has_a_readme_workflow_and_run():
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 14)]
+    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 15)]
     for folder in folders:
         assert (folder / "README.md").exists(), folder
         assert (folder / "workflow.yaml").exists(), folder
@@ -483,3 +483,20 @@ def test_a_gate_without_anyone_to_ask_behaves_as_in_a_cluster(tmp_path, gate, co
         assert took >= 2  # slept, then waited for the gate's deadline
     else:
         assert "no one to ask" in review["message"]
+
+
+def test_14_nightly_reuses_the_cached_fetch_and_lints_its_schedule(tmp_path):
+    wf = "examples/14-nightly/workflow.yaml"
+    cache = ("--cache", str(tmp_path / "cache"))
+    code, doc = run_json(wf, *cache)
+    assert code == 0, doc
+    assert doc["outputs"] == {"digest": "example.org: 12 pages summarised", "fetched": "Succeeded"}
+    assert steps(doc)["pause"]["outputs"]["sleptSeconds"] == 2.0
+    code, doc = run_json(wf, *cache)
+    assert doc["outputs"]["fetched"] == "Cached"
+    assert steps(doc)["fetch"]["attempts"] == 0
+    code, doc = run_json(wf, *cache, "--no-cache")
+    assert doc["outputs"]["fetched"] == "Succeeded"
+    code, doc = run_json(wf, *cache, "-p", "site=example.com")
+    assert doc["outputs"]["fetched"] == "Succeeded"  # another key
+    assert braid("lint", "examples/14-nightly/schedule.yaml", wf).returncode == 0
