@@ -262,6 +262,32 @@ def exercise(kube: Kube) -> None:
         lambda: kube.run("get", "workflowrun", gone, check=False).returncode != 0,
     )
 
+    # runAs: Job: the operator creates the attempt's Job, reads whose it is once, and
+    # deletes it when the run is cancelled.
+    job_step = {
+        "name": "j",
+        "container": {"image": "x", "runAs": "Job", "command": ["sleep", "600"]},
+    }
+    jobbed = kube.create(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"generateName": "jobbed-"},
+                "spec": {"workflow": {"steps": [job_step]}},
+            }
+        )
+    )
+    kube.wait_for(
+        "the job's pod",
+        lambda: kube.json("get", "pods", "-l", f"batch.kubernetes.io/job-name={jobbed}-j-1")[
+            "items"
+        ],
+        timeout=60,
+    )
+    kube.run("patch", "workflowrun", jobbed, "--type=merge", "-p", '{"spec": {"cancelled": true}}')
+    kube.wait_finished(jobbed, timeout=60)
+
     # A schedule every two seconds that replaces its running run: it reads and watches
     # schedules, writes their status, creates runs and cancels (patches) the one replaced.
     kube.apply(

@@ -65,6 +65,9 @@ OPERATOR_USES = {
     ("", "pods", "create"),
     ("", "pods", "delete"),
     ("", "events", "create"),
+    ("batch", "jobs", "get"),
+    ("batch", "jobs", "create"),
+    ("batch", "jobs", "delete"),
     # that the approval policy is enforced, read once at start (by name)
     ("admissionregistration.k8s.io", "validatingadmissionpolicies", "get"),
     ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "get"),

@@ -258,6 +258,15 @@ class RunArtifactLimits(Model):
 class ContainerSpec(Model):
     """Run a container. Locally the command runs as a process and the image is ignored."""
 
+    run_as: Literal["Pod", "Job"] | None = Field(
+        default=None,
+        description="Pod (default): each attempt is a Pod owned by the run. Job: each attempt "
+        "is a batch/v1 Job (backoffLimit 0, so retries stay Braid's; evictions and preemption "
+        "do not count), for queueing systems that admit Jobs, such as Kueue: set its "
+        "kueue.x-k8s.io/queue-name label in podTemplate.metadata.labels, which the Job carries "
+        "too.",
+    )
+
     image: str = Field(
         min_length=1, max_length=1024, description="Container image used in a cluster."
     )

@@ -41,7 +41,14 @@ from braid.engine import (
 from braid.engine.actions import LoadItems, StoreCache
 from braid.kube.artifact_pods import ArtifactSettings, uses_artifacts
 from braid.kube.client import Cluster, ConflictError, PodRejectedError
-from braid.kube.pods import PodTemplateRefusedError, controller_uid, pod_for, result_of
+from braid.kube.pods import (
+    JOB_NAME_MAX,
+    PodTemplateRefusedError,
+    controller_uid,
+    job_for,
+    pod_for,
+    result_of,
+)
 from braid.webhook import SecretReader, WebhookPolicy, call_webhook
 
 log = structlog.get_logger("braid.controller")
@@ -144,6 +151,9 @@ class Applier:
                 if hook is not None and hook.model_call and self.keeper is not None:
                     await self.keeper.hold(run)  # its exchange is kept until the run goes
                 self._call_webhook((namespace, name), action, self.secrets.reader(namespace))
+            elif isinstance(action, CancelAttempt) and action.job:
+                await self.cluster.delete_job(namespace, action.name)
+                log_.info("Deleted step job", job=action.name, reason=action.reason)
             elif isinstance(action, CancelAttempt):
                 await self.cluster.delete_pod(namespace, action.name)
                 log_.info("Deleted step pod", pod=action.name, reason=action.reason)
@@ -166,8 +176,34 @@ class Applier:
                     return AttemptResult(action.name, artifact_error=NO_REPOSITORY)
             else:
                 await self.keeper.hold(run)  # its artifacts go when the run goes
+        pod = self._pod(action, meta, workflow)
+        if isinstance(pod, AttemptResult):
+            return pod
+        if action.container is not None and action.container.job:
+            return await self._create_job(action, pod, meta["uid"])
+        return await self._create_plain_pod(action, pod, meta["uid"])
+
+    async def _create_plain_pod(
+        self, action: StartAttempt, pod: dict[str, Any], run_uid: str
+    ) -> AttemptResult | None:
         try:
-            pod = pod_for(
+            created = await self.cluster.create_pod(pod)
+        except PodRejectedError as exc:
+            return AttemptResult(action.name, error=f"the API server refused the Pod: {exc}")
+        if created:
+            return None
+        # A pod of that name exists: ours from an earlier try of this very decision, or a
+        # pod someone else made under our attempt's name, whose result must never be taken.
+        existing = await self.cluster.get_pod(pod["metadata"]["namespace"], action.name)
+        owner = controller_uid(existing) if existing is not None else run_uid
+        return None if owner == run_uid else conflict(action.name, owner)
+
+    def _pod(
+        self, action: StartAttempt, meta: dict[str, Any], workflow: str
+    ) -> dict[str, Any] | AttemptResult:
+        """The attempt's Pod, or why its podTemplate is not admitted."""
+        try:
+            return pod_for(
                 action,
                 namespace=meta["namespace"],
                 run_name=meta["name"],
@@ -181,17 +217,39 @@ class Applier:
             )
         except PodTemplateRefusedError as exc:
             return AttemptResult(action.name, error=f"podTemplate not admitted: {exc}")
+
+    async def _create_job(
+        self, action: StartAttempt, pod: dict[str, Any], run_uid: str
+    ) -> AttemptResult | None:
+        """runAs: Job. A Job of the attempt's name that is not the run's is a conflict."""
+        if len(action.name) > JOB_NAME_MAX:
+            return AttemptResult(
+                action.name,
+                error=f"runAs: Job needs an attempt name of at most {JOB_NAME_MAX} characters "
+                f"({action.name!r} has {len(action.name)}); shorten the run or step names",
+            )
         try:
-            created = await self.cluster.create_pod(pod)
+            created = await self.cluster.create_job(job_for(pod))
         except PodRejectedError as exc:
-            return AttemptResult(action.name, error=f"the API server refused the Pod: {exc}")
+            return AttemptResult(action.name, error=f"the API server refused the Job: {exc}")
         if created:
             return None
-        # A pod of that name exists: ours from an earlier try of this very decision, or a
-        # pod someone else made under our attempt's name, whose result must never be taken.
-        existing = await self.cluster.get_pod(meta["namespace"], action.name)
-        owner = controller_uid(existing) if existing is not None else meta["uid"]
-        return None if owner == meta["uid"] else conflict(action.name, owner)
+        existing = await self.cluster.get_job(pod["metadata"]["namespace"], action.name)
+        owner = controller_uid(existing) if existing is not None else run_uid
+        return None if owner == run_uid else conflict(action.name, owner)
+
+    async def job_owners(
+        self, namespace: str, jobs: dict[str, str], known: dict[str, str]
+    ) -> dict[str, str]:
+        """The runs owning the Jobs whose Pods stand for attempts: {job uid: owner uid}, read
+        once per Job (``jobs``: attempt -> the uid of the Job its Pod says it belongs to)."""
+        for attempt, job_uid in jobs.items():
+            if job_uid in known:
+                continue
+            job = await self.cluster.get_job(namespace, attempt)
+            if job is not None and job["metadata"].get("uid") == job_uid:
+                known[job_uid] = controller_uid(job) or ""
+        return known
 
     def _load_items(self, key: RunKey, action: LoadItems) -> None:
         """Fetch a fan-out's item list in the background; the run decides again once it is

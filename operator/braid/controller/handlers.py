@@ -18,7 +18,7 @@ from braid.controller.runtime import Runtime
 from braid.controller.schedules import ScheduleController
 from braid.kube.artifact_pods import PREFIX_ANNOTATION
 from braid.kube.client import KubeCluster
-from braid.kube.pods import LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
+from braid.kube.pods import JOB_NAME_LABEL, LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
 from braid.webhook import WebhookPolicy
@@ -114,7 +114,9 @@ def _snapshot(body: kopf.Body, labels: Mapping[str, str]) -> dict[str, Any]:
     return {
         "metadata": {
             "name": body["metadata"]["name"],
-            "ownerReferences": [{"uid": r.get("uid"), "controller": True} for r in owners],
+            "ownerReferences": [
+                {"uid": r.get("uid"), "kind": r.get("kind"), "controller": True} for r in owners
+            ],
             "annotations": {
                 k: v
                 for k, v in (body["metadata"].get("annotations") or {}).items()
@@ -139,7 +141,12 @@ def pods_by_run(
 def pods_by_name(
     *, namespace: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
-    return {(namespace, name): _snapshot(body, labels)}
+    snapshot = _snapshot(body, labels)
+    found = {(namespace, name): snapshot}
+    job = labels.get(JOB_NAME_LABEL)
+    if job:  # runAs: Job: the attempt is the Job's name, its Pod's is the Job controller's
+        found[namespace, job] = snapshot
+    return found
 
 
 def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:

@@ -38,7 +38,7 @@ from braid.engine.breakers import BreakerBoard
 from braid.kube.annotations import decisions_from
 from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
 from braid.kube.client import Cluster
-from braid.kube.pods import controller_uid, result_of
+from braid.kube.pods import controller, controller_uid, result_of
 from braid.kube.selectors import Matcher
 from braid.metrics import Before, Metrics
 from braid.webhook import WebhookPolicy
@@ -126,6 +126,7 @@ class Reconciler:
     # closed when the operator starts), and every indexed pod holding a concurrency key.
     pools: Pools = field(default_factory=Pools)
     queues: Queues = field(default_factory=Queues)  # run queues (spec.concurrency)
+    job_owners: dict[str, str] = field(default_factory=dict)  # runAs: Job, read once each
     breakers: BreakerBoard = field(default_factory=BreakerBoard)
     pool_pods: Callable[[], PoolPods] = list
     inbox: Inbox = field(default_factory=Inbox)
@@ -302,8 +303,12 @@ class Reconciler:
             )
             outcome.add(decision, wake)
 
+        jobs = job_pods(state, view)
+        owners = (
+            await self.apply.job_owners(meta["namespace"], jobs, self.job_owners) if jobs else {}
+        )
         seen = await self.apply.secrets.mask(
-            meta["namespace"], observed(state, view, meta["uid"]), view.get
+            meta["namespace"], observed(state, view, meta["uid"], owners), view.get
         )
         cache = self.apply.cache
         if cache is not None and state.plan.cached:
@@ -395,15 +400,34 @@ class _Outcome:
         return self.last
 
 
-def observed(state: RunState, view: PodView, uid: str) -> list[AttemptResult]:
+def job_pods(state: RunState, view: PodView) -> dict[str, str]:
+    """Attempts whose Pod a Job controls: attempt -> that Job's uid."""
+    out = {}
+    for attempt in state.active:
+        pod = view.get(attempt)
+        ref = controller(pod) if pod is not None else None
+        if ref is not None and ref.get("kind") == "Job":
+            out[attempt] = str(ref.get("uid"))
+    return out
+
+
+def observed(
+    state: RunState, view: PodView, uid: str, job_owners: Mapping[str, str] | None = None
+) -> list[AttemptResult]:
     """Results of the attempts the engine waits for, from their pods (a pod of an attempt's
-    name that the run does not own is a conflict, never a result)."""
+    name that the run does not own is a conflict, never a result). A Job's Pod counts when
+    the Job is the run's (``job_owners``: Job uid -> its owner's uid)."""
     out = []
     for attempt in state.active:
         pod = view.get(attempt)
         if pod is None:
             continue
         owner = controller_uid(pod)
+        ref = controller(pod)
+        if ref is not None and ref.get("kind") == "Job":
+            owner = (job_owners or {}).get(str(ref.get("uid")))
+            if owner is None:
+                continue  # not known to be the run's yet: never taken as its result
         if owner is not None and owner != uid:
             out.append(conflict(attempt, owner))
         elif (result := result_of(pod)) is not None:
@@ -420,6 +444,10 @@ def lost_pods(
     for attempt, task in state.active.items():
         pod = view.get(attempt)
         if task.action.container is None or (pod is not None and not pod.get("deleting")):
+            continue
+        if task.is_job:
+            # A Job may wait in a queue (Kueue) with no Pod for long, and replaces a Pod
+            # that was evicted: its attempt is bounded by its timeout, not by its Pod.
             continue
         started = task.status.attempt_start_time
         missing_long = started is not None and (now - started).total_seconds() > LOST_AFTER

@@ -46,6 +46,7 @@ class ContainerRequest:
     # may write under $BRAID_ARTIFACTS (None: nothing; in a cluster, no artifact sidecar).
     inputs: tuple[InputArtifact, ...] = ()
     artifacts: ArtifactRoom | None = None
+    job: bool = False  # runAs: Job: the attempt is a Job (whose one Pod runs it)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class StoreCache:
 class CancelAttempt:
     name: str
     reason: str
+    job: bool = False  # the attempt is a Job: delete it (and its Pod with it)
 
 
 @dataclass(frozen=True)

@@ -717,7 +717,7 @@ class RunState:
     def _cancel_task(self, task: Task, reason: str, message: str, now: datetime) -> None:
         name = task.status.attempt_name
         if name and (active := self._deactivate(name)) is not None:
-            self.actions.append(CancelAttempt(name, reason))
+            self.actions.append(CancelAttempt(name, reason, job=active.is_job))
             breakers.abandon(self.breakers, active.action, name, now)
             if active.action.routes is not None:
                 routing.abandon(active.action.routes, self.breakers, task.status, name, now)
@@ -1025,7 +1025,7 @@ class RunState:
             end = deadlines.attempt(timeout, task.status.attempt_start_time)
             if end is not None and now >= end:
                 self._deactivate(name)
-                self.actions.append(CancelAttempt(name, FailureReason.TIMED_OUT))
+                self.actions.append(CancelAttempt(name, FailureReason.TIMED_OUT, job=task.is_job))
                 said = f"attempt {task.status.attempts} exceeded timeoutSeconds={timeout}"
                 self._task_failed(task, FailureReason.TIMED_OUT, said, None, now)
         due = [t for t in self.retrying if t.status.retry_time and t.status.retry_time <= now]

@@ -56,6 +56,11 @@ class Task:
         """The fan-out an item belongs to: its step's, or a loop body step's in an iteration."""
         return self.step if self.body is None else f"{self.step}#{self.iteration}/{self.body}"
 
+    @property
+    def is_job(self) -> bool:
+        container = self.action.container
+        return container is not None and container.spec.run_as == "Job"
+
     def attempt_name(self) -> str:
         return f"{self.prefix}-{self.status.attempts}"
 
@@ -197,6 +202,7 @@ def render_request(
             env_from=tuple(c.spec.env_from or ()),
             inputs=artifacts.inputs(c.inputs, context),
             artifacts=artifacts.room(c.max_artifact_bytes, c.max_artifact_files, run_left),
+            job=c.spec.run_as == "Job",
         )
     elif action.webhook is not None:
         w = action.webhook

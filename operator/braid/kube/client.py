@@ -61,6 +61,9 @@ class Cluster(Protocol):
     async def create_pod(self, pod: dict[str, Any]) -> bool: ...
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_pod(self, namespace: str, name: str) -> None: ...
+    async def create_job(self, job: dict[str, Any]) -> bool: ...
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def delete_job(self, namespace: str, name: str) -> None: ...
     async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
     async def set_run_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
@@ -91,6 +94,7 @@ class KubeCluster:
     def __init__(self, api: k8s.ApiClient) -> None:
         self.api = api
         self.core = k8s.CoreV1Api(api)
+        self.batch = k8s.BatchV1Api(api)
         self.custom = k8s.CustomObjectsApi(api)
         self.requests: Counter[str] = Counter()
         self.instance = socket.gethostname()
@@ -317,6 +321,44 @@ class KubeCluster:
             and "Deny" in (binding.spec.validation_actions or [])
             and binding.spec.param_ref is None
         )
+
+    async def create_job(self, job: dict[str, Any]) -> bool:
+        """Create; False when a Job of that name exists already (whose, the caller reads)."""
+        self.requests["POST jobs"] += 1
+        status, body = await _unloaded(
+            self.batch.create_namespaced_job(
+                job["metadata"]["namespace"], cast("Any", job), _preload_content=False
+            )
+        )
+        if status == 409:
+            return False
+        if status in (400, 403, 422):
+            raise PodRejectedError(_message(body, status))
+        if not 200 <= status < 300:
+            raise ApiException(status=status, reason=_message(body, "creating a Job failed"))
+        return True
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.requests["GET jobs"] += 1
+        status, body = await _unloaded(
+            self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        )
+        if status == 404:
+            return None
+        if not 200 <= status < 300:
+            raise ApiException(status=status, reason=_message(body, "reading a Job failed"))
+        job: dict[str, Any] = json.loads(body)
+        return job
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.requests["DELETE jobs"] += 1
+        try:
+            await self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", grace_period_seconds=0
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.requests["DELETE pods"] += 1

@@ -30,6 +30,7 @@ class MemoryCluster:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[RecordEvent] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
     resource_version: int = 1
@@ -113,6 +114,22 @@ class MemoryCluster:
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests["GET pods"] += 1
         return _wire(self.pods.get(name))  # type: ignore[no-any-return]
+
+    async def create_job(self, job: dict[str, Any]) -> bool:
+        self.requests["POST jobs"] += 1
+        name = job["metadata"]["name"]
+        if name in self.jobs:
+            return False
+        self.jobs[name] = _wire(job)
+        return True
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.requests["GET jobs"] += 1
+        return _wire(self.jobs.get(name))  # type: ignore[no-any-return]
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.requests["DELETE jobs"] += 1
+        self.jobs.pop(name, None)
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.requests["DELETE pods"] += 1

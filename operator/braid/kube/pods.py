@@ -214,6 +214,44 @@ def _merge_into(target: dict[str, Any], override: dict[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+JOB_NAME_MAX = 63  # the Job controller puts the name in a label of its Pod
+
+
+def job_for(pod: dict[str, Any]) -> dict[str, Any]:
+    """A Job running exactly the attempt's Pod: named and owned like it, carrying its labels
+    (a queue's, such as Kueue's kueue.x-k8s.io/queue-name, included). backoffLimit 0: a failed
+    Pod fails the Job, and Braid's retry policy decides as for a Pod; a Pod disrupted
+    (evicted, preempted) is replaced instead of counted."""
+    meta = pod["metadata"]
+    template_meta = {k: v for k, v in meta.items() if k in ("labels", "annotations")}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+            "ownerReferences": meta["ownerReferences"],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "podFailurePolicy": {
+                "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            },
+            "template": {"metadata": template_meta, "spec": pod["spec"]},
+        },
+    }
+
+
+def controller(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The controlling owner reference of an object."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
 def controller_uid(pod: dict[str, Any]) -> str | None:
     """The uid of the object that controls the Pod (for a step Pod: its run)."""
     for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
