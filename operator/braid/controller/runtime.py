@@ -62,8 +62,9 @@ class Runtime:
         by_run, by_name = self.by_run, self.by_name
 
         def lookup(pod: str) -> dict[str, Any] | None:
-            found = by_name.get((namespace, pod))
-            return next(iter(found), None) if found else None
+            found = list(by_name.get((namespace, pod)) or [])
+            # A Job's attempt may have had a Pod replaced (evicted): the live one counts.
+            return next((p for p in found if not p.get("deleting")), found[0] if found else None)
 
         return PodView(lookup=lookup, every=lambda: list(by_run.get(key, [])))
 
