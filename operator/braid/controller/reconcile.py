@@ -17,7 +17,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -431,7 +431,7 @@ def observed(
         if owner is not None and owner != uid:
             out.append(conflict(attempt, owner))
         elif (result := result_of(pod)) is not None:
-            out.append(result)
+            out.append(replace(result, name=attempt))  # a Job's Pod has a name of its own
     return out
 
 
