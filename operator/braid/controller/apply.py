@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -186,17 +186,14 @@ class Applier:
     async def _create_plain_pod(
         self, action: StartAttempt, pod: dict[str, Any], run_uid: str
     ) -> AttemptResult | None:
-        try:
-            created = await self.cluster.create_pod(pod)
-        except PodRejectedError as exc:
-            return AttemptResult(action.name, error=f"the API server refused the Pod: {exc}")
-        if created:
-            return None
-        # A pod of that name exists: ours from an earlier try of this very decision, or a
-        # pod someone else made under our attempt's name, whose result must never be taken.
-        existing = await self.cluster.get_pod(pod["metadata"]["namespace"], action.name)
-        owner = controller_uid(existing) if existing is not None else run_uid
-        return None if owner == run_uid else conflict(action.name, owner)
+        namespace = pod["metadata"]["namespace"]
+        return await _created(
+            action.name,
+            "Pod",
+            lambda: self.cluster.create_pod(pod),
+            lambda: self.cluster.get_pod(namespace, action.name),
+            run_uid,
+        )
 
     def _pod(
         self, action: StartAttempt, meta: dict[str, Any], workflow: str
@@ -228,15 +225,14 @@ class Applier:
                 error=f"runAs: Job needs an attempt name of at most {JOB_NAME_MAX} characters "
                 f"({action.name!r} has {len(action.name)}); shorten the run or step names",
             )
-        try:
-            created = await self.cluster.create_job(job_for(pod))
-        except PodRejectedError as exc:
-            return AttemptResult(action.name, error=f"the API server refused the Job: {exc}")
-        if created:
-            return None
-        existing = await self.cluster.get_job(pod["metadata"]["namespace"], action.name)
-        owner = controller_uid(existing) if existing is not None else run_uid
-        return None if owner == run_uid else conflict(action.name, owner)
+        namespace = pod["metadata"]["namespace"]
+        return await _created(
+            action.name,
+            "Job",
+            lambda: self.cluster.create_job(job_for(pod)),
+            lambda: self.cluster.get_job(namespace, action.name),
+            run_uid,
+        )
 
     async def job_owners(
         self, namespace: str, jobs: dict[str, str], known: dict[str, str]
@@ -413,6 +409,26 @@ class Applier:
             event = RecordEvent("Warning", EventReason.INVALID_SPEC, f"Run rejected: {message}")
             await self.cluster.record_event(updated, replace_message(event, 1024))
         log_.warning("Rejected invalid run", problems=message[:4000])
+
+
+async def _created(
+    attempt: str,
+    kind: str,
+    create: Callable[[], Awaitable[bool]],
+    read: Callable[[], Awaitable[dict[str, Any] | None]],
+    run_uid: str,
+) -> AttemptResult | None:
+    """Create an attempt's Pod or Job. One of that name existing already is ours from an
+    earlier try of this very decision, or someone else's under our attempt's name, whose
+    result must never be taken: a conflict."""
+    try:
+        if await create():
+            return None
+    except PodRejectedError as exc:
+        return AttemptResult(attempt, error=f"the API server refused the {kind}: {exc}")
+    existing = await read()
+    owner = controller_uid(existing) if existing is not None else run_uid
+    return None if owner == run_uid else conflict(attempt, owner)
 
 
 def replace_message(event: RecordEvent, limit: int) -> RecordEvent:
