@@ -1,6 +1,6 @@
 """A stand-in for a model API, for the webhook example: POST /classify -> JSON.
 
-Run it with `python examples/09-webhook/server.py 8089`; it serves on 127.0.0.1 only.
+Run it with `python3 examples/09-webhook/server.py 8089`; it serves on 127.0.0.1 only.
 """
 
 import json

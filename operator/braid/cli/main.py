@@ -9,6 +9,7 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
+from secrets import token_hex as secrets_token
 from typing import Any
 
 import typer
@@ -38,6 +39,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, highlight=False)
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        print(__version__)
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Agentic workflows as Kubernetes resources; `braid run` runs them locally."""
+
+
 if not err.is_terminal:
     err.width = max(err.width, 120)  # logs and CI: do not squeeze the summary table
 
@@ -282,7 +304,9 @@ def run(
     except InvalidSpecError as exc:
         _print_errors(files[0], exc.errors)
         raise typer.Exit(1) from None
-    run_name = f"{name}-{datetime.now().strftime('%H%M%S')}"  # noqa: DTZ005 - display only
+    # The time says when; the suffix keeps two runs started in the same second apart.
+    stamp = datetime.now().strftime("%H%M%S")  # noqa: DTZ005 - display only
+    run_name = f"{name}-{stamp}-{secrets_token(2)}"
     printer = ProgressPrinter(err)
     local = LocalRun(
         run_name=run_name,
