@@ -16,7 +16,8 @@ WORKFLOW = {
     "spec": {
         "concurrency": {"key": "prod", "limit": 1},
         "steps": [
-            {"name": "nap", "sleep": {"durationSeconds": 2}},
+            # Long enough that a busy machine still sees the others wait while one runs.
+            {"name": "nap", "sleep": {"durationSeconds": 6}},
             {
                 "name": "ship",
                 "container": {"image": "python:3.12-slim", "command": ["python3", "-c", "1"]},
@@ -47,10 +48,12 @@ def test_runs_of_a_queue_go_one_at_a_time_in_priority_order(
         if not priority:
             kube.wait_for("the run to be seen", lambda n=names[-1]: condition(kube, n))
     first, second, urgent = names
-    kube.wait_for("the queue", lambda: condition(kube, urgent).get("reason") == "Queued")
+    kube.wait_for(
+        "the queue", lambda: condition(kube, urgent).get("reason") == "Queued", timeout=60
+    )
     assert condition(kube, second)["reason"] == "Queued"
     assert condition(kube, urgent)["message"].startswith("queued: 1 of 2")
-    done = {n: kube.wait_finished(n, timeout=90) for n in names}
+    done = {n: kube.wait_finished(n, timeout=120) for n in names}
     assert all(s["phase"] == "Succeeded" for s in done.values()), operator.log()[-3000:]
     # one at a time: each started after the one before it completed, urgent before second
     order = sorted(names, key=lambda n: done[n]["startTime"])
