@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from braid.api.reasons import EventReason, FailureReason, StepReason
@@ -138,6 +138,19 @@ def outcome(fan: FanOut) -> FanOutVerdict | None:
             f"{fan.failed}/{fan.total} items failed; {fan.threshold} must succeed",
         )
     return None
+
+
+def which_failed(items: list[ItemStatus]) -> str:
+    """Which items failed, and how the first of them did (a person asks that first)."""
+    failed = [i for i in items if i.phase == StepPhase.FAILED]
+    if not failed:
+        return ""
+    first = failed[0]
+    why = f"({first.reason}): {first.message[:400]}" if first.message else f"({first.reason})"
+    if len(failed) == 1:
+        return f"; item {first.index} failed {why}"
+    shown = ", ".join(str(i.index) for i in failed[:5]) + (", ..." if len(failed) > 5 else "")
+    return f"; items {shown} failed; item {first.index} {why}"
 
 
 def may_start_another(fan: FanOut, started: int, capacity: float) -> bool:
@@ -282,6 +295,8 @@ class FanOuts:
         # A retrying item holds its slot; an active one gives it up when it is deactivated.
         fan.running -= sum(t.status.phase == StepPhase.RETRYING for t in cancel)
         st.outputs = outputs(fan, st.items or [])
+        if verdict.phase == StepPhase.FAILED:
+            verdict = replace(verdict, message=verdict.message + which_failed(st.items or []))
         self.compact(key)
         del self.running[key]
         return fan.where, verdict, cancel
