@@ -137,7 +137,7 @@ C = "container: {image: x, command: [a]}"
               - {{name: a, {C}, approval: {{}}}}
             """,
             [
-                "spec.steps[0]: set exactly one of container, webhook, llm, approval, sleep, fanOut or loop"
+                "spec.steps[0]: set exactly one of container, webhook, llm, approval, sleep, workflow, fanOut or loop"
             ],
         ),
         (

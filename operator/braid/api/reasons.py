@@ -78,6 +78,9 @@ class FailureReason(StrEnum):
     CIRCUIT_OPEN = "CircuitOpen"
     POD_LOST = "PodLost"
     POD_CONFLICT = "PodConflict"
+    # A workflow step: the child run failed or was cancelled; or it would nest too deep.
+    SUB_WORKFLOW_FAILED = "SubWorkflowFailed"
+    SUB_WORKFLOW_TOO_DEEP = "SubWorkflowTooDeep"
 
 
 class StepReason(StrEnum):

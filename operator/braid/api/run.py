@@ -17,7 +17,7 @@ from braid.api.reasons import (
     SLAReason,
     StepReason,
 )
-from braid.api.workflow import JSON, WorkflowSpec
+from braid.api.workflow import JSON, BudgetSpec, WorkflowSpec
 
 
 def _unchanged(name: str) -> str:
@@ -61,7 +61,10 @@ class WorkflowRunSpec(Model):
                     # not change what it runs: only cancelling is a change of spec.
                     "rule": " && ".join(
                         (
-                            *(_unchanged(f) for f in ("workflowRef", "params", "retryOf")),
+                            *(
+                                _unchanged(f)
+                                for f in ("workflowRef", "params", "retryOf", "budget")
+                            ),
                             "has(self.workflow) == has(oldSelf.workflow)",
                         )
                     ),
@@ -108,6 +111,11 @@ class WorkflowRunSpec(Model):
         ge=-1000,
         le=1000,
         description="Queue priority of this run (spec.concurrency); default the workflow's.",
+    )
+    budget: BudgetSpec | None = Field(
+        default=None,
+        description="Caps the workflow's budget for this run: the lower of each limit "
+        "applies (a sub-workflow's run gets what its parent has left).",
     )
 
     @model_validator(mode="after")
@@ -253,6 +261,11 @@ class TaskStatus(Model):
     wake_time: datetime | None = Field(default=None, description="A sleep step: when it wakes.")
     cache_key: str | None = Field(
         default=None, description="cache: the key digest of the last attempt (or the hit)."
+    )
+    child_run: str | None = Field(
+        default=None,
+        description="A workflow step: the child WorkflowRun of the last attempt (same "
+        "namespace; labelled braid.dev/parent-run).",
     )
 
     # The only ways the engine changes a task's phase: each sets phase, reason and message
@@ -427,6 +440,14 @@ class StepStatus(FannedStatus):
     sla_breached: bool | None = Field(default=None, description="The step exceeded its SLA.")
 
 
+class ParentLink(Model):
+    """The run that started this one as a sub-workflow step."""
+
+    run: str = Field(description="The parent WorkflowRun (same namespace; it owns this run).")
+    step: str = Field(description="The parent's step (or item/iteration) this run is.")
+    depth: int = Field(ge=1, description="Nesting depth: 1 for a child of a top-level run.")
+
+
 class WorkflowRunStatus(Model):
     """Everything observed about the run. Written by the operator (or the local runner)."""
 
@@ -454,6 +475,9 @@ class WorkflowRunStatus(Model):
     outputs: dict[str, JSON] | None = Field(default=None, description="Run outputs.")
     sla_breached: bool | None = Field(
         default=None, description="The run exceeded spec.sla.maxDurationSeconds."
+    )
+    parent: ParentLink | None = Field(
+        default=None, description="A sub-workflow's run: its parent run and step."
     )
     usage: Usage | None = Field(default=None, description="Tokens and cost used so far.")
     artifact_bytes: int | None = Field(

@@ -341,6 +341,37 @@ class SleepSpec(Model):
         return self
 
 
+class SubWorkflowSpec(Model):
+    """Run another workflow as this step (Argo's template reference, Tekton's pipeline in a
+    pipeline): a child WorkflowRun owned by this run, whose outputs become the step's. Set
+    exactly one of name or spec."""
+
+    model_config = _cel_rules(_exactly_one("name", "spec"))
+
+    name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX,
+        description="A Workflow in the run's namespace (locally: one of the files given to "
+        "braid run). The child runs it as it is when the child starts.",
+    )
+    spec: dict[str, JSON] | None = Field(
+        default=None,
+        description="An inline workflow spec (what a Workflow's spec holds); validated with "
+        "the run, errors named under this field.",
+    )
+    params: dict[str, JSON] | None = Field(
+        default=None,
+        description="The child's params; values may hold ${{ }} (e.g. item, steps.x.outputs).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SubWorkflowSpec:
+        if (self.name is None) == (self.spec is None):
+            raise ValueError("set exactly one of name or spec")
+        return self
+
+
 class ApprovalTimeoutAction(StrEnum):
     REJECT = "Reject"
     APPROVE = "Approve"
@@ -742,6 +773,9 @@ class _StepBase(Model):
     llm: LLMSpec | None = Field(default=None, description="Call a model (Chat Completions).")
     approval: ApprovalSpec | None = Field(default=None, description="Wait for approval.")
     sleep: SleepSpec | None = Field(default=None, description="Wait for a time, then succeed.")
+    workflow: SubWorkflowSpec | None = Field(
+        default=None, description="Run another workflow as a child run and take its outputs."
+    )
     retry: RetryPolicy | None = Field(
         default=None, description="Retry policy; defaults to spec.defaults.retry."
     )
@@ -797,7 +831,7 @@ class FanOutCase(Model):
     """One way to run an item: the first case whose `when` holds for the item runs it (e.g.
     the tool a model's tool call names)."""
 
-    # "exactly one of container, webhook, llm" is checked by lint and the operator only: a
+    # "exactly one of container, webhook, llm, workflow" is checked by lint and the operator: a
     # rule this deep (steps, loop body, cases) is beyond the API server's CEL cost budget.
 
     name: str = Field(
@@ -810,26 +844,28 @@ class FanOutCase(Model):
     container: ContainerSpec | None = Field(default=None, description="Run a container.")
     webhook: WebhookSpec | None = Field(default=None, description="Make an HTTP call.")
     llm: LLMSpec | None = Field(default=None, description="Call a model.")
+    workflow: SubWorkflowSpec | None = Field(default=None, description="Run a sub-workflow.")
 
     @model_validator(mode="after")
     def _one_of(self) -> FanOutCase:
-        if sum(x is not None for x in (self.container, self.webhook, self.llm)) != 1:
-            raise ValueError("set exactly one of container, webhook or llm")
+        kinds = (self.container, self.webhook, self.llm, self.workflow)
+        if sum(x is not None for x in kinds) != 1:
+            raise ValueError("set exactly one of container, webhook, llm or workflow")
         return self
 
 
 class FanOutSpec(Model):
     """Run one action per item (orchestrator-worker); outputs are gathered in item order.
 
-    The action is container, webhook or llm, or `cases`: per item, the first case whose `when`
-    holds (an item no case matches fails with reason NoCaseMatched). Downstream steps read
-    steps.<name>.outputs.items (each item's outputs, null where it did not succeed),
-    .succeeded, .failed and .total."""
+    The action is container, webhook, llm or workflow, or `cases`: per item, the first case
+    whose `when` holds (an item no case matches fails with reason NoCaseMatched). Downstream
+    steps read steps.<name>.outputs.items (each item's outputs, null where it did not
+    succeed), .succeeded, .failed and .total."""
 
     # "exactly one of items, itemsExpression, itemsFrom" is checked by lint and the operator
     # only: items are free-form JSON, and a field without a schema type is invisible to the API
     # server's CEL.
-    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "cases"))
+    model_config = _cel_rules(_exactly_one("container", "webhook", "llm", "workflow", "cases"))
 
     items: list[JSON] | None = Field(
         default=None, description="Literal list of items; each is `item` in expressions."
@@ -869,6 +905,9 @@ class FanOutSpec(Model):
     container: ContainerSpec | None = Field(default=None, description="Per-item container.")
     webhook: WebhookSpec | None = Field(default=None, description="Per-item HTTP call.")
     llm: LLMSpec | None = Field(default=None, description="Per-item model call.")
+    workflow: SubWorkflowSpec | None = Field(
+        default=None, description="Per-item sub-workflow (a child run per item)."
+    )
     cases: list[FanOutCase] | None = Field(
         default=None,
         min_length=1,
@@ -882,18 +921,18 @@ class FanOutSpec(Model):
         given = (self.items, self.items_expression, self.items_from)
         if sum(x is not None for x in given) != 1:
             raise ValueError("set exactly one of items, itemsExpression or itemsFrom")
-        actions = (self.container, self.webhook, self.llm, self.cases)
+        actions = (self.container, self.webhook, self.llm, self.workflow, self.cases)
         if sum(x is not None for x in actions) != 1:
-            raise ValueError("set exactly one of container, webhook, llm or cases")
+            raise ValueError("set exactly one of container, webhook, llm, workflow or cases")
         return self
 
 
 class LoopStep(_StepBase):
-    """A step inside a loop body: container, webhook, llm, approval, sleep or fanOut (e.g. one
-    tool call per item of the model's toolCalls)."""
+    """A step inside a loop body: container, webhook, llm, approval, sleep, workflow or fanOut
+    (e.g. one tool call per item of the model's toolCalls)."""
 
     model_config = _cel_rules(
-        _exactly_one("container", "webhook", "llm", "approval", "sleep", "fanOut")
+        _exactly_one("container", "webhook", "llm", "approval", "sleep", "workflow", "fanOut")
     )
 
     fan_out: FanOutSpec | None = Field(
@@ -902,10 +941,10 @@ class LoopStep(_StepBase):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> LoopStep:
-        kinds = [self.container, self.webhook, self.llm, self.approval, self.sleep, self.fan_out]
-        if sum(k is not None for k in kinds) != 1:
+        kinds = [self.container, self.webhook, self.llm, self.approval, self.sleep]
+        if sum(k is not None for k in [*kinds, self.workflow, self.fan_out]) != 1:
             raise ValueError(
-                "set exactly one of container, webhook, llm, approval, sleep or fanOut"
+                "set exactly one of container, webhook, llm, approval, sleep, workflow or fanOut"
             )
         return self
 
@@ -940,10 +979,12 @@ class LoopSpec(Model):
 
 class Step(_StepBase):
     """One node of the workflow graph. Set exactly one of container, webhook, llm, approval,
-    sleep, fanOut or loop."""
+    sleep, workflow, fanOut or loop."""
 
     model_config = _cel_rules(
-        _exactly_one("container", "webhook", "llm", "approval", "sleep", "fanOut", "loop"),
+        _exactly_one(
+            "container", "webhook", "llm", "approval", "sleep", "workflow", "fanOut", "loop"
+        ),
         (
             "!has(self.dependsOn) || !(self.name in self.dependsOn)",
             "a step cannot depend on itself",
@@ -967,15 +1008,17 @@ class Step(_StepBase):
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
         kinds = [self.container, self.webhook, self.llm, self.approval, self.sleep]
-        if sum(k is not None for k in [*kinds, self.fan_out, self.loop]) != 1:
+        if sum(k is not None for k in [*kinds, self.workflow, self.fan_out, self.loop]) != 1:
             raise ValueError(
-                "set exactly one of container, webhook, llm, approval, sleep, fanOut or loop"
+                "set exactly one of container, webhook, llm, approval, sleep, workflow, fanOut "
+                "or loop"
             )
         return self
 
     @property
     def kind(self) -> str:
-        for kind in ("container", "webhook", "llm", "approval", "sleep", "fan_out", "loop"):
+        kinds = ("container", "webhook", "llm", "approval", "sleep", "workflow", "fan_out", "loop")
+        for kind in kinds:
             if getattr(self, kind) is not None:
                 return "fanOut" if kind == "fan_out" else kind
         raise AssertionError("validated step has a kind")

@@ -238,10 +238,11 @@ def _select(manifests: list[Manifest]) -> tuple[str, Any, dict[str, Any]]:
         spec = resolve_run_spec(run, workflows)
         name = run.metadata.name or (run.spec.workflow_ref.name if run.spec.workflow_ref else "run")
         return name, spec, dict(run.spec.params or {})
-    if len(workflows) != 1:
+    if not workflows:
         raise InvalidSpecError(
-            [FieldError("", f"expected one Workflow (or a WorkflowRun), found {len(workflows)}")]
+            [FieldError("", "expected a Workflow (or a WorkflowRun), found none")]
         )
+    # Several Workflows: the first runs; the others are there for its sub-workflow steps.
     return workflows[0].metadata.name or "workflow", workflows[0].spec, {}
 
 
@@ -321,6 +322,11 @@ def run(
         inherit_env=inherit_env,
         artifacts_dir=artifacts_dir,
         cache_dir=None if no_cache else cache_dir,
+        workflows={
+            m.metadata.name: m.spec
+            for m in manifests
+            if isinstance(m, Workflow) and m.metadata.name
+        },
     )
     if any(s.container for s in spec.steps) or any(
         s.fan_out and s.fan_out.container for s in spec.steps

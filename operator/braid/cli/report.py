@@ -64,6 +64,8 @@ class ProgressPrinter:
             what += f" ({action.labels.role})"
         attempt = f" attempt {action.labels.attempt}" if action.labels.attempt > 1 else ""
         attempt += f" → {action.candidate}" if action.candidate else ""
+        if action.child is not None:
+            attempt += f" → child run {action.name} ({action.child.workflow or 'inline workflow'})"
         self.console.print(
             f"{self._prefix()} [blue]▶[/] {what}{attempt}", markup=True, highlight=False
         )

@@ -17,7 +17,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.reasons import REQUESTED_BY
 from braid.api.run import WorkflowRunSpec, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
-from braid.engine import resolve_params
+from braid.engine import children, resolve_params
 from braid.engine.retry import seed_status
 from braid.engine.validate import validate_workflow
 from braid.kube.client import Cluster
@@ -45,6 +45,7 @@ class Admission:
         if parsed.retry_of is not None:
             status = await self._seed_retry(run, parsed, approvals_verified)
         spec = status.workflow_spec or await self._resolve(parsed, namespace)
+        spec = children.capped(spec, parsed.budget)  # a sub-workflow: its parent's budget left
         errors = await self.engine(validate_workflow, spec, self.pods, namespace)
         if errors:
             raise InvalidSpecError(errors)

@@ -37,9 +37,11 @@ from braid.engine import (
     RecordDecision,
     RecordEvent,
     StartAttempt,
+    children,
 )
 from braid.engine.actions import LoadItems, StoreCache
 from braid.kube.artifact_pods import ArtifactSettings, uses_artifacts
+from braid.kube.child_runs import child_run_for
 from braid.kube.client import Cluster, ConflictError, PodRejectedError
 from braid.kube.pods import (
     JOB_NAME_MAX,
@@ -129,34 +131,12 @@ class Applier:
         namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
         refused: list[AttemptResult] = []
         for action in actions:
-            if isinstance(action, StartAttempt) and action.container is not None:
-                failure = await self._create_pod(action, run, workflow)
+            if isinstance(action, StartAttempt):
+                failure = await self._start(action, run, workflow, log_)
                 if failure is not None:
                     refused.append(failure)
-                    log_.warning(
-                        "Refused step pod",
-                        pod=action.name,
-                        step=action.labels.step,
-                        reason=failure.error,
-                    )
-                    continue
-                log_.info(
-                    "Created step pod",
-                    pod=action.name,
-                    step=action.labels.step,
-                    attempt=action.labels.attempt,
-                )
-            elif isinstance(action, StartAttempt):
-                hook = action.webhook
-                if hook is not None and hook.model_call and self.keeper is not None:
-                    await self.keeper.hold(run)  # its exchange is kept until the run goes
-                self._call_webhook((namespace, name), action, self.secrets.reader(namespace))
-            elif isinstance(action, CancelAttempt) and action.job:
-                await self.cluster.delete_job(namespace, action.name)
-                log_.info("Deleted step job", job=action.name, reason=action.reason)
             elif isinstance(action, CancelAttempt):
-                await self.cluster.delete_pod(namespace, action.name)
-                log_.info("Deleted step pod", pod=action.name, reason=action.reason)
+                await self._cancel(namespace, action, log_)
             elif isinstance(action, LoadItems):
                 self._load_items((namespace, name), action)
             elif isinstance(action, StoreCache) and self.cache is not None:
@@ -182,6 +162,68 @@ class Applier:
         if action.container is not None and action.container.job:
             return await self._create_job(action, pod, meta["uid"])
         return await self._create_plain_pod(action, pod, meta["uid"])
+
+    async def _start(
+        self, action: StartAttempt, run: dict[str, Any], workflow: str, log_: Any
+    ) -> AttemptResult | None:
+        namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        if action.container is not None:
+            failure = await self._create_pod(action, run, workflow)
+            if failure is not None:
+                log_.warning(
+                    "Refused step pod",
+                    pod=action.name,
+                    step=action.labels.step,
+                    reason=failure.error,
+                )
+                return failure
+            log_.info(
+                "Created step pod",
+                pod=action.name,
+                step=action.labels.step,
+                attempt=action.labels.attempt,
+            )
+        elif action.child is not None:
+            failure = await self._create_child(action, run)
+            if failure is not None:
+                log_.warning("Refused child run", child=action.name, reason=failure.error)
+                return failure
+            log_.info("Created child run", child=action.name, step=action.labels.step)
+        else:
+            hook = action.webhook
+            if hook is not None and hook.model_call and self.keeper is not None:
+                await self.keeper.hold(run)  # its exchange is kept until the run goes
+            self._call_webhook((namespace, name), action, self.secrets.reader(namespace))
+        return None
+
+    async def _cancel(self, namespace: str, action: CancelAttempt, log_: Any) -> None:
+        if action.child:
+            child = children.run_name(action.name)
+            await self.cluster.cancel_run(namespace, child)
+            log_.info("Cancelled child run", child=child, reason=action.reason)
+        elif action.job:
+            await self.cluster.delete_job(namespace, action.name)
+            log_.info("Deleted step job", job=action.name, reason=action.reason)
+        else:
+            await self.cluster.delete_pod(namespace, action.name)
+            log_.info("Deleted step pod", pod=action.name, reason=action.reason)
+
+    async def _create_child(
+        self, action: StartAttempt, run: dict[str, Any]
+    ) -> AttemptResult | None:
+        """A sub-workflow's attempt: its child run (one of that name not owned by this run is
+        a conflict, never taken for the child)."""
+        meta = run["metadata"]
+        inherited = {k: v for k, v in (meta.get("labels") or {}).items() if k in self.shard_keys}
+        body = child_run_for(action, run, inherited)
+        child = body["metadata"]["name"]
+        return await _created(
+            action.name,
+            "WorkflowRun",
+            lambda: self.cluster.create_run(body),
+            lambda: self.cluster.get_run(meta["namespace"], child),
+            meta["uid"],
+        )
 
     async def _create_plain_pod(
         self, action: StartAttempt, pod: dict[str, Any], run_uid: str
@@ -428,18 +470,18 @@ async def _created(
         return AttemptResult(attempt, error=f"the API server refused the {kind}: {exc}")
     existing = await read()
     owner = controller_uid(existing) if existing is not None else run_uid
-    return None if owner == run_uid else conflict(attempt, owner)
+    return None if owner == run_uid else conflict(attempt, owner, kind)
 
 
 def replace_message(event: RecordEvent, limit: int) -> RecordEvent:
     return RecordEvent(event.type, event.reason, event.message[:limit], event.step)
 
 
-def conflict(attempt: str, owner: str | None) -> AttemptResult:
+def conflict(attempt: str, owner: str | None, kind: str = "pod") -> AttemptResult:
     return AttemptResult(
         attempt,
-        error=f"a pod named {attempt} already exists and belongs to another object (uid "
-        f"{owner}); its result is not this run's",
+        error=f"a {kind.lower()} named {attempt} already exists and belongs to another object "
+        f"(uid {owner}); its result is not this run's",
         conflict=True,
     )
 

@@ -32,11 +32,12 @@ from braid.controller.apply import Applier, Inbox, RunKey, conflict
 from braid.controller.cache import ClusterCache
 from braid.controller.pools import Pools
 from braid.controller.queues import Queues
-from braid.engine import Action, AttemptResult, Decision, Observations, RunState
+from braid.engine import Action, AttemptResult, Decision, Observations, RunState, children
 from braid.engine.actions import CacheEntry
 from braid.engine.breakers import BreakerBoard
 from braid.kube.annotations import decisions_from
 from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
+from braid.kube.child_runs import parent_of
 from braid.kube.client import Cluster
 from braid.kube.pods import controller, controller_uid, result_of
 from braid.kube.selectors import Matcher
@@ -167,7 +168,8 @@ class Reconciler:
         status = await self.engine(_parse_status, run.get("status") or {})
         if status.succeeded is not None:  # finished runs are history
             after = await self.apply.after_finish(run, status, view.all(), self.clock())
-            return Result(after, frozenset(self.queues.release((namespace, name))))
+            wake = self.queues.release((namespace, name)) | _parent(run)
+            return Result(after, frozenset(wake))
         log_ = log.bind(namespace=namespace, run=name, workflow=workflow_name(run) or name)
         loaded = await self._load(run, status, log_)
         if loaded is None:
@@ -194,7 +196,7 @@ class Reconciler:
         decision = outcome.decision
         if decision.finished:
             after = await self.apply.after_finish(run, state.status, view.all(), self.clock())
-            outcome.wake |= self.queues.release(key)
+            outcome.wake |= self.queues.release(key) | _parent(run)
         elif decision.wake_at is not None:
             after = max(0.0, (decision.wake_at - self.clock()).total_seconds())
         else:
@@ -237,6 +239,8 @@ class Reconciler:
             # A started run follows its snapshot; of its live spec only `cancelled` matters,
             # so no later edit of the spec can fail it with its pods left running.
             spec, params = status.workflow_spec, status.params or {}
+        if status.parent is None:
+            status.parent = parent_of(run)  # a sub-workflow's run: linked to its parent
         before = Before.of(status)
         state: RunState = await self.engine(
             RunState.load,
@@ -310,6 +314,8 @@ class Reconciler:
         seen = await self.apply.secrets.mask(
             meta["namespace"], observed(state, view, meta["uid"], owners), view.get
         )
+        if state.plan.has_children:
+            seen += await self._children(state, meta, now)
         cache = self.apply.cache
         if cache is not None and state.plan.cached:
             outcome.cache = await cache.view(meta["namespace"])
@@ -347,6 +353,34 @@ class Reconciler:
             body, size = await self.engine(_wire, run, state)
         outcome.body = body if outcome.changed else None
         return outcome
+
+    async def _children(
+        self, state: RunState, meta: dict[str, Any], now: datetime
+    ) -> list[AttemptResult]:
+        """Results of the child runs the engine waits for (sub-workflow steps): one GET each.
+        A child run this run does not own is a conflict; one gone (or going) is lost."""
+        out = []
+        for attempt, task in state.active.items():
+            if not task.is_child:
+                continue
+            child = await self.cluster.get_run(meta["namespace"], children.run_name(attempt))
+            if child is None or child["metadata"].get("deletionTimestamp"):
+                started = task.status.attempt_start_time
+                if child is not None or (
+                    started is not None and (now - started).total_seconds() > LOST_AFTER
+                ):
+                    error = "the child run was deleted before it finished"
+                    out.append(AttemptResult(attempt, error=error, lost=True))
+                continue
+            owner = controller_uid(child)
+            if owner != meta["uid"]:
+                out.append(conflict(attempt, owner, "WorkflowRun"))
+                continue
+            status = await self.engine(_parse_status, child.get("status") or {})
+            ended = children.outcome_of(status)
+            if ended is not None:
+                out.append(AttemptResult(attempt, child=ended))
+        return out
 
     def _observe(self, outcome: _Outcome, **kwargs: Any) -> Observations:
         return Observations(
@@ -461,6 +495,12 @@ def _wire(run: dict[str, Any], state: RunState) -> tuple[dict[str, Any], int]:
     """The status to write, and the size of the whole run object with it, as JSON."""
     status = state.status.wire()
     return status, len(json.dumps({**run, "status": status}, separators=(",", ":")))
+
+
+def _parent(run: dict[str, Any]) -> set[RunKey]:
+    """The parent of a child run: it waits for this run to finish."""
+    parent = parent_of(run)
+    return {(run["metadata"]["namespace"], parent.run)} if parent is not None else set()
 
 
 def _parse_status(raw: dict[str, Any]) -> WorkflowRunStatus:

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from braid.api.reasons import DecisionKind
-from braid.api.run import ApprovalRecord, Artifact, HistoryEntry
-from braid.api.workflow import EnvFromSource, EnvVar, SecretValue
+from braid.api.run import ApprovalRecord, Artifact, HistoryEntry, ParentLink
+from braid.api.workflow import BudgetSpec, EnvFromSource, EnvVar, SecretValue, WorkflowSpec
 from braid.engine.breakers import BreakerBoard
 
 
@@ -88,6 +88,20 @@ class WebhookRequest:
 
 
 @dataclass(frozen=True)
+class ChildRunRequest:
+    """A sub-workflow's attempt: a child run named as the attempt, of the named workflow (the
+    driver finds it) or of an inline spec, with rendered params. ``budget``: what the parent
+    has left, the child's cap; ``parent``: the parent's step (or item) it is."""
+
+    run_name: str  # the attempt's name, cut to fit a label (children.run_name)
+    workflow: str | None
+    spec: WorkflowSpec | None
+    params: dict[str, Any]
+    parent: ParentLink
+    budget: BudgetSpec | None = None
+
+
+@dataclass(frozen=True)
 class StartAttempt:
     """Start one attempt. ``name`` is deterministic: starting it twice must be a no-op/409."""
 
@@ -96,6 +110,7 @@ class StartAttempt:
     timeout_seconds: int | None
     container: ContainerRequest | None = None
     webhook: WebhookRequest | None = None
+    child: ChildRunRequest | None = None
     concurrency_key: str | None = None  # holds a slot of this shared pool while it runs
     candidate: str | None = None  # a routed call: the candidate it goes to
 
@@ -124,6 +139,7 @@ class CancelAttempt:
     name: str
     reason: str
     job: bool = False  # the attempt is a Job: delete it (and its Pod with it)
+    child: bool = False  # the attempt is a child run: cancel it (its compensation runs)
 
 
 @dataclass(frozen=True)
@@ -219,6 +235,20 @@ class AttemptResult:
     artifact_too_large: bool = False
     # A model call's request body and reply (masked), for the driver to keep as artifacts.
     exchange: tuple[Any, Any] | None = None
+    child: ChildOutcome | None = None  # a child run that finished
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """How a child run (a sub-workflow's attempt) ended, from its status."""
+
+    phase: str  # Succeeded, Failed or Cancelled
+    outputs: dict[str, Any] | None = None
+    reason: str | None = None
+    message: str | None = None
+    usage: dict[str, Any] | None = None  # {tokens, cost}
+    artifacts: dict[str, Artifact] | None = None  # its steps' files, as <step>/<name>
+    steps: str | None = None  # its progress, e.g. "4/4"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,11 @@ def retry_delay(backoff: Backoff | None, failed_attempt: int, attempt_name: str)
 
 
 # Failures another attempt would repeat exactly: the same expressions over the same values.
-_DETERMINISTIC = (FailureReason.EXPRESSION_ERROR, FailureReason.NO_CASE_MATCHED)
+_DETERMINISTIC = (
+    FailureReason.EXPRESSION_ERROR,
+    FailureReason.NO_CASE_MATCHED,
+    FailureReason.SUB_WORKFLOW_TOO_DEEP,
+)
 
 
 def is_retryable(policy: RetryPolicy, reason: FailureReason, exit_code: int | None) -> bool:

@@ -34,10 +34,11 @@ from braid.api.workflow import (
     SleepSpec,
     Step,
     StepAction,
+    SubWorkflowSpec,
     WebhookSpec,
     WorkflowSpec,
 )
-from braid.engine import artifacts, checks, dag
+from braid.engine import artifacts, checks, children, dag
 from braid.engine.checks import Scoped
 from braid.engine.plan import (
     WEBHOOK_TIMEOUT_SECONDS,
@@ -47,6 +48,7 @@ from braid.engine.plan import (
     CachePlan,
     CandidatePlan,
     CasePlan,
+    ChildPlan,
     ContainerPlan,
     FanOutPlan,
     FinallyPlan,
@@ -194,12 +196,32 @@ class _Compiler:
             if what.sleep is not None
             else None,
             cache=self.cache(path, owner, what),
+            child=self.child(f"{path}.workflow", owner, what.workflow, what.extra)
+            if what.workflow is not None
+            else None,
         )
+
+    def child(
+        self, path: str, owner: str | None, spec: SubWorkflowSpec, extra: frozenset[str]
+    ) -> ChildPlan:
+        """A sub-workflow: its params as templates; an inline spec validated (and compiled)
+        here, its errors named under ``path``.spec."""
+        params = self.value_template(spec.params or {}, f"{path}.params", owner, extra)
+        inline = None
+        if spec.spec is not None:
+            inline, errors = children.inline_spec(spec.spec, f"{path}.spec")
+            if inline is not None:
+                try:
+                    compile_plan(inline)
+                except InvalidSpecError as exc:
+                    errors = children.nested_errors(exc.errors, f"{path}.spec")
+            self.errors += errors
+        return ChildPlan(spec, params, inline)
 
     def cache(self, path: str, owner: str | None, what: _What) -> CachePlan | None:
         if what.cache is None:
             return None
-        if what.approval is not None or what.sleep is not None:
+        if what.approval is not None or what.sleep is not None or what.workflow is not None:
             self.errors.append(
                 FieldError(f"{path}.cache", "only container, webhook and llm steps are cached")
             )
@@ -357,6 +379,7 @@ class _What:
     llm: LLMSpec | None = None  # runs as the webhook it is, judged as a model reply
     approval: ApprovalSpec | None = None
     sleep: SleepSpec | None = None
+    workflow: SubWorkflowSpec | None = None
     cache: CacheSpec | None = None
     retry: RetryPolicy | None = None
     timeout: int | None = None
@@ -371,6 +394,7 @@ class _What:
             "llm": llm,
             "approval": action.approval if isinstance(action, Step | LoopStep) else None,
             "sleep": action.sleep if isinstance(action, Step | LoopStep) else None,
+            "workflow": action.workflow if isinstance(action, Step | LoopStep) else None,
             "cache": action.cache if isinstance(action, Step | LoopStep) else None,
             "retry": action.retry,
             "timeout": action.timeout_seconds,
@@ -420,6 +444,7 @@ def compile_plan(spec: WorkflowSpec) -> Plan:
         breaker_keys=_breaker_keys(actions),
         pools=any(a.concurrency is not None for a in actions),
         cached=any(a.cache is not None for a in actions),
+        has_children=any(a.child is not None for a in actions),
         max_run_artifact_bytes=artifacts.run_limit(spec.artifact_limits),
         warnings=tuple(warnings),
     )
@@ -536,7 +561,7 @@ def _step(
     path = f"spec.steps[{i}]"
     when = compiler.expr(step.when, f"{path}.when", step.name) if step.when else None
     action = fan_plan = loop_plan = None
-    if step.container or step.webhook or step.llm or step.approval or step.sleep:
+    if step.container or step.webhook or step.llm or step.approval or step.sleep or step.workflow:
         action = _shared(compiler, step, compiler.action(path, step.name, _What.of(step)), path)
     elif step.fan_out is not None:
         fan_plan = _fan_out(compiler, step, step.fan_out, path)
@@ -623,6 +648,7 @@ def _fan_out(
             container=what.container,
             webhook=what.webhook,
             llm=what.llm,
+            workflow=what.workflow,
             retry=retry,
             timeout=timeout,
             extra=extra,

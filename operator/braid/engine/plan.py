@@ -26,6 +26,7 @@ from braid.api.workflow import (
     SecretValue,
     SleepSpec,
     Step,
+    SubWorkflowSpec,
     WebhookSpec,
     WorkflowSpec,
 )
@@ -103,6 +104,16 @@ class SleepPlan:
 
 
 @dataclass(frozen=True)
+class ChildPlan:
+    """A workflow step: the child run's workflow (by name, or the inline spec as validated)
+    and its params."""
+
+    spec: SubWorkflowSpec
+    params: ValueTemplate
+    inline: WorkflowSpec | None = None
+
+
+@dataclass(frozen=True)
 class ApprovalPlan:
     spec: ApprovalSpec
     message: Template | None
@@ -125,6 +136,7 @@ class ActionPlan:
     routes: RoutePlan | None = None  # candidates: each attempt goes to one (engine/routing.py)
     sleep: SleepPlan | None = None  # waits, then succeeds (engine/timers.py)
     cache: CachePlan | None = None  # memoized by this key (engine/caching.py)
+    child: ChildPlan | None = None  # a sub-workflow: a child run per attempt (engine/children.py)
 
     @property
     def kind(self) -> str:
@@ -132,6 +144,8 @@ class ActionPlan:
             return "container"
         if self.webhook:
             return "llm" if self.webhook.llm else "webhook"
+        if self.child:
+            return "workflow"
         return "sleep" if self.sleep else "approval"
 
 
@@ -209,6 +223,7 @@ class Plan:
     breaker_keys: tuple[str, ...] = ()  # circuit breakers the steps go through, shown in status
     pools: bool = False  # some step holds a concurrency key
     cached: bool = False  # some step has a cache key
+    has_children: bool = False  # some step runs a sub-workflow (a child run per attempt)
     max_run_artifact_bytes: int = 10 << 30
     warnings: tuple[FieldError, ...] = ()  # what lint warns about but runs anyway
 

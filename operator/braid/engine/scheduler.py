@@ -27,6 +27,7 @@ from braid.api.run import (
     ApprovalRecord,
     IterationStatus,
     LoopTaskStatus,
+    ParentLink,
     RunPhase,
     StepPhase,
     StepStatus,
@@ -40,6 +41,7 @@ from braid.engine import (
     breakers,
     budget,
     caching,
+    children,
     deadlines,
     failures,
     fanout,
@@ -573,14 +575,29 @@ class RunState:
                 self._task_failed(task, FailureReason.CIRCUIT_OPEN, chosen, None, now)
                 return
             candidate = chosen
+        child = None
+        if task.action.child is not None and (deep := children.too_deep(self.status.parent)):
+            st.attempt_name = task.attempt_name()
+            self._task_failed(task, FailureReason.SUB_WORKFLOW_TOO_DEEP, deep, None, now)
+            return
         try:
             left = run_left(self.status, self.plan.max_run_artifact_bytes)
-            request = render_request(task, self._task_context(task), left, candidate)
+            context = self._task_context(task)
+            if task.action.child is not None:
+                child = children.request(
+                    task.action.child,
+                    task.attempt_name(),
+                    context,
+                    ParentLink(run=self.run_name, step=task.display, depth=self.depth + 1),
+                    children.remaining(self.plan.spec.budget, self.status),
+                )
+            request = render_request(task, context, left, candidate, child)
         except ExpressionError as exc:
             st.attempt_name = task.attempt_name()
             self._task_failed(task, FailureReason.EXPRESSION_ERROR, str(exc), None, now)
             return
         st.mark_running(request.name, now)
+        st.child_run = child.run_name if child is not None else None
         self.slots.activate(request.name, task)
         if task.role == "item" and first:
             self.fans.took_slot(task.fan_key, 1)
@@ -717,7 +734,9 @@ class RunState:
     def _cancel_task(self, task: Task, reason: str, message: str, now: datetime) -> None:
         name = task.status.attempt_name
         if name and (active := self._deactivate(name)) is not None:
-            self.actions.append(CancelAttempt(name, reason, job=active.is_job))
+            self.actions.append(
+                CancelAttempt(name, reason, job=active.is_job, child=active.is_child)
+            )
             breakers.abandon(self.breakers, active.action, name, now)
             if active.action.routes is not None:
                 routing.abandon(active.action.routes, self.breakers, task.status, name, now)
@@ -741,6 +760,11 @@ class RunState:
             self.actions += verdict.events
             if verdict.stop is not None:
                 self._begin_failing(*verdict.stop, now, cancel=True)
+
+    @property
+    def depth(self) -> int:
+        """How deep this run is nested (0: not a sub-workflow's run)."""
+        return self.status.parent.depth if self.status.parent is not None else 0
 
     @property
     def paused(self) -> bool:
@@ -1025,7 +1049,11 @@ class RunState:
             end = deadlines.attempt(timeout, task.status.attempt_start_time)
             if end is not None and now >= end:
                 self._deactivate(name)
-                self.actions.append(CancelAttempt(name, FailureReason.TIMED_OUT, job=task.is_job))
+                self.actions.append(
+                    CancelAttempt(
+                        name, FailureReason.TIMED_OUT, job=task.is_job, child=task.is_child
+                    )
+                )
                 said = f"attempt {task.status.attempts} exceeded timeoutSeconds={timeout}"
                 self._task_failed(task, FailureReason.TIMED_OUT, said, None, now)
         due = [t for t in self.retrying if t.status.retry_time and t.status.retry_time <= now]

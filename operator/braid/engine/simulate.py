@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from braid.api.run import Artifact, WorkflowRunStatus
+from braid.api.run import Artifact, ParentLink, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.engine.actions import (
     Action,
@@ -21,6 +21,7 @@ from braid.engine.actions import (
     AttemptResult,
     CacheEntry,
     CancelAttempt,
+    ChildOutcome,
     HTTPResponse,
     LoadItems,
     Observations,
@@ -47,6 +48,7 @@ class Outcome:
     artifact_error: str | None = None
     artifact_too_large: bool = False
     response: HTTPResponse | None = None  # a webhook's or model call's reply
+    child: ChildOutcome | None = None  # a sub-workflow's child run's end
 
 
 Script = Callable[[StartAttempt], Outcome]
@@ -81,11 +83,16 @@ def simulate(
     start: datetime = EPOCH,
     stored_lists: dict[str, list[Any] | str] | None = None,
     cache: dict[str, CacheEntry] | None = None,
+    parent: ParentLink | None = None,
 ) -> SimulationResult:
     """Run to completion. ``decisions`` arrive at the given virtual seconds;
     ``stored_lists`` are the item lists a LoadItems finds (by uri), handed over at once."""
     state = RunState.load(
-        run_name, spec, WorkflowRunStatus(), resolve_params(spec, params), uid=f"uid-{run_name}"
+        run_name,
+        spec,
+        WorkflowRunStatus(parent=parent),
+        resolve_params(spec, params),
+        uid=f"uid-{run_name}",
     )
     sim = _Simulation(state, script, SimulationResult(state.status), start, breakers, elsewhere)
     sim.stored_lists = stored_lists or {}
@@ -154,6 +161,7 @@ class _Simulation:
                 artifact_error=outcome.artifact_error,
                 artifact_too_large=outcome.artifact_too_large,
                 response=outcome.response,
+                child=outcome.child,
             )
             self.seq += 1
             done = self.now + timedelta(seconds=outcome.seconds)

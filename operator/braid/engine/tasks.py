@@ -9,17 +9,25 @@ from typing import Any, Literal
 
 from braid.api.reasons import FailureReason
 from braid.api.run import Artifact, FannedStatus, ItemStatus, StepStatus, TaskStatus
-from braid.engine import artifacts
+from braid.engine import artifacts, children
 from braid.engine.actions import (
     AttemptLabels,
     AttemptResult,
+    ChildRunRequest,
     ContainerRequest,
     StartAttempt,
     WebhookRequest,
 )
 from braid.engine.llm import judge_reply
 from braid.engine.outputs import MAX_OUTPUT_BYTES, depth_failure, parse_outputs
-from braid.engine.plan import ActionPlan, CandidatePlan, FanOutPlan, FinallyPlan, StepPlan
+from braid.engine.plan import (
+    ActionPlan,
+    CandidatePlan,
+    FanOutPlan,
+    FinallyPlan,
+    StepPlan,
+    WebhookPlan,
+)
 from braid.expressions import Expression, ExpressionError, Template, type_name
 
 Role = Literal["step", "item", "body", "compensation", "finally"]
@@ -60,6 +68,10 @@ class Task:
     def is_job(self) -> bool:
         container = self.action.container
         return container is not None and container.spec.run_as == "Job"
+
+    @property
+    def is_child(self) -> bool:
+        return self.action.child is not None
 
     def attempt_name(self) -> str:
         return f"{self.prefix}-{self.status.attempts}"
@@ -148,19 +160,24 @@ def expressions_of(action: ActionPlan) -> tuple[Expression, ...]:
             out.extend(t.expressions)
         out.extend(e for e, _ in action.container.inputs)
     if action.webhook:
-        w = action.webhook
-        if isinstance(w.url, Template):
-            out.extend(w.url.expressions)
-        out.extend(w.body.expressions)
-        for _, header in w.headers:
-            if isinstance(header, Template):
-                out.extend(header.expressions)
-        out.extend((w.success, w.output))
+        out.extend(_webhook_expressions(action.webhook))
     if action.approval and action.approval.message:
         out.extend(action.approval.message.expressions)
     if action.sleep and action.sleep.until:
         out.extend(action.sleep.until.expressions)
+    if action.child:
+        out.extend(action.child.params.expressions)
     return tuple(out)
+
+
+def _webhook_expressions(w: WebhookPlan) -> list[Expression]:
+    out = list(w.url.expressions) if isinstance(w.url, Template) else []
+    out.extend(w.body.expressions)
+    for _, header in w.headers:
+        if isinstance(header, Template):
+            out.extend(header.expressions)
+    out.extend((w.success, w.output))
+    return out
 
 
 def _attempt_env(task: Task) -> dict[str, str]:
@@ -178,6 +195,7 @@ def render_request(
     context: dict[str, Any],
     run_left: int = 1 << 62,
     candidate: CandidatePlan | None = None,
+    child: ChildRunRequest | None = None,
 ) -> StartAttempt:
     """The attempt's request with every ${{ }} resolved; raises ExpressionError. ``run_left``:
     the artifact bytes the run has left; ``candidate``: where a routed call goes."""
@@ -222,6 +240,7 @@ def render_request(
         timeout_seconds=action.timeout_seconds,
         container=container,
         webhook=webhook,
+        child=child,
         concurrency_key=action.concurrency.key if action.concurrency else None,
         candidate=candidate.name if candidate is not None else None,
     )
@@ -272,8 +291,18 @@ def judge(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict
             model = task.action.webhook.llm is not None
             reason = FailureReason.MODEL_CALL_FAILED if model else FailureReason.WEBHOOK_FAILED
         return Verdict(None, reason, result.error, result.exit_code)
+    return _judge_ended(task, result, context)
+
+
+def _judge_ended(task: Task, result: AttemptResult, context: dict[str, Any]) -> Verdict:
+    """An attempt that ran to its end, judged by its kind."""
     if task.action.webhook is not None:
         return _judge_webhook(task, result, context)
+    if task.action.child is not None:
+        if result.child is None:
+            return Verdict(None, FailureReason.SUB_WORKFLOW_FAILED, "no outcome was recorded")
+        outputs, failure, message = children.judge(result.name, result.child)
+        return Verdict(outputs, failure, message, artifacts=result.child.artifacts)
     return replace(_judge_container(task, result), artifacts=result.artifacts)
 
 

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest
 from braid.api.podtemplate import PodPolicy, check_pod_template
 from braid.api.run import WorkflowRun, WorkflowRunSpec
 from braid.api.schedule import WorkflowSchedule
-from braid.api.workflow import ContainerSpec, LoopStep, Step, StepAction, Workflow, WorkflowSpec
+from braid.api.workflow import (
+    ContainerSpec,
+    LoopStep,
+    Step,
+    StepAction,
+    SubWorkflowSpec,
+    Workflow,
+    WorkflowSpec,
+)
+from braid.engine import children
 from braid.engine.compile import plan_for
 from braid.engine.params import check_param_schemas, resolve_params
 
@@ -41,26 +51,45 @@ def pod_template_errors(
     return errors
 
 
-def containers_of(spec: WorkflowSpec) -> Iterator[tuple[str, ContainerSpec]]:
-    """Every container a run of ``spec`` may start, with its field path."""
+def containers_of(spec: WorkflowSpec, root: str = "spec") -> Iterator[tuple[str, ContainerSpec]]:
+    """Every container a run of ``spec`` may start, with its field path: fan-out cases, loop
+    bodies and inline sub-workflows included."""
     for i, step in enumerate(spec.steps):
-        path = f"spec.steps[{i}]"
+        path = f"{root}.steps[{i}]"
         yield from _own(step, path)
-        if step.fan_out is not None and step.fan_out.container is not None:
-            yield f"{path}.fanOut.container", step.fan_out.container
         yield from _action(step.compensation, f"{path}.compensation")
         for j, body in enumerate(step.loop.steps if step.loop else []):
             yield from _own(body, f"{path}.loop.steps[{j}]")
     for i, fin in enumerate(spec.finally_ or []):
-        yield from _action(fin, f"spec.finally[{i}]")
+        yield from _action(fin, f"{root}.finally[{i}]")
 
 
 def _own(step: Step | LoopStep, path: str) -> Iterator[tuple[str, ContainerSpec]]:
-    """A step's (or body step's) container and its circuit breaker's fallback's."""
+    """A step's (or body step's) containers: its own, its fan-out's (and cases'), its
+    circuit breaker's fallback's, and those of an inline sub-workflow."""
     if step.container is not None:
         yield f"{path}.container", step.container
     if step.circuit_breaker is not None:
         yield from _action(step.circuit_breaker.fallback, f"{path}.circuitBreaker.fallback")
+    fan = step.fan_out
+    if fan is not None:
+        if fan.container is not None:
+            yield f"{path}.fanOut.container", fan.container
+        yield from _inline(fan.workflow, f"{path}.fanOut")
+        for k, case in enumerate(fan.cases or []):
+            if case.container is not None:
+                yield f"{path}.fanOut.cases[{k}].container", case.container
+            yield from _inline(case.workflow, f"{path}.fanOut.cases[{k}]")
+    yield from _inline(step.workflow, path)
+
+
+def _inline(sub: SubWorkflowSpec | None, path: str) -> Iterator[tuple[str, ContainerSpec]]:
+    if sub is None or sub.spec is None:
+        return
+    where = f"{path}.workflow.spec"
+    inline, _ = children.inline_spec(sub.spec, where)
+    if inline is not None:
+        yield from containers_of(inline, where)
 
 
 def _action(a: StepAction | None, path: str) -> Iterator[tuple[str, ContainerSpec]]:
@@ -114,7 +143,23 @@ def validate_manifests(
             resolve_params(spec, manifest.spec.params, "spec.params")
         except InvalidSpecError as exc:
             errors.extend(_place(e, where) for e in exc.errors)
+    errors += _endless(manifests)
     return errors
+
+
+def _endless(manifests: Sequence[Manifest]) -> list[FieldError]:
+    """Sub-workflows recursing without end among the Workflows given (static references)."""
+    index = {
+        m.metadata.name: i
+        for i, m in enumerate(manifests)
+        if isinstance(m, Workflow) and m.metadata.name
+    }
+    named = {name: cast("Workflow", manifests[i]).spec for name, i in index.items()}
+    out = []
+    for name, error in children.endless(named):
+        where = f"document[{index[name]}]." if len(manifests) > 1 else ""
+        out.append(_place(error, where))
+    return out
 
 
 def manifest_warnings(manifests: Sequence[Manifest]) -> list[FieldError]:

@@ -65,6 +65,14 @@ class Cluster(Protocol):
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
     async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
+    async def create_run(self, run: dict[str, Any]) -> bool:
+        """Create; False when a run of that name exists already."""
+        ...
+
+    async def cancel_run(self, namespace: str, name: str) -> None:
+        """Set spec.cancelled (a run that is gone is no error)."""
+        ...
+
     async def set_run_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> str | None:
@@ -182,6 +190,8 @@ class KubeCluster:
         except ApiException as exc:
             if exc.status == 409:
                 return False
+            if exc.status in (400, 403, 422):  # invalid, forbidden, over quota
+                raise PodRejectedError(_message(exc.body, exc.status)) from None
             raise
         return True
 

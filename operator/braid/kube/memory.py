@@ -135,6 +135,27 @@ class MemoryCluster:
         self.requests["DELETE pods"] += 1
         self.pods.pop(name, None)
 
+    async def create_run(self, run: dict[str, Any]) -> bool:
+        self.requests["POST workflowruns"] += 1
+        name = run["metadata"]["name"]
+        if name in self.runs:
+            return False
+        self.resource_version += 1
+        stored = _wire(run)
+        stored["metadata"].setdefault("uid", f"uid-{name}")
+        stored["metadata"]["resourceVersion"] = str(self.resource_version)
+        stored["metadata"].setdefault("generation", 1)
+        self.runs[name] = stored
+        return True
+
+    async def cancel_run(self, namespace: str, name: str) -> None:
+        self.requests["PATCH workflowruns"] += 1
+        run = self.runs.get(name)
+        if run is not None:
+            run.setdefault("spec", {})["cancelled"] = True
+            self.resource_version += 1
+            run["metadata"]["resourceVersion"] = str(self.resource_version)
+
     async def delete_run(self, namespace: str, name: str, uid: str) -> None:
         self.requests["DELETE workflowruns"] += 1
         meta = self.runs.get(name, {}).get("metadata", {})

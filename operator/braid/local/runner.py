@@ -12,16 +12,17 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from braid.api.errors import InvalidSpecError
 from braid.api.reasons import EventReason
-from braid.api.run import WorkflowRunStatus
+from braid.api.run import ParentLink, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.artifacts.lists import read_item_list
 from braid.engine import (
@@ -33,6 +34,9 @@ from braid.engine import (
     RecordEvent,
     RunState,
     StartAttempt,
+    children,
+    plan_for,
+    resolve_params,
 )
 from braid.engine.actions import LoadItems, StoreCache
 from braid.engine.breakers import BreakerBoard
@@ -78,13 +82,23 @@ class LocalRun:
     # Where successes of cached steps are kept across runs (braid run --cache); None: no cache.
     cache_dir: Path | None = CACHE_DIR
     cache: LocalCache | None = field(default=None, init=False)
+    # Sub-workflows: the workflows `workflow.name` may name (the other files given), and for
+    # a child run (run in-process by its parent's runner) its parent; a child's signals are
+    # its parent's, which cancels it.
+    workflows: Mapping[str, WorkflowSpec] = field(default_factory=dict)
+    parent: ParentLink | None = None
+    interrupted: asyncio.Event | None = field(default=None, init=False)
 
     async def execute(self) -> WorkflowRunStatus:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         state = RunState.load(
-            self.run_name, self.spec, WorkflowRunStatus(), self.params, uid=self.uid
+            self.run_name,
+            self.spec,
+            WorkflowRunStatus(parent=self.parent),
+            self.params,
+            uid=self.uid,
         )
         processes = ProcessExecutor(
             workdir,
@@ -95,10 +109,14 @@ class LocalRun:
             artifacts=LocalArtifacts(self.artifacts_dir, workdir, self.run_name),
         )
         loop = asyncio.get_running_loop()
-        interrupted = asyncio.Event()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self._on_interrupt, interrupted, processes)
-            loop.add_signal_handler(signal.SIGTERM, self._on_interrupt, interrupted, processes)
+        interrupted = self.interrupted = asyncio.Event()
+        if self.cancel_requested:
+            interrupted.set()
+        signals = self.parent is None
+        if signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGINT, self._on_interrupt, interrupted, processes)
+                loop.add_signal_handler(signal.SIGTERM, self._on_interrupt, interrupted, processes)
         try:
             async with httpx.AsyncClient(follow_redirects=False) as client:
                 http = HTTPExecutor(client, self.data, processes.artifacts)
@@ -107,10 +125,18 @@ class LocalRun:
             # Nothing of the run outlives `braid run`: every process group is stopped and
             # waited for, SIGKILLed after the grace period.
             await processes.stop_all()
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
-                loop.remove_signal_handler(signal.SIGTERM)
+            if signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
+                    loop.remove_signal_handler(signal.SIGTERM)
         return state.status
+
+    def cancel(self) -> None:
+        """Cancel the run (its parent was cancelled, or the step timed out): running steps
+        stop, compensation and finally run."""
+        self.cancel_requested = True
+        if self.interrupted is not None:
+            self.interrupted.set()
 
     def _on_interrupt(self, interrupted: asyncio.Event, processes: ProcessExecutor) -> None:
         if self.cancel_requested:
@@ -126,7 +152,7 @@ class LocalRun:
         http: HTTPExecutor,
         interrupted: asyncio.Event,
     ) -> None:
-        work = _Work(processes, http)
+        work = _Work(processes, http, _Children(self))
         # One run locally: its breakers are its own (a retry storm still trips them), and its
         # concurrency pools hold only its own attempts.
         breakers = BreakerBoard()
@@ -214,21 +240,98 @@ async def _never() -> ApprovalDecision:
     raise AssertionError("unreachable")
 
 
-class _Work:
-    """What a local run is waiting on: attempts (processes, HTTP calls) and prompts."""
+class _Children:
+    """Sub-workflow attempts: each a LocalRun of the child's workflow in this process, with
+    the same engine, approvals, secrets, artifacts and cache; its lines are prefixed by the
+    parent's step."""
 
-    def __init__(self, processes: ProcessExecutor, http: HTTPExecutor) -> None:
-        self.processes, self.http = processes, http
+    def __init__(self, parent: LocalRun) -> None:
+        self.parent = parent
+        self.runs: dict[str, LocalRun] = {}
+
+    async def run(self, action: StartAttempt) -> AttemptResult:
+        request, parent = action.child, self.parent
+        assert request is not None
+        spec = request.spec or parent.workflows.get(request.workflow or "")
+        if spec is None:
+            known = ", ".join(sorted(parent.workflows)) or "none"
+            return AttemptResult(
+                action.name,
+                error=f"no workflow named {request.workflow!r} was given (workflows: {known}); "
+                f"pass its file too: braid run <workflow.yaml> <{request.workflow}.yaml>",
+            )
+        try:
+            spec = children.capped(spec, request.budget)
+            plan_for(spec)
+            params = resolve_params(spec, request.params, "workflow.params")
+        except InvalidSpecError as exc:
+            return AttemptResult(action.name, error=f"the child run is invalid: {exc}")
+        said = request.parent.step
+
+        def on_event(event: RecordEvent, now: datetime) -> None:
+            parent.on_event(replace(event, message=f"{said} > {event.message}"), now)
+
+        def on_start(start: StartAttempt) -> None:
+            labels = replace(start.labels, step=f"{said} > {start.labels.step}")
+            parent.on_start(replace(start, labels=labels))
+
+        child = LocalRun(
+            run_name=action.name,
+            spec=spec,
+            params=params,
+            decisions=list(parent.decisions),
+            prompt=parent.prompt,
+            on_event=on_event,
+            on_start=on_start,
+            workdir=(parent.workdir or Path(tempfile.gettempdir())) / action.name,
+            clock=parent.clock,
+            grace_seconds=parent.grace_seconds,
+            data=parent.data,
+            inherit_env=parent.inherit_env,
+            artifacts_dir=parent.artifacts_dir,
+            cache_dir=parent.cache_dir,
+            workflows=parent.workflows,
+            parent=request.parent,
+        )
+        self.runs[action.name] = child
+        try:
+            status = await child.execute()
+        finally:
+            self.runs.pop(action.name, None)
+        ended = children.outcome_of(status)
+        if ended is None:
+            return AttemptResult(action.name, error="the child run stopped before it finished")
+        return AttemptResult(action.name, child=ended)
+
+    def cancel(self, name: str) -> bool:
+        child = self.runs.get(name)
+        if child is not None:
+            child.cancel()  # it finishes (compensation, finally) and reports its end
+        return child is not None
+
+
+class _Work:
+    """What a local run is waiting on: attempts (processes, HTTP calls, child runs) and
+    prompts."""
+
+    def __init__(self, processes: ProcessExecutor, http: HTTPExecutor, kids: _Children) -> None:
+        self.processes, self.http, self.children = processes, http, kids
         self.running: dict[asyncio.Future[Any], str] = {}
         self.prompts: set[asyncio.Future[Any]] = set()
 
     def start(self, action: StartAttempt) -> None:
-        executor = self.processes.run if action.container else self.http.run
+        executor: Callable[[StartAttempt], Awaitable[AttemptResult]] = (
+            self.processes.run if action.container else self.http.run
+        )
+        if action.child is not None:
+            executor = self.children.run
         self.running[asyncio.ensure_future(executor(action))] = action.name
 
     def cancel(self, name: str) -> None:
         if name in self.processes.processes:
             self.processes.cancel(name)  # its result arrives and is ignored
+            return
+        if self.children.cancel(name):
             return
         for task, running in list(self.running.items()):
             if running == name:
