@@ -43,7 +43,7 @@ def steps(doc: dict) -> dict[str, dict]:
 
 def test_every_example_has_a_readme_workflow_and_run():
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 15)]
+    assert [p.name[:2] for p in folders] == [f"{i:02d}" for i in range(1, 16)]
     for folder in folders:
         assert (folder / "README.md").exists(), folder
         assert (folder / "workflow.yaml").exists(), folder
@@ -500,3 +500,34 @@ def test_14_nightly_reuses_the_cached_fetch_and_lints_its_schedule(tmp_path):
     code, doc = run_json(wf, *cache, "-p", "site=example.com")
     assert doc["outputs"]["fetched"] == "Succeeded"  # another key
     assert braid("lint", "examples/14-nightly/schedule.yaml", wf).returncode == 0
+
+
+def test_15_sub_workflows_recurse_nest_and_say_which_file_is_missing(tmp_path):
+    wf, report = "examples/15-sub-workflows/workflow.yaml", "examples/15-sub-workflows/report.yaml"
+    code, doc = run_json(wf, "-p", "items=[5, 3, 8, 1, 9]")
+    assert code == 0, doc
+    assert doc["outputs"] == {"sorted": [1, 3, 5, 8, 9]}
+    halves = steps(doc)["halves"]
+    assert halves["outputs"]["total"] == 2
+    code, doc = run_json(wf, "examples/15-sub-workflows/run.yaml")
+    assert doc["outputs"] == {"sorted": [1, 2, 3, 5, 8, 9]}
+    code, doc = run_json(report, wf)
+    assert code == 0, doc
+    assert doc["outputs"] == {
+        "batches": [[1, 2, 3], [7, 9], [4]],
+        "summary": "3 batches; lowest of each: [1, 7, 4]",
+    }
+    code, doc = run_json(report)  # merge-sort's file not given
+    assert code == 1
+    message = steps(doc)["sort"]["message"]
+    assert "no workflow named 'merge-sort' was given" in message
+    assert "braid run" in message
+    endless = tmp_path / "endless.yaml"
+    endless.write_text(
+        "apiVersion: braid.dev/v1alpha1\nkind: Workflow\nmetadata: {name: again}\n"
+        "spec:\n  steps:\n    - name: more\n      workflow: {name: again}\n"
+    )
+    lint = braid("lint", str(endless))
+    assert lint.returncode == 1
+    assert "recursion without end: again -> again" in lint.stdout + lint.stderr
+    assert "spec.steps[0].workflow.name" in lint.stdout + lint.stderr
