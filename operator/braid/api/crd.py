@@ -243,6 +243,7 @@ def workflow_run_crd() -> dict[str, Any]:
                 "priority": 1,
                 "jsonPath": '.status.conditions[?(@.type=="ApprovalPending")].message',
             },
+            {"name": "Parent", "type": "string", "priority": 1, "jsonPath": ".status.parent.run"},
         ],
     )
 
