@@ -3,10 +3,14 @@ counts for its attempt only when the Job is known to be the run's."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 from braid.api.run import WorkflowRunStatus
-from braid.controller.reconcile import PodView, job_pods, observed
+from braid.controller.reconcile import PodView, Reconciler, job_pods, observed
 from braid.engine import Observations, RunState
 from braid.engine.simulate import EPOCH
+from braid.kube.memory import MemoryCluster
 from braid.kube.pods import job_for
 from tests.conftest import workflow
 
@@ -64,3 +68,29 @@ def test_a_jobs_pod_counts_only_once_the_job_is_known_to_be_the_runs():
     assert (result.name, result.exit_code) == ("r-a-1", 0)  # the attempt's, not the Pod's name
     (refused,) = observed(state, view, "run-uid", {"job-uid": "someone-else"})
     assert refused.conflict
+
+
+def test_a_job_deleted_under_its_attempt_is_lost_and_one_waiting_for_admission_is_not():
+    cluster = MemoryCluster()
+    cluster.runs["r"] = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "resourceVersion": "1"},
+        "spec": {
+            "workflow": {"steps": [{"name": "a", "container": {"image": "x", "runAs": "Job"}}]}
+        },
+    }
+    clock = iter(EPOCH + timedelta(seconds=i) for i in range(100))
+    reconciler = Reconciler(cluster, clock=lambda: next(clock))
+
+    def reconcile() -> dict:
+        asyncio.run(reconciler.reconcile("ns", "r", []))  # no Pod yet: queued, or gone
+        return cluster.runs["r"]["status"]["steps"][0]
+
+    reconcile()
+    assert list(cluster.jobs) == ["r-a-1"]
+    assert reconcile()["phase"] == "Running"  # the Job is there, waiting: not lost
+    del cluster.jobs["r-a-1"]
+    step = reconcile()
+    assert (step["phase"], step["reason"]) == ("Failed", "PodLost")
+    assert "the Job was deleted" in step["message"]

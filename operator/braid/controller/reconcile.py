@@ -316,6 +316,7 @@ class Reconciler:
         )
         if state.plan.has_children:
             seen += await self._children(state, meta, now)
+        seen += await self._jobs_gone(state, view, meta["namespace"])
         cache = self.apply.cache
         if cache is not None and state.plan.cached:
             outcome.cache = await cache.view(meta["namespace"])
@@ -353,6 +354,21 @@ class Reconciler:
             body, size = await self.engine(_wire, run, state)
         outcome.body = body if outcome.changed else None
         return outcome
+
+    async def _jobs_gone(
+        self, state: RunState, view: PodView, namespace: str
+    ) -> list[AttemptResult]:
+        """Job attempts whose Job was deleted: a Job may wait long without a Pod (a queue
+        such as Kueue admits it later), so a Job attempt without a Pod is looked up (one GET
+        per reconcile) and lost only when the Job itself is gone."""
+        out = []
+        for attempt, task in state.active.items():
+            if not task.is_job or view.get(attempt) is not None:
+                continue
+            if await self.cluster.get_job(namespace, attempt) is None:
+                error = "the Job was deleted before the step finished"
+                out.append(AttemptResult(attempt, error=error, lost=True))
+        return out
 
     async def _children(
         self, state: RunState, meta: dict[str, Any], now: datetime
