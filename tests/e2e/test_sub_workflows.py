@@ -70,8 +70,10 @@ def test_cancelling_the_parent_cancels_its_child_and_the_child_gets_the_budget_l
         "command": [
             "python3",
             "-c",
-            "import json,os; open(os.environ['BRAID_OUTPUT'],'w')"
-            ".write(json.dumps({'usage': {'tokens': 30}}))",
+            (
+                "import json,os; open(os.environ['BRAID_OUTPUT'],'w')"
+                ".write(json.dumps({'usage': {'tokens': 30}}))"
+            ),
         ],
     }
     run = {
