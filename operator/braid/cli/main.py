@@ -6,11 +6,13 @@ import asyncio
 import getpass
 import json
 import re
+import shutil
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from secrets import token_hex as secrets_token
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,8 +24,8 @@ from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
 from braid.api.podtemplate import PodPolicy
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
-from braid.api.workflow import Workflow
-from braid.cli import artifacts, insight, operator, plugin
+from braid.api.workflow import Workflow, WorkflowSpec
+from braid.cli import artifacts, inputs, insight, operator, plugin
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
@@ -67,20 +69,44 @@ EXIT_INVALID = 2
 EXIT_CANCELLED = 130
 
 
-def _load(paths: list[Path]) -> list[tuple[Path, list[Manifest]]]:
+def _load(
+    paths: list[Path], *, as_json: bool = False, invalid: int = EXIT_INVALID
+) -> list[tuple[Path, list[Manifest]]]:
+    """Every file parsed; a file missing is invalid input (exit 2), one that does not parse
+    exits ``invalid``."""
     loaded = []
     for path in paths:
         try:
             text = path.read_text()
         except OSError as exc:
-            err.print(f"[red]error[/]: {path}: {exc.strerror}")
-            raise typer.Exit(EXIT_INVALID) from None
+            _invalid(path, [FieldError("", str(exc.strerror))], as_json=as_json)
         try:
             loaded.append((path, parse_documents(text)))
         except InvalidSpecError as exc:
-            _print_errors(path, exc.errors)
-            raise typer.Exit(1) from None
+            _invalid(path, exc.errors, as_json=as_json, code=invalid)
     return loaded
+
+
+def _invalid(
+    path: Path,
+    errors: list[FieldError],
+    *,
+    as_json: bool,
+    files: bool = True,
+    code: int = EXIT_INVALID,
+) -> NoReturn:
+    """Invalid input: every error (as one JSON document with -o json), then exit 2."""
+    if as_json:
+        listed = [{"path": e.path, "message": e.message} for e in errors]
+        if files:
+            listed = [{"file": str(path), **e} for e in listed]
+        sys.stdout.write(json.dumps({"valid": False, "errors": listed}, indent=2) + "\n")
+    elif files:
+        _print_errors(path, errors)
+    else:
+        for e in errors:
+            err.print(f"[red]error[/]: {e}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _print_errors(path: Path, errors: list[FieldError]) -> None:
@@ -116,7 +142,7 @@ def lint(
     """Check Workflow and WorkflowRun manifests; exit 1 when any is invalid."""
     pods = _pod_policy(pod_security, pod_service_account)
     failed = False
-    all_manifests = _load(files)
+    all_manifests = _load(files, invalid=1)
     every = [m for _, ms in all_manifests for m in ms]
     for path, manifests in all_manifests:
         # Runs may reference Workflows defined in any of the files given together.
@@ -179,20 +205,6 @@ def version() -> None:
     print(__version__)
 
 
-def _parse_params(values: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for raw in values:
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            err.print(f"[red]error[/]: -p {raw!r}: expected KEY=VALUE, e.g. -p topic=cats")
-            raise typer.Exit(EXIT_INVALID)
-        try:
-            params[key] = json.loads(value)  # numbers, booleans, lists, objects
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
 def _decisions(approve: list[str], reject: list[str]) -> list[ApprovalDecision]:
     user = _local_user()
     out = []
@@ -215,8 +227,8 @@ def _local_user() -> str:
 
 
 def _prompt(event: RecordEvent, gate: str) -> ApprovalDecision:
-    err.print(f"\n[bold yellow]? approval[/] {event.message}")
     # The question goes to stderr with the progress lines: stdout may be a JSON document.
+    # The line above it (ApprovalRequested) already said what is asked and by whom.
     err.print(f"  Approve {gate}? [y/N, or a reason to reject] ", end="", markup=False)
     answer = sys.stdin.readline().strip()
     if answer.lower() in ("y", "yes"):
@@ -246,6 +258,65 @@ def _select(manifests: list[Manifest]) -> tuple[str, Any, dict[str, Any]]:
     return workflows[0].metadata.name or "workflow", workflows[0].spec, {}
 
 
+RUNS_DIR = Path(".braid/runs")
+KEEP_RUNS = 20
+
+
+def _fresh_workdir(runs: Path, run_name: str) -> Path:
+    """A run's own directory under ``runs``, the oldest beyond KEEP_RUNS removed (logs of
+    local runs do not pile up in /tmp)."""
+    runs.mkdir(parents=True, exist_ok=True)
+    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for stale in old[: max(0, len(old) - (KEEP_RUNS - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return runs / run_name
+
+
+@dataclass(frozen=True)
+class _Given:
+    name: str
+    spec: WorkflowSpec
+    params: dict[str, Any]
+    data: LocalData
+    decisions: list[ApprovalDecision]
+    workflows: dict[str, WorkflowSpec]
+
+
+def _prepare(
+    files: list[Path],
+    param: list[str],
+    approve: list[str],
+    reject: list[str],
+    secrets: list[Path],
+    record: Path | None,
+    pods: PodPolicy,
+    *,
+    as_json: bool,
+) -> _Given:
+    """Everything `braid run` was given, checked before anything runs (exit 2 if invalid)."""
+    manifests = [m for _, ms in _load(files, as_json=as_json) for m in ms]
+    errors = validate_manifests(manifests, pods)
+    if errors:
+        _invalid(files[0], errors, as_json=as_json)
+    _print_warnings(files[0], manifest_warnings(manifests))
+    workflows = {
+        m.metadata.name: m.spec for m in manifests if isinstance(m, Workflow) and m.metadata.name
+    }
+    try:
+        name, spec, run_params = _select(manifests)
+        params = resolve_params(spec, {**run_params, **inputs.parse_params(param, spec)}, "params")
+        data = LocalData.load(secrets)
+    except InvalidSpecError as exc:
+        _invalid(files[0], exc.errors, as_json=as_json)
+    decisions = _decisions(approve, reject)
+    wrong = inputs.check_decisions(decisions, inputs.gates(spec, name, workflows))
+    if record is not None and not record.parent.is_dir():
+        wrong.append(f"--record {record}: {record.parent} is not a directory; create it first")
+    if wrong:
+        _invalid(files[0], [FieldError("", w) for w in wrong], as_json=as_json, files=False)
+    return _Given(name, spec, params, data, decisions, workflows)
+
+
 @app.command()
 def run(
     files: list[Path] = typer.Argument(..., help="Workflow and/or WorkflowRun manifests."),
@@ -253,7 +324,11 @@ def run(
     approve: list[str] = typer.Option([], "--approve", help="Approve gate STEP (or STEP=USER)."),
     reject: list[str] = typer.Option([], "--reject", help="Reject gate STEP (or STEP=REASON)."),
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json"),
-    workdir: Path | None = typer.Option(None, help="Where attempt logs and outputs are kept."),
+    workdir: Path | None = typer.Option(
+        None,
+        help="Where attempt logs and outputs are kept. Default: .braid/runs/<run> (the newest "
+        f"{KEEP_RUNS} runs are kept there; older ones are removed).",
+    ),
     record: Path | None = typer.Option(
         None,
         "--record",
@@ -292,28 +367,20 @@ def run(
 ) -> None:
     """Run a workflow locally: container steps as processes, webhooks as HTTP calls."""
     pods = _pod_policy(pod_security, pod_service_account)
-    manifests = [m for _, ms in _load(files) for m in ms]
-    errors = validate_manifests(manifests, pods)
-    if errors:
-        _print_errors(files[0], errors)
-        raise typer.Exit(1)
-    _print_warnings(files[0], manifest_warnings(manifests))
-    try:
-        name, spec, run_params = _select(manifests)
-        params = resolve_params(spec, {**run_params, **_parse_params(param)}, "params")
-        data = LocalData.load(secrets)
-    except InvalidSpecError as exc:
-        _print_errors(files[0], exc.errors)
-        raise typer.Exit(1) from None
+    as_json = output == OutputFormat.JSON
+    given = _prepare(files, param, approve, reject, secrets, record, pods, as_json=as_json)
+    name, spec, params, data = given.name, given.spec, given.params, given.data
     # The time says when; the suffix keeps two runs started in the same second apart.
     stamp = datetime.now().strftime("%H%M%S")  # noqa: DTZ005 - display only
     run_name = f"{name}-{stamp}-{secrets_token(2)}"
+    if workdir is None:
+        workdir = _fresh_workdir(RUNS_DIR, run_name)
     printer = ProgressPrinter(err)
     local = LocalRun(
         run_name=run_name,
         spec=spec,
         params=params,
-        decisions=_decisions(approve, reject),
+        decisions=given.decisions,
         prompt=_prompt if stdin_is_terminal() else None,
         on_event=printer.event,
         on_start=printer.start,
@@ -322,11 +389,7 @@ def run(
         inherit_env=inherit_env,
         artifacts_dir=artifacts_dir,
         cache_dir=None if no_cache else cache_dir,
-        workflows={
-            m.metadata.name: m.spec
-            for m in manifests
-            if isinstance(m, Workflow) and m.metadata.name
-        },
+        workflows=given.workflows,
     )
     if any(s.container for s in spec.steps) or any(
         s.fan_out and s.fan_out.container for s in spec.steps
@@ -347,7 +410,7 @@ def run(
     if output == OutputFormat.JSON:
         sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     else:
-        err.print(summary_table(status))
+        err.print(summary_table(status, err.width))
         if status.outputs:
             err.print(f"[bold]outputs[/] {json.dumps(status.outputs)}")
         err.print(f"[dim]logs: {local.workdir}[/]")

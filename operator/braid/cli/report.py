@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -44,11 +45,16 @@ class ProgressPrinter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.began = time.monotonic()
+        self.rejected: set[str] = set()
 
     def _prefix(self) -> str:
         return f"[dim]{time.monotonic() - self.began:7.1f}s[/]"
 
     def event(self, event: RecordEvent, _now: datetime) -> None:
+        if event.reason == EventReason.APPROVAL_REJECTED:
+            self.rejected.add(event.step or "")
+        elif event.reason == EventReason.STEP_FAILED and (event.step or "") in self.rejected:
+            return  # the rejection line said it: "rejected by carol: too risky"
         icon = _ICONS.get(event.reason, "[blue]•[/]" if event.type == "Normal" else "[red]![/]")
         self.console.print(
             f"{self._prefix()} {icon} {event.message}", soft_wrap=True, markup=True, highlight=False
@@ -77,14 +83,23 @@ def _duration(task: TaskStatus) -> str:
     return ""
 
 
-def summary_table(status: WorkflowRunStatus) -> Table:
-    table = Table(title=f"{status.phase.value}", title_justify="left")
-    for col in ("step", "phase", "attempts", "duration"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=60)
+def summary_table(status: WorkflowRunStatus, width: int = 120) -> Table:
+    """One row a step, readable at 80 columns: the detail takes what is left of ``width``
+    (cut with …)."""
+    table = Table(
+        title=f"{status.phase.value}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    names = [st.name for st in [*status.steps, *(status.finally_ or [])]]
+    step_width = min(28, max([4, *(len(n) for n in names)]))
+    room = max(16, width - (step_width + 9 + 5 + 6 + 12))
+    table.add_column("step", no_wrap=True, width=step_width, overflow="ellipsis")
+    table.add_column("phase", no_wrap=True, min_width=9)
+    table.add_column("tries", no_wrap=True, justify="right", min_width=5)
+    table.add_column("time", no_wrap=True, justify="right", min_width=6)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=room)
     for st in [*status.steps, *(status.finally_ or [])]:
         style = _PHASE_STYLE.get(st.phase, "")
-        detail = st.message or (json.dumps(st.outputs)[:80] if st.outputs else "")
+        detail = st.message or (json.dumps(st.outputs)[:room] if st.outputs else "")
         table.add_row(
             st.name,
             f"[{style}]{st.phase.value}[/]" if style else st.phase.value,

@@ -162,7 +162,7 @@ def end(
     and message; the Event that says so."""
     if failing is None:
         status.mark_succeeded("all steps finished", now, generation)
-        took = format_duration(now - (status.start_time or now))
+        took = format_duration(now - (status.start_time or now), tenths=True)
         return RecordEvent("Normal", EventReason.RUN_SUCCEEDED, f"Run succeeded in {took}")
     reason, message, cancelled = failing
     status.mark_failed(reason, message, now, generation, cancelled=cancelled)

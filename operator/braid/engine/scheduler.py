@@ -288,7 +288,11 @@ class RunState:
             return queued
         if self.status.phase == RunPhase.PENDING:
             self.status.mark_started(now, self.generation)
-            self._event("Normal", EventReason.RUN_STARTED, f"Started run with {self.total} steps")
+            self._event(
+                "Normal",
+                EventReason.RUN_STARTED,
+                f"Started run with {self.total} step{'s' if self.total != 1 else ''}",
+            )
         if observations.oversized is not None:
             self._on_oversized(*observations.oversized, now)
         if not self.finished:

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -207,7 +208,7 @@ class LocalRun:
                 work.prompts.add(self._ask(action))
         # RecordDecision: kept in the status, which `braid run --record` writes.
 
-    def _ask(self, event: RecordEvent) -> asyncio.Task[ApprovalDecision]:
+    def _ask(self, event: RecordEvent) -> asyncio.Future[Any]:
         gate = event.gate or event.step or ""
         given = next((d for d in self.decisions if d.step == gate and d.iteration is None), None)
         if given is not None:
@@ -226,8 +227,35 @@ class LocalRun:
                 trusted=True,
             )
             return asyncio.ensure_future(_ready(refusal))
-        prompt = self.prompt
-        return asyncio.ensure_future(asyncio.to_thread(prompt, event, gate))
+        return _ask_in_thread(self.prompt, event, gate)
+
+
+def _ask_in_thread(prompt: Prompt, event: RecordEvent, gate: str) -> asyncio.Future[Any]:
+    """The prompt reads the terminal in a daemon thread: Ctrl-C cancels the run at once, and
+    nothing waits for an answer no one will give (a thread of asyncio's executor would keep
+    `braid run` from exiting until Enter)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any) -> None:
+        if answer.done():
+            return
+        if isinstance(value, BaseException):
+            answer.set_exception(value)
+        else:
+            answer.set_result(value)
+
+    def ask() -> None:
+        decision: ApprovalDecision | Exception
+        try:
+            decision = prompt(event, gate)
+        except Exception as exc:  # noqa: BLE001 - handed to the run, which reports it
+            decision = exc
+        with contextlib.suppress(RuntimeError):  # the run ended meanwhile: its loop is gone
+            loop.call_soon_threadsafe(settle, decision)
+
+    threading.Thread(target=ask, name="braid-prompt", daemon=True).start()
+    return answer
 
 
 async def _ready(decision: ApprovalDecision) -> ApprovalDecision:

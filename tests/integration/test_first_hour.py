@@ -1,0 +1,167 @@
+"""What a new user hit in their first hour with `braid run`, driven through the CLI (a
+pseudo-terminal where a terminal matters): typed -p values, approvals that name a gate that
+exists, invalid input as exit 2 (and as JSON with -o json), Ctrl-C at the prompt, a summary
+that fits 80 columns, logs that do not pile up."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APPROVAL = str(ROOT / "examples/07-approval/workflow.yaml")
+GATED = """
+apiVersion: braid.dev/v1alpha1
+kind: Workflow
+metadata: {name: gated}
+spec:
+  params:
+    - {name: year, schema: {type: string}}
+    - {name: count, default: 1}
+  steps:
+    - name: ship
+      approval: {approvers: {users: [alice]}}
+  outputs: {year: params.year, count: params.count}
+"""
+
+
+def braid(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "braid.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def gated(tmp_path: Path) -> str:
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED)
+    return str(path)
+
+
+def test_p_values_follow_the_params_schema(tmp_path):
+    done = braid("run", gated(tmp_path), "-p", "year=2024", "-p", "count=3", "--approve",
+                 "ship=alice", "-o", "json", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"year": "2024", "count": 3}
+    wrong = braid("run", gated(tmp_path), "-p", "yeer=2024", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert 'no such param (did you mean "year"?)' in wrong.stderr
+
+
+def test_approvals_must_name_a_gate_once_and_a_listed_approver(tmp_path):
+    typo = braid("run", APPROVAL, "--approve", "reveiw=alice", cwd=tmp_path)
+    assert typo.returncode == 2
+    assert 'no approval gate of that name (did you mean "review"?)' in typo.stderr
+    both = braid("run", APPROVAL, "--approve", "review=alice", "--reject", "review", cwd=tmp_path)
+    assert both.returncode == 2
+    assert "given to both --approve and --reject" in both.stderr
+    stranger = braid("run", gated(tmp_path), "-p", "year=1", "--approve", "ship=mallory",
+                     cwd=tmp_path)  # fmt: skip
+    assert stranger.returncode == 2
+    assert "mallory may not decide ship" in stranger.stderr
+    assert "its approvers are alice" in stranger.stderr
+
+
+def test_invalid_input_exits_2_and_says_so_as_json_with_o_json(tmp_path):
+    missing = braid("run", str(tmp_path / "nope.yaml"), "-o", "json", cwd=tmp_path)
+    assert missing.returncode == 2
+    doc = json.loads(missing.stdout)
+    assert doc["valid"] is False
+    assert doc["errors"][0]["file"].endswith("nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GATED.replace("approval:", "aproval:"))
+    invalid = braid("run", str(bad), "-o", "json", cwd=tmp_path)
+    assert invalid.returncode == 2
+    paths = [e["path"] for e in json.loads(invalid.stdout)["errors"]]
+    assert any(p.startswith("spec.steps[0]") for p in paths), paths
+    record = braid("run", gated(tmp_path), "-p", "year=1", "--approve", "ship=alice",
+                   "--record", str(tmp_path / "no-such-dir" / "run.json"), cwd=tmp_path)  # fmt: skip
+    assert record.returncode == 2
+    assert "is not a directory; create it first" in record.stderr
+    assert "Started run" not in record.stderr  # refused before anything ran
+
+
+def test_local_run_logs_live_under_dot_braid_and_old_ones_go(tmp_path):
+    runs = tmp_path / ".braid" / "runs"
+    runs.mkdir(parents=True)
+    for i in range(25):
+        old = runs / f"old-{i:02d}"
+        old.mkdir()
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    done = braid("run", gated(tmp_path), "-p", "year=1", "--approve", "ship=alice", "-o",
+                 "json", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    logs = json.loads(done.stdout)["logs"]
+    assert logs.startswith(".braid/runs/gated-")
+    kept = sorted(p.name for p in runs.iterdir())
+    assert len(kept) == 20
+    assert "old-00" not in kept
+    assert "old-24" in kept
+
+
+def _on_a_terminal(args: list[str], cwd: Path, until: bytes | None = None, timeout: float = 30):
+    """Run braid on an 80-column pseudo-terminal; Ctrl-C once ``until`` is shown. Returns
+    the screen text, the exit code and the seconds from Ctrl-C to exit."""
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(cwd)
+        os.environ.update(COLUMNS="80", LINES="40")
+        os.execv(sys.executable, [sys.executable, "-m", "braid.cli", *args])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    out, began, interrupted = b"", time.monotonic(), None
+    try:
+        while time.monotonic() - began < timeout:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if until is not None and interrupted is None and until in out:
+                time.sleep(0.3)
+                os.write(fd, b"\x03")  # the terminal turns it into SIGINT
+                interrupted = time.monotonic()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    screen = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", out).decode(errors="replace")
+    took = time.monotonic() - interrupted if interrupted is not None else None
+    return screen, os.waitstatus_to_exitcode(status), took
+
+
+def test_ctrl_c_at_the_approval_prompt_cancels_at_once(tmp_path):
+    screen, code, took = _on_a_terminal(["run", APPROVAL], tmp_path, until=b"Approve review?")
+    assert code == 130, screen
+    assert took is not None
+    assert took < 10, screen  # it used to hang until Enter
+    assert "the run was cancelled" in screen
+    assert screen.count("awaits 1 approval") == 1  # asked once, not said twice
+
+
+def test_the_summary_fits_80_columns_and_says_a_rejection_once(tmp_path):
+    screen, code, _ = _on_a_terminal(["run", APPROVAL, "--reject", "review=too risky"], tmp_path)
+    assert code == 1, screen
+    lines = screen.replace("\r", "").splitlines()
+    table = [ln for ln in lines if ln.startswith((" propose", " review", " apply"))]
+    assert len(table) == 3, screen
+    header = [ln for ln in lines if ln.startswith(" step ")]
+    assert all(len(ln.rstrip()) <= 80 for ln in [*header, *table]), screen
+    assert sum("too risky" in ln for ln in lines if "Step review" in ln) == 1, screen
