@@ -165,3 +165,39 @@ def test_the_summary_fits_80_columns_and_says_a_rejection_once(tmp_path):
     header = [ln for ln in lines if ln.startswith(" step ")]
     assert all(len(ln.rstrip()) <= 80 for ln in [*header, *table]), screen
     assert sum("too risky" in ln for ln in lines if "Step review" in ln) == 1, screen
+
+
+TYPOS = """apiVersion: braid.dev/v1alpha1
+kind: Workflow
+metadata: {name: typos}
+spec:
+  steps:
+    - name: fetch
+      container: {image: x}
+    - name: use
+      dependOn: [fetch]
+      container: {image: x}
+"""
+MISREAD = TYPOS.replace("      dependOn: [fetch]\n", "      when: steps.fecth.outputs.ok\n")
+
+
+def test_errors_carry_file_line_column_and_a_did_you_mean(tmp_path):
+    typos = tmp_path / "typos.yaml"
+    typos.write_text(TYPOS)
+    lint = braid("lint", str(typos), cwd=tmp_path)
+    assert lint.returncode == 1
+    assert (
+        f'{typos}:9:7: error: spec.steps[1].dependOn: unknown field (did you mean "dependsOn"?)'
+        in lint.stderr
+    )
+    misread = tmp_path / "misread.yaml"
+    misread.write_text(MISREAD)
+    lint = braid("lint", str(misread), cwd=tmp_path)
+    assert f"{misread}:9:7: error: spec.steps[1].when: unknown step 'fecth'" in lint.stderr
+    assert '(did you mean "fetch"?)' in lint.stderr
+    # two files: the error names the file (and line) the bad manifest is in
+    run = braid("run", gated(tmp_path), str(misread), "-o", "json", cwd=tmp_path)
+    assert run.returncode == 2
+    (error,) = json.loads(run.stdout)["errors"]
+    assert (error["file"], error["line"], error["column"]) == (str(misread), 9, 7)
+    assert error["path"] == "spec.steps[1].when"

@@ -127,9 +127,7 @@ C = "container: {image: x, command: [a]}"
             steps:
               - {name: a, container: {image: x, comand: [a]}}
             """,
-            [
-                "spec.steps[0].container.comand: unknown field; check the spelling against `kubectl explain` or the README"
-            ],
+            ['spec.steps[0].container.comand: unknown field (did you mean "command"?)'],
         ),
         (
             f"""

@@ -76,7 +76,7 @@ def parse_object(obj: Any, where: str = "") -> Manifest:
         # not a number (lax mode would take both).
         return model.model_validate_json(json.dumps(obj, default=str), strict=True)
     except ValidationError as exc:
-        raise from_validation_error(exc, where.rstrip(".")) from None
+        raise from_validation_error(exc, where.rstrip("."), model) from None
 
 
 API_VERSION = "braid.dev/v1alpha1"

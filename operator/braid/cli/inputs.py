@@ -4,24 +4,15 @@ runs: `-p` values typed by the param's schema, `--approve`/`--reject` naming gat
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from braid.api.errors import FieldError, InvalidSpecError
+from braid.api.errors import FieldError, InvalidSpecError, did_you_mean
 from braid.api.workflow import BUDGET_GATE, ApprovalSpec, WorkflowSpec
 from braid.engine import ApprovalDecision
 from braid.engine.children import inline_spec
-
-
-def did_you_mean(given: str, known: list[str]) -> str:
-    """' (did you mean "x"?)' when a known name is close, else the names known."""
-    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
-    if close:
-        return f' (did you mean "{close[0]}"?)'
-    return f" (known: {', '.join(sorted(known))})" if known else " (there are none)"
 
 
 def parse_params(values: list[str], spec: WorkflowSpec) -> dict[str, Any]:
@@ -39,7 +30,7 @@ def parse_params(values: list[str], spec: WorkflowSpec) -> dict[str, Any]:
             errors.append(
                 FieldError(
                     f"-p {key}",
-                    "the workflow has no such param" + did_you_mean(key, list(declared)),
+                    "the workflow has no such param" + did_you_mean(key, declared, "params"),
                 )
             )
             continue
@@ -119,9 +110,8 @@ def check_decisions(decisions: list[ApprovalDecision], known: list[Gate]) -> lis
     for d in decisions:
         flag = "--approve" if d.approve else "--reject"
         if d.step not in names:
-            errors.append(
-                f"{flag} {d.step}: no approval gate of that name{did_you_mean(d.step, names)}"
-            )
+            hint = did_you_mean(d.step, names, "gates")
+            errors.append(f"{flag} {d.step}: no approval gate of that name{hint}")
             continue
         other = decided.get(d.step)
         if other is not None and other != flag:

@@ -15,6 +15,7 @@ from secrets import token_hex as secrets_token
 from typing import Any, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
 
 from braid import __version__
@@ -23,6 +24,7 @@ from braid.api.crd import render_crds
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.manifests import Manifest, parse_documents
 from braid.api.podtemplate import PodPolicy
+from braid.api.positions import documents, locate
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
 from braid.api.workflow import Workflow, WorkflowSpec
 from braid.cli import artifacts, inputs, insight, operator, plugin
@@ -69,22 +71,57 @@ EXIT_INVALID = 2
 EXIT_CANCELLED = 130
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where a manifest came from: its file, its index there, and its YAML node."""
+
+    path: Path
+    index: int
+    of: int  # documents in the file
+    node: yaml.Node | None
+
+
+_ORIGINS: list[_Origin] = []  # of the manifests loaded, in order (one CLI command a process)
+
+
 def _load(
     paths: list[Path], *, as_json: bool = False, invalid: int = EXIT_INVALID
 ) -> list[tuple[Path, list[Manifest]]]:
     """Every file parsed; a file missing is invalid input (exit 2), one that does not parse
-    exits ``invalid``."""
+    exits ``invalid``. Remembers where each manifest came from, for errors' line:col."""
     loaded = []
     for path in paths:
         try:
             text = path.read_text()
         except OSError as exc:
             _invalid(path, [FieldError("", str(exc.strerror))], as_json=as_json)
+        nodes = documents(text)
+        own = [_Origin(path, i, len(nodes), n) for i, n in enumerate(nodes)]
         try:
-            loaded.append((path, parse_documents(text)))
+            manifests = parse_documents(text)
         except InvalidSpecError as exc:
-            _invalid(path, exc.errors, as_json=as_json, code=invalid)
+            _invalid(path, exc.errors, as_json=as_json, code=invalid, origins=own or None)
+        _ORIGINS.extend(own if len(own) == len(manifests) else [_Origin(path, 0, 1, None)])
+        loaded.append((path, manifests))
     return loaded
+
+
+def _place(error: FieldError, path: Path, origins: list[_Origin] | None) -> tuple[str, FieldError]:
+    """``file:line:col`` of an error and the error with its path as that file has it: an
+    error about ``document[i]`` of several files names the file manifest i came from."""
+    if not origins:
+        return str(path), error
+    rest, origin = error.path, origins[0]
+    match = re.match(r"document\[(\d+)\]\.?(.*)", error.path)
+    if match is not None:
+        index = int(match.group(1))
+        origin = origins[index] if index < len(origins) else origin
+        rest = match.group(2)
+    shown = f"document[{origin.index}].{rest}" if origin.of > 1 and rest else rest
+    if origin.node is None:
+        return str(origin.path), FieldError(shown, error.message)
+    at = locate(origin.node, rest)
+    return f"{origin.path}:{at.line}:{at.column}", FieldError(shown, error.message)
 
 
 def _invalid(
@@ -94,29 +131,44 @@ def _invalid(
     as_json: bool,
     files: bool = True,
     code: int = EXIT_INVALID,
+    origins: list[_Origin] | None = None,
 ) -> NoReturn:
     """Invalid input: every error (as one JSON document with -o json), then exit 2."""
     if as_json:
-        listed = [{"path": e.path, "message": e.message} for e in errors]
-        if files:
-            listed = [{"file": str(path), **e} for e in listed]
+        listed: list[dict[str, Any]] = []
+        for e in errors:
+            where, shown = _place(e, path, origins) if files else ("", e)
+            item: dict[str, Any] = {"path": shown.path, "message": shown.message}
+            if files:
+                file, _, line_col = where.partition(":")
+                item = {"file": file, **item}
+                if line_col:
+                    line, _, column = line_col.partition(":")
+                    item.update(line=int(line), column=int(column))
+            listed.append(item)
         sys.stdout.write(json.dumps({"valid": False, "errors": listed}, indent=2) + "\n")
     elif files:
-        _print_errors(path, errors)
+        _print_errors(path, errors, origins)
     else:
         for e in errors:
             err.print(f"[red]error[/]: {e}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _print_errors(path: Path, errors: list[FieldError]) -> None:
+def _print_errors(
+    path: Path, errors: list[FieldError], origins: list[_Origin] | None = None
+) -> None:
     for e in errors:
-        err.print(f"[red]error[/]: {path}: {e}", markup=True, soft_wrap=True)
+        where, shown = _place(e, path, origins)
+        err.print(f"{where}: [red]error[/]: {shown}", markup=True, soft_wrap=True)
 
 
-def _print_warnings(path: Path, warnings: list[FieldError]) -> None:
+def _print_warnings(
+    path: Path, warnings: list[FieldError], origins: list[_Origin] | None = None
+) -> None:
     for w in warnings:
-        err.print(f"[yellow]warning[/]: {path}: {w}", markup=True, soft_wrap=True)
+        where, shown = _place(w, path, origins)
+        err.print(f"{where}: [yellow]warning[/]: {shown}", markup=True, soft_wrap=True)
 
 
 POD_SECURITY_HELP = (
@@ -149,12 +201,13 @@ def lint(
         others = [m for m in every if isinstance(m, Workflow) and m not in manifests]
         errors = validate_manifests([*manifests, *others], pods)
         errors = [e for e in errors if not _about_other(e, len(manifests))]
+        own = [o for o in _ORIGINS if o.path == path] or None
         if errors:
             failed = True
-            _print_errors(path, errors)
+            _print_errors(path, errors, own)
         else:
             warnings = manifest_warnings(manifests)
-            _print_warnings(path, warnings)
+            _print_warnings(path, warnings, own)
             also = f" ({len(warnings)} warning(s))" if warnings else ""
             err.print(f"[green]ok[/]: {path}: {len(manifests)} manifest(s) valid{also}")
     raise typer.Exit(1 if failed else 0)
@@ -297,8 +350,8 @@ def _prepare(
     manifests = [m for _, ms in _load(files, as_json=as_json) for m in ms]
     errors = validate_manifests(manifests, pods)
     if errors:
-        _invalid(files[0], errors, as_json=as_json)
-    _print_warnings(files[0], manifest_warnings(manifests))
+        _invalid(files[0], errors, as_json=as_json, origins=_ORIGINS)
+    _print_warnings(files[0], manifest_warnings(manifests), _ORIGINS)
     workflows = {
         m.metadata.name: m.spec for m in manifests if isinstance(m, Workflow) and m.metadata.name
     }

@@ -41,7 +41,7 @@ class Admission:
             check_depth(run.get("spec"), "spec.")
             parsed = await self.engine(WorkflowRunSpec.model_validate, run.get("spec") or {})
         except ValidationError as exc:
-            raise from_validation_error(exc, "spec") from None
+            raise from_validation_error(exc, "spec", WorkflowRunSpec) from None
         if parsed.retry_of is not None:
             status = await self._seed_retry(run, parsed, approvals_verified)
         spec = status.workflow_spec or await self._resolve(parsed, namespace)
@@ -92,7 +92,7 @@ class Admission:
                 WorkflowSpec.model_validate, obj.get("spec") or {}
             )
         except ValidationError as exc:
-            raise from_validation_error(exc, f"Workflow {ref}: spec") from None
+            raise from_validation_error(exc, f"Workflow {ref}: spec", WorkflowSpec) from None
         return spec
 
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from braid.api.errors import FieldError
+from braid.api.errors import FieldError, did_you_mean
 from braid.api.workflow import Step
 from braid.engine import dag
 from braid.engine.plan import COMPACT_ABOVE
@@ -74,11 +74,16 @@ def unknown_params(s: Scoped, declared: frozenset[str]) -> list[FieldError]:
     return [
         FieldError(
             e.path,
-            f"unknown param {name!r} in {clip(e.source)!r}; declared: "
-            f"{', '.join(sorted(declared)) or 'none'}",
+            f"unknown param {name!r} in {clip(e.source)!r}"
+            + did_you_mean(name, declared, "declared"),
         )
         for name in sorted(e.params.names - declared)
     ]
+
+
+def _close_step(ref: str, steps: Iterable[str]) -> str:
+    close = did_you_mean(ref, steps)
+    return close if close.startswith(" (") else ""
 
 
 def names_out_of_scope(s: Scoped) -> list[FieldError]:
@@ -111,8 +116,9 @@ def step_references(
             out.append(
                 FieldError(
                     e.path,
-                    f"unknown step {ref!r} in {clip(e.source)!r}; steps whose names "
-                    """contain '-' are written steps["the-name"]""",
+                    f"unknown step {ref!r} in {clip(e.source)!r}"
+                    + _close_step(ref, graph.deps)
+                    + """; steps whose names contain '-' are written steps["the-name"]""",
                 )
             )
             continue

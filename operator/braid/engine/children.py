@@ -45,7 +45,7 @@ def inline_spec(raw: dict[str, Any], path: str) -> tuple[WorkflowSpec | None, li
     except InvalidSpecError as exc:
         return None, exc.errors
     except ValidationError as exc:
-        return None, from_validation_error(exc, path).errors
+        return None, from_validation_error(exc, path, WorkflowSpec).errors
 
 
 def nested_errors(errors: list[FieldError], path: str) -> list[FieldError]:

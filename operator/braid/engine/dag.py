@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from braid.api.errors import FieldError
+from braid.api.errors import FieldError, did_you_mean
 from braid.api.workflow import WorkflowSpec
 
 T = TypeVar("T")
@@ -47,7 +47,9 @@ def build(spec: WorkflowSpec) -> tuple[Graph, list[FieldError]]:
             path = f"spec.steps[{i}].dependsOn[{j}]"
             if dep not in known:
                 errors.append(
-                    FieldError(path, f"unknown step {dep!r}; must be one of: {', '.join(names)}")
+                    FieldError(
+                        path, f"unknown step {dep!r}" + did_you_mean(dep, names, "must be one of")
+                    )
                 )
             elif dep == step.name:
                 errors.append(FieldError(path, "a step cannot depend on itself"))
