@@ -201,3 +201,37 @@ def test_errors_carry_file_line_column_and_a_did_you_mean(tmp_path):
     (error,) = json.loads(run.stdout)["errors"]
     assert (error["file"], error["line"], error["column"]) == (str(misread), 9, 7)
     assert error["path"] == "spec.steps[1].when"
+
+
+def test_graph_and_analyze_say_no_such_file_instead_of_asking_kubectl(tmp_path):
+    for args in (["graph", "wrkflow.yaml"], ["analyze", "examples/nope/workflow.yaml"]):
+        done = braid(*args, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "no such file" in done.stderr
+        assert "kubectl" not in done.stderr
+
+
+def test_analyze_takes_run_globs_and_leaves_out_runs_of_other_workflows(tmp_path):
+    sequential = str(ROOT / "examples/01-sequential/workflow.yaml")
+    for name in ("run1.json", "run2.json"):
+        assert braid("run", sequential, "--record", name, cwd=tmp_path).returncode == 0
+    other = str(ROOT / "examples/02-parallel-threshold/workflow.yaml")
+    assert braid("run", other, "--record", "other.json", cwd=tmp_path).returncode == 0
+    recorded = json.loads((tmp_path / "run1.json").read_text())
+    assert recorded["metadata"]["labels"]["braid.dev/workflow"] == "research-brief"
+    for runs in (["--runs", "run*.json"], ["--runs", "run1.json", "run2.json"], ["--runs", "."]):
+        done = braid("analyze", sequential, *runs, "-o", "json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["runs"] == 2, runs
+    mixed = braid("analyze", sequential, "--runs", ".", cwd=tmp_path)
+    assert "left out 1 run(s) of other workflows" in mixed.stderr
+
+
+def test_braid_crds_prints_to_stdout_unless_given_a_directory(tmp_path):
+    printed = braid("crds", cwd=tmp_path)
+    assert printed.returncode == 0
+    assert printed.stdout.count("kind: CustomResourceDefinition") == 3
+    assert list(tmp_path.iterdir()) == []  # nothing written where it was run
+    written = braid("crds", "--dir", "out", cwd=tmp_path)
+    assert written.returncode == 0
+    assert len(list((tmp_path / "out").iterdir())) == 3

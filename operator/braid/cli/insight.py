@@ -48,6 +48,7 @@ def graph(
 ) -> None:
     """Draw a workflow's DAG (fan-outs and loops as such), or a run's, coloured by phase."""
     path = Path(source)
+    _no_such_file(source)
     try:
         if path.exists():
             documents = list(yaml.safe_load_all(path.read_text()))
@@ -91,6 +92,59 @@ def graph(
         sys.stdout.write(text)
 
 
+def _looks_like_a_file(source: str) -> bool:
+    return "/" in source or source.endswith((".yaml", ".yml", ".json"))
+
+
+def _no_such_file(source: str) -> None:
+    """A file name that is not there is a typo, not a run in the cluster: say so (exit 2)
+    instead of asking kubectl and printing its connection errors."""
+    if _looks_like_a_file(source) and not Path(source).exists():
+        err.print(f"[red]error[/]: {source}: no such file")
+        raise typer.Exit(2)
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Run files as given: files, directories (their .json/.yaml files) and glob patterns
+    (quoted, so the shell left them alone)."""
+    out: list[Path] = []
+    for path in paths:
+        text = str(path)
+        if any(ch in text for ch in "*?["):
+            found = (
+                sorted(Path().glob(text))
+                if not path.is_absolute()
+                else sorted(Path(path.anchor).glob(str(path.relative_to(path.anchor))))
+            )
+            if not found:
+                err.print(f"[red]error[/]: --runs {text}: no file matches")
+                raise typer.Exit(2)
+            out += found
+        elif path.is_dir():
+            out += sorted(
+                p for p in path.iterdir() if p.suffix in (".json", ".yaml", ".yml") and p.is_file()
+            )
+        elif not path.exists():
+            err.print(f"[red]error[/]: --runs {text}: no such file")
+            raise typer.Exit(2)
+        else:
+            out.append(path)
+    return out
+
+
+def _of_workflow(run: dict[str, Any], name: str, spec: Any) -> bool:
+    """The run ran this workflow: by reference, by label (braid run --record), or its
+    snapshot is this very spec."""
+    if ((run.get("spec") or {}).get("workflowRef") or {}).get("name") == name:
+        return True
+    if ((run.get("metadata") or {}).get("labels") or {}).get("braid.dev/workflow") == name:
+        return True
+    snapshot = (run.get("status") or {}).get("workflowSpec") or (run.get("spec") or {}).get(
+        "workflow"
+    )
+    return snapshot is not None and snapshot == spec
+
+
 def _kubectl_json(namespace: str | None, *args: str) -> Any:
     try:
         return Kubectl(namespace).json(*args)
@@ -109,13 +163,51 @@ def _run_objects(paths: list[Path]) -> list[dict[str, Any]]:
     return [d for d in out if d.get("kind") == "WorkflowRun" and d.get("status")]
 
 
+def _workflow(workflow: str, namespace: str | None) -> Workflow:
+    _no_such_file(workflow)
+    if Path(workflow).exists():
+        manifests = [
+            m for m in parse_documents(Path(workflow).read_text()) if isinstance(m, Workflow)
+        ]
+        if not manifests:
+            err.print(f"[red]error[/]: {workflow} holds no Workflow")
+            raise typer.Exit(1)
+        return manifests[0]
+    return Workflow.model_validate(_kubectl_json(namespace, "get", "workflow", workflow))
+
+
+def _runs_of(
+    name: str, wf: Workflow, given: list[Path], namespace: str | None
+) -> list[dict[str, Any]]:
+    """The workflow's runs: from the files given (runs of other workflows left out, and
+    said), else from the cluster."""
+    if not given:
+        listed = _kubectl_json(namespace, "get", "workflowruns")["items"]
+        return [
+            r
+            for r in listed
+            if (r.get("spec", {}).get("workflowRef") or {}).get("name") == name and r.get("status")
+        ]
+    objects = _run_objects(_expand(given))
+    spec = wf.spec.wire()
+    others = [o for o in objects if not _of_workflow(o, name, spec)]
+    if others:
+        shown = ", ".join(str(o["metadata"].get("name", "?")) for o in others[:5])
+        err.print(f"[yellow]note[/]: left out {len(others)} run(s) of other workflows: {shown}")
+    return [o for o in objects if _of_workflow(o, name, spec)]
+
+
 def analyze(
     workflow: str = typer.Argument(..., help="The Workflow: a name in the cluster, or a file."),
+    more_runs: list[Path] = typer.Argument(
+        None, help="More run files (what the shell made of --runs 'run*.json' unquoted)."
+    ),
     runs: list[Path] = typer.Option(
         [],
         "--runs",
-        help="Files of finished WorkflowRuns (kubectl get -o yaml/json, or "
-        "`braid run --record`); without it the runs come from the cluster.",
+        help="Files of finished WorkflowRuns (kubectl get -o yaml/json, or `braid run "
+        "--record`), directories of them, or glob patterns; without it the runs come from the "
+        "cluster. Runs of other workflows are left out.",
     ),
     namespace: str | None = typer.Option(None, "--namespace", "-n"),
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json"),
@@ -128,26 +220,9 @@ def analyze(
 ) -> None:
     """Per-step statistics over a workflow's finished runs, its critical path, bottlenecks and
     ranked recommendations; optionally written back to the Workflow as data."""
-    if Path(workflow).exists():
-        manifests = [
-            m for m in parse_documents(Path(workflow).read_text()) if isinstance(m, Workflow)
-        ]
-        if not manifests:
-            err.print(f"[red]error[/]: {workflow} holds no Workflow")
-            raise typer.Exit(1)
-        wf = manifests[0]
-    else:
-        wf = Workflow.model_validate(_kubectl_json(namespace, "get", "workflow", workflow))
+    wf = _workflow(workflow, namespace)
     name = wf.metadata.name or workflow
-    if runs:
-        objects = _run_objects(runs)
-    else:
-        listed = _kubectl_json(namespace, "get", "workflowruns")["items"]
-        objects = [
-            r
-            for r in listed
-            if (r.get("spec", {}).get("workflowRef") or {}).get("name") == name and r.get("status")
-        ]
+    objects = _runs_of(name, wf, [*runs, *(more_runs or [])], namespace)
     statuses = [WorkflowRunStatus.model_validate(o["status"]) for o in objects]
     finished = [(o, s) for o, s in zip(objects, statuses, strict=True) if s.succeeded is not None]
     if not finished:

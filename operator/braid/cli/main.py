@@ -218,22 +218,28 @@ def _about_other(error: FieldError, own: int) -> bool:
     return match is not None and int(match.group(1)) >= own
 
 
-CRD_DIRS = [Path("crds"), Path("charts/braid/files/crds")]
+CRD_DIRS = [Path("crds"), Path("charts/braid/files/crds")]  # this repository's copies
 
 
 @app.command()
 def crds(
     directories: list[Path] = typer.Option(
-        CRD_DIRS,
+        [],
         "--dir",
-        help="Where the CRD files live (repeatable): kubectl's copy and the Helm chart's.",
+        help="Write the CRD files here (repeatable). Without it they go to stdout as one "
+        "YAML stream (braid crds | kubectl apply -f -); with --check, this repository's "
+        "crds/ and charts/braid/files/crds.",
     ),
     check: bool = typer.Option(False, "--check", help="Exit 1 if the files are stale."),
 ) -> None:
-    """Write the CustomResourceDefinitions rendered from the API models."""
+    """Print (or write) the CustomResourceDefinitions rendered from the API models."""
+    rendered = render_crds()
+    if not directories and not check:
+        sys.stdout.write("".join(f"---\n{text}" for text in rendered.values()))
+        return
     stale = []
-    for directory in directories:
-        for name, text in render_crds().items():
+    for directory in directories or CRD_DIRS:
+        for name, text in rendered.items():
             target = directory / name
             current = target.read_text() if target.exists() else None
             if current == text:
@@ -245,10 +251,13 @@ def crds(
                 err.print(f"wrote {target}")
     if check and stale:
         for target in stale:
-            err.print(f"[red]stale[/]: {target} differs from the API models; run `braid crds`")
+            err.print(
+                f"[red]stale[/]: {target} differs from the API models; run `braid crds "
+                "--dir crds --dir charts/braid/files/crds`"
+            )
         raise typer.Exit(1)
     if check:
-        shown = ", ".join(str(d) for d in directories)
+        shown = ", ".join(str(d) for d in directories or CRD_DIRS)
         err.print(f"[green]ok[/]: {shown} match the API models")
 
 
@@ -457,7 +466,9 @@ def run(
     document = run_document(run_name, status, local.workdir)
     if record is not None:
         recorded = WorkflowRun(
-            metadata=ObjectMeta(name=run_name), spec=WorkflowRunSpec(workflow=spec), status=status
+            metadata=ObjectMeta(name=run_name, labels={"braid.dev/workflow": name[:63]}),
+            spec=WorkflowRunSpec(workflow=spec),
+            status=status,
         )
         record.write_text(json.dumps(recorded.wire(), indent=2))
     if output == OutputFormat.JSON:
