@@ -235,3 +235,37 @@ def test_braid_crds_prints_to_stdout_unless_given_a_directory(tmp_path):
     written = braid("crds", "--dir", "out", cwd=tmp_path)
     assert written.returncode == 0
     assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+SLOW = """apiVersion: braid.dev/v1alpha1
+kind: Workflow
+metadata: {name: slow}
+spec:
+  steps:
+    - name: think
+      container:
+        image: x
+        command: [python3, -c, "import time; [print('tick', i, flush=True) or time.sleep(0.6) for i in range(4)]"]
+    - name: many
+      dependsOn: []
+      fanOut:
+        items: [1, 2, 3, 4, 5, 6]
+        parallelism: 2
+        container: {image: x, command: [python3, -c, "import time; time.sleep(0.8)"]}
+"""
+
+
+def test_a_terminal_shows_what_runs_live_and_follow_streams_step_output(tmp_path):
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(SLOW)
+    screen, code, _ = _on_a_terminal(["run", str(slow), "--follow"], tmp_path)
+    assert code == 0, screen
+    assert "think | tick 0" in screen
+    assert "think | tick 3" in screen
+    assert re.search(r"think running \d+\.\ds", screen), screen  # elapsed, live
+    assert "running of 6" in screen  # the fan-out's counters
+    assert "many[3]" not in screen  # no line per item on a terminal: the view counts them
+    piped = braid("run", str(slow), "--follow", cwd=tmp_path)
+    assert piped.returncode == 0
+    assert "think | tick 2" in piped.stderr
+    assert "running of" not in piped.stderr  # a pipe gets plain lines only

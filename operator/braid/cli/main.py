@@ -27,7 +27,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.positions import documents, locate
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
 from braid.api.workflow import Workflow, WorkflowSpec
-from braid.cli import artifacts, inputs, insight, operator, plugin
+from braid.cli import artifacts, inputs, insight, live, operator, plugin
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
@@ -420,6 +420,12 @@ def run(
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Neither reuse nor keep cached successes (run everything)."
     ),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        "-f",
+        help="Stream what each step writes, prefixed by its step (and item), as it writes it.",
+    ),
     inherit_env: bool = typer.Option(
         False,
         "--inherit-env",
@@ -437,7 +443,8 @@ def run(
     run_name = f"{name}-{stamp}-{secrets_token(2)}"
     if workdir is None:
         workdir = _fresh_workdir(RUNS_DIR, run_name)
-    printer = ProgressPrinter(err)
+    live_view = err.is_terminal and not as_json
+    printer = ProgressPrinter(err, live=live_view)
     local = LocalRun(
         run_name=run_name,
         spec=spec,
@@ -446,6 +453,7 @@ def run(
         prompt=_prompt if stdin_is_terminal() else None,
         on_event=printer.event,
         on_start=printer.start,
+        on_output=printer.output if follow else None,
         workdir=workdir,
         data=data,
         inherit_env=inherit_env,
@@ -459,7 +467,7 @@ def run(
         err.print("[dim]note: container images are ignored locally; commands run as processes[/]")
     err.print(f"[bold]run[/] {run_name} ({len(spec.steps)} steps)")
     try:
-        status = asyncio.run(local.execute())
+        status = asyncio.run(live.drive(local, err) if live_view else local.execute())
     except KeyboardInterrupt:
         err.print("[red]interrupted twice: stopped without finishing compensation[/]")
         raise typer.Exit(EXIT_CANCELLED) from None

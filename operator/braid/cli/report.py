@@ -10,6 +10,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from braid.api.common import human_size
@@ -42,10 +43,12 @@ _PHASE_STYLE = {
 class ProgressPrinter:
     """Prints each event as one line, with the seconds since the run began."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, live: bool = False) -> None:
         self.console = console
         self.began = time.monotonic()
         self.rejected: set[str] = set()
+        self.labels: dict[str, str] = {}  # attempt -> how lines name it
+        self.live = live  # a live view shows what runs: fewer lines
 
     def _prefix(self) -> str:
         return f"[dim]{time.monotonic() - self.began:7.1f}s[/]"
@@ -57,10 +60,37 @@ class ProgressPrinter:
             return  # the rejection line said it: "rejected by carol: too risky"
         icon = _ICONS.get(event.reason, "[blue]•[/]" if event.type == "Normal" else "[red]![/]")
         self.console.print(
-            f"{self._prefix()} {icon} {event.message}", soft_wrap=True, markup=True, highlight=False
+            f"{self._prefix()} {icon} {escape(event.message)}",
+            soft_wrap=True,
+            markup=True,
+            highlight=False,
+        )
+
+    def output(self, attempt: str, line: str) -> None:
+        """braid run --follow: a line a step wrote, prefixed by its step (and item)."""
+        label = self.labels.get(attempt, attempt)
+        self.console.print(
+            f"[dim]{escape(label)} |[/] {escape(line)}",
+            soft_wrap=True,
+            markup=True,
+            highlight=False,
         )
 
     def start(self, action: StartAttempt) -> None:
+        what = self.label(action)
+        self.labels[action.name] = what
+        if self.live and action.labels.item is not None:
+            return  # the live view counts a fan-out's items
+        attempt = f" attempt {action.labels.attempt}" if action.labels.attempt > 1 else ""
+        attempt += f" → {action.candidate}" if action.candidate else ""
+        if action.child is not None:
+            attempt += f" → child run {action.name} ({action.child.workflow or 'inline workflow'})"
+        self.console.print(
+            f"{self._prefix()} [blue]▶[/] {escape(what)}{attempt}", markup=True, highlight=False
+        )
+
+    @staticmethod
+    def label(action: StartAttempt) -> str:
         what = action.labels.step
         if action.labels.body_step is not None:
             what += f"#{action.labels.iteration}/{action.labels.body_step}"
@@ -68,13 +98,7 @@ class ProgressPrinter:
             what += f"[{action.labels.item}]"
         if action.labels.role != "step":
             what += f" ({action.labels.role})"
-        attempt = f" attempt {action.labels.attempt}" if action.labels.attempt > 1 else ""
-        attempt += f" → {action.candidate}" if action.candidate else ""
-        if action.child is not None:
-            attempt += f" → child run {action.name} ({action.child.workflow or 'inline workflow'})"
-        self.console.print(
-            f"{self._prefix()} [blue]▶[/] {what}{attempt}", markup=True, highlight=False
-        )
+        return what
 
 
 def _duration(task: TaskStatus) -> str:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -40,8 +41,11 @@ class ProcessExecutor:
         inherit_env: bool = False,
         run_uid: str = "",
         artifacts: LocalArtifacts | None = None,
+        follow: Callable[[str, str], None] | None = None,
     ) -> None:
         self.workdir = workdir
+        # braid run --follow: told each line an attempt writes (masked), as it writes it.
+        self.follow = follow
         self.artifacts = artifacts
         self.grace_seconds = grace_seconds
         self.data = data or LocalData()
@@ -62,7 +66,7 @@ class ProcessExecutor:
         prepared = await self._prepare_artifacts(request, env.env)
         if isinstance(prepared, AttemptResult):
             return prepared
-        result = await self._run(request, prepared)
+        result = await self._run(request, prepared, masker)
         if self.artifacts is not None and request.container is not None:
             result = await self.artifacts.collect(request, result)
         if masker:
@@ -90,7 +94,9 @@ class ProcessExecutor:
         except ArtifactError as exc:
             return AttemptResult(request.name, artifact_error=f"input artifacts: {exc}")
 
-    async def _run(self, request: StartAttempt, step_env: dict[str, str]) -> AttemptResult:
+    async def _run(
+        self, request: StartAttempt, step_env: dict[str, str], masker: Masker | None = None
+    ) -> AttemptResult:
         container = request.container
         assert container is not None
         argv = [*container.command, *container.args]
@@ -118,11 +124,19 @@ class ProcessExecutor:
         except OSError as exc:
             return AttemptResult(request.name, error=f"could not start {argv[0]!r}: {exc.strerror}")
         self.processes[request.name] = process
+        follower = None
+        if self.follow is not None:
+            follower = asyncio.ensure_future(_follow(log_file, request.name, self.follow, masker))
         try:
             code = await process.wait()
         except asyncio.CancelledError:
             self.cancel(request.name)  # stopped gracefully; forgotten once it has exited
             raise
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
         _signal_group(process.pid, signal.SIGKILL)  # whatever it left running
         self.processes.pop(request.name, None)
         output = None
@@ -175,6 +189,38 @@ class ProcessExecutor:
     def kill_all(self) -> None:
         for process in self.processes.values():
             _signal_group(process.pid, signal.SIGKILL)
+
+
+async def _follow(
+    log: Path, name: str, tell: Callable[[str, str], None], masker: Masker | None
+) -> None:
+    """Tell each complete line the log gains, until cancelled (then the rest)."""
+    offset, pending = 0, b""
+
+    def drain(final: bool) -> None:
+        nonlocal offset, pending
+        try:
+            with log.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read(1 << 20)
+        except OSError:
+            return
+        offset += len(chunk)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if final and pending:
+            lines, pending = [*lines, pending], b""
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace").rstrip("\r")
+            tell(name, (masker.text(text) if masker else text) or "")
+
+    try:
+        while True:
+            drain(final=False)
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        drain(final=True)
+        raise
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

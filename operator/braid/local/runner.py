@@ -67,6 +67,8 @@ class LocalRun:
     prompt: Prompt | None = None  # asks a person on a terminal; None: no one to ask
     on_event: Callable[[RecordEvent, datetime], None] = lambda _e, _t: None
     on_start: Callable[[StartAttempt], None] = lambda _a: None
+    # braid run --follow: each line a step process writes (attempt name, line), masked.
+    on_output: Callable[[str, str], None] | None = None
     workdir: Path | None = None
     clock: Clock = _utcnow
     cancel_requested: bool = False
@@ -89,6 +91,8 @@ class LocalRun:
     workflows: Mapping[str, WorkflowSpec] = field(default_factory=dict)
     parent: ParentLink | None = None
     interrupted: asyncio.Event | None = field(default=None, init=False)
+    status: WorkflowRunStatus | None = field(default=None, init=False)
+    children: dict[str, LocalRun] = field(default_factory=dict, init=False)  # running now
 
     async def execute(self) -> WorkflowRunStatus:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix=f"braid-{self.run_name}-"))
@@ -101,6 +105,7 @@ class LocalRun:
             self.params,
             uid=self.uid,
         )
+        self.status = state.status  # what a live view reads (on this event loop only)
         processes = ProcessExecutor(
             workdir,
             self.grace_seconds,
@@ -108,6 +113,7 @@ class LocalRun:
             self.inherit_env,
             run_uid=self.uid,
             artifacts=LocalArtifacts(self.artifacts_dir, workdir, self.run_name),
+            follow=self.on_output,
         )
         loop = asyncio.get_running_loop()
         interrupted = self.interrupted = asyncio.Event()
@@ -320,12 +326,15 @@ class _Children:
             cache_dir=parent.cache_dir,
             workflows=parent.workflows,
             parent=request.parent,
+            on_output=parent.on_output,
         )
         self.runs[action.name] = child
+        parent.children[action.name] = child
         try:
             status = await child.execute()
         finally:
             self.runs.pop(action.name, None)
+            parent.children.pop(action.name, None)
         ended = children.outcome_of(status)
         if ended is None:
             return AttemptResult(action.name, error="the child run stopped before it finished")
