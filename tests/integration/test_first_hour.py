@@ -269,3 +269,35 @@ def test_a_terminal_shows_what_runs_live_and_follow_streams_step_output(tmp_path
     assert piped.returncode == 0
     assert "think | tick 2" in piped.stderr
     assert "running of" not in piped.stderr  # a pipe gets plain lines only
+
+
+def test_braid_test_runs_every_examples_tests_and_shows_what_differs(tmp_path):
+    done = braid("test", str(ROOT / "examples"), "-o", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    doc = json.loads(done.stdout)
+    assert doc["failed"] == 0
+    files = {Path(c["file"]).parent.name for c in doc["cases"]}
+    examples = {p.name for p in (ROOT / "examples").iterdir() if p.is_dir()}
+    assert files == examples  # every example ships its tests
+    wrong = tmp_path / "wrong.test.yaml"
+    wrong.write_text(
+        f"apiVersion: braid.dev/v1alpha1\nkind: WorkflowTest\nmetadata: {{name: w}}\nspec:\n"
+        f"  workflow: {APPROVAL}\n  cases:\n    - name: expects bob\n"
+        "      decisions: {review: {approve: alice}}\n"
+        "      stubs: {propose: {outputs: {summary: s, risk: low}}, nope: {}}\n"
+        "      expect: {phase: Succeeded}\n"
+        "    - name: approvedBy differs\n"
+        "      decisions: {review: {approve: alice}}\n"
+        "      stubs: {propose: {outputs: {summary: s, risk: low}}, apply: {outputs: {applied: s}}}\n"
+        "      expect: {outputs: {approvedBy: [bob]}, ran: [propose, apply]}\n"
+    )
+    failed = braid("test", str(wrong), cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "stubs.nope: no step, body step or finally step of that name" in failed.stderr
+    assert 'outputs.approvedBy: expected ["bob"], got ["alice"]' in failed.stderr
+    assert 'ran: expected ["propose", "apply"], got ["propose", "review", "apply"]' in failed.stderr
+    broken = tmp_path / "broken.test.yaml"
+    broken.write_text("kind: WorkflowTest\nspec: {cases: [{name: x, expekt: {}}]}\n")
+    invalid = braid("test", str(broken), cwd=tmp_path)
+    assert invalid.returncode == 2
+    assert "expekt: unknown field" in invalid.stderr

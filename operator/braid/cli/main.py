@@ -27,7 +27,7 @@ from braid.api.podtemplate import PodPolicy
 from braid.api.positions import documents, locate
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
 from braid.api.workflow import Workflow, WorkflowSpec
-from braid.cli import artifacts, inputs, insight, live, operator, plugin
+from braid.cli import artifacts, inputs, insight, live, operator, plugin, testing
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
@@ -495,6 +495,7 @@ plugin.register(app)
 operator.register(app)
 insight.register(app)
 artifacts.register(app)
+testing.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

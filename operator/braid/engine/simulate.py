@@ -49,6 +49,7 @@ class Outcome:
     artifact_too_large: bool = False
     response: HTTPResponse | None = None  # a webhook's or model call's reply
     child: ChildOutcome | None = None  # a sub-workflow's child run's end
+    message: str | None = None  # the tail of what a failed container wrote
 
 
 Script = Callable[[StartAttempt], Outcome]
@@ -84,8 +85,10 @@ def simulate(
     stored_lists: dict[str, list[Any] | str] | None = None,
     cache: dict[str, CacheEntry] | None = None,
     parent: ParentLink | None = None,
+    standing: list[ApprovalDecision] | None = None,
 ) -> SimulationResult:
-    """Run to completion. ``decisions`` arrive at the given virtual seconds;
+    """Run to completion. ``decisions`` arrive at the given virtual seconds, ``standing``
+    ones are told every time (as `braid run --approve` does: a gate finds them when it opens);
     ``stored_lists`` are the item lists a LoadItems finds (by uri), handed over at once."""
     state = RunState.load(
         run_name,
@@ -97,6 +100,7 @@ def simulate(
     sim = _Simulation(state, script, SimulationResult(state.status), start, breakers, elsewhere)
     sim.stored_lists = stored_lists or {}
     sim.cache = cache
+    sim.standing = list(standing or [])
     sim.inbox = sorted(
         ((start + timedelta(seconds=t), d) for t, d in decisions or []), key=lambda x: x[0]
     )
@@ -135,9 +139,11 @@ class _Simulation:
     loaded: dict[str, list[Any] | str] = field(default_factory=dict)
     just_loaded: bool = False  # a list was handed over: decide again at once
     cache: dict[str, CacheEntry] | None = None  # successes of cached steps, shared by runs
+    standing: list[ApprovalDecision] = field(default_factory=list)
 
     def observations(self) -> Observations:
         return Observations(
+            decisions=list(self.standing),
             breakers=self.breakers,
             elsewhere=dict(self.elsewhere or {}),
             item_lists=self.loaded,
@@ -162,6 +168,7 @@ class _Simulation:
                 artifact_too_large=outcome.artifact_too_large,
                 response=outcome.response,
                 child=outcome.child,
+                message=outcome.message,
             )
             self.seq += 1
             done = self.now + timedelta(seconds=outcome.seconds)
