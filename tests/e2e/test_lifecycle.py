@@ -127,7 +127,7 @@ BAD = [
     (
         "two kinds in one step",
         "steps:\n    - {name: a, container: {image: x}, approval: {}}",
-        "set exactly one of container, webhook, llm, approval, sleep, fanOut, loop",
+        "set exactly one of container, webhook, llm, approval, sleep, workflow, fanOut, loop",
     ),
     (
         "a step named with capitals",
