@@ -301,3 +301,53 @@ def test_braid_test_runs_every_examples_tests_and_shows_what_differs(tmp_path):
     invalid = braid("test", str(broken), cwd=tmp_path)
     assert invalid.returncode == 2
     assert "expekt: unknown field" in invalid.stderr
+
+
+def test_lint_takes_directories_and_stdin_and_speaks_json_and_github(tmp_path):
+    every = braid("lint", str(ROOT / "examples"), cwd=tmp_path)
+    assert every.returncode == 0, every.stderr  # Secrets and ConfigMaps beside them are skipped
+    assert every.stderr.count("ok: ") >= 15
+    typos = tmp_path / "typos.yaml"
+    typos.write_text(TYPOS)
+    (tmp_path / "also.yaml").write_text(MISREAD)
+    both = braid("lint", str(tmp_path), "-o", "json", cwd=tmp_path)
+    assert both.returncode == 1
+    doc = json.loads(both.stdout)
+    assert doc["valid"] is False
+    assert {(Path(p["file"]).name, p["line"]) for p in doc["problems"]} == {
+        ("typos.yaml", 9),
+        ("also.yaml", 9),
+    }  # every file, every problem, at once
+    github = braid("lint", str(typos), "-o", "github", cwd=tmp_path)
+    assert github.stdout.startswith(f"::error file={typos},line=9,col=7::spec.steps[1].dependOn")
+    piped = subprocess.run(
+        [sys.executable, "-m", "braid.cli", "lint", "-"],
+        input=TYPOS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert piped.returncode == 1
+    assert "-:9:7: error: spec.steps[1].dependOn" in piped.stderr
+
+
+def test_the_editor_schema_accepts_every_example_and_catches_a_typo(tmp_path):
+    import jsonschema  # noqa: PLC0415 - a dependency of Braid's already
+    import yaml  # noqa: PLC0415
+
+    done = braid("schema", "--out", "braid.schema.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    validator = jsonschema.Draft202012Validator(
+        json.loads((tmp_path / "braid.schema.json").read_text())
+    )
+    checked = 0
+    for path in sorted((ROOT / "examples").glob("*/*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("braid.dev/"):
+                assert not list(validator.iter_errors(doc)), path
+                checked += 1
+    assert checked >= 30  # workflows, runs, schedules and their tests
+    typo = yaml.safe_load(TYPOS)
+    assert any("dependOn" in e.message for e in validator.iter_errors(typo))

@@ -10,13 +10,16 @@ import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from secrets import token_hex as secrets_token
 from typing import Any, NoReturn
 
 import typer
 import yaml
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from braid import __version__
 from braid.api.common import ObjectMeta
@@ -26,7 +29,9 @@ from braid.api.manifests import Manifest, parse_documents
 from braid.api.podtemplate import PodPolicy
 from braid.api.positions import documents, locate
 from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
+from braid.api.schedule import WorkflowSchedule
 from braid.api.workflow import Workflow, WorkflowSpec
+from braid.api.workflowtest import WorkflowTest
 from braid.cli import artifacts, inputs, insight, live, operator, plugin, testing
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
@@ -84,15 +89,26 @@ class _Origin:
 _ORIGINS: list[_Origin] = []  # of the manifests loaded, in order (one CLI command a process)
 
 
+class _LoadError(Exception):
+    def __init__(self, errors: list[FieldError], origins: list[_Origin] | None) -> None:
+        super().__init__("does not parse")
+        self.errors, self.origins = errors, origins
+
+
 def _load(
-    paths: list[Path], *, as_json: bool = False, invalid: int = EXIT_INVALID
+    paths: list[Path],
+    *,
+    as_json: bool = False,
+    invalid: int = EXIT_INVALID,
+    collect: bool = False,
 ) -> list[tuple[Path, list[Manifest]]]:
-    """Every file parsed; a file missing is invalid input (exit 2), one that does not parse
-    exits ``invalid``. Remembers where each manifest came from, for errors' line:col."""
+    """Every file parsed ('-' is stdin); a file missing is invalid input (exit 2), one that
+    does not parse exits ``invalid`` (or, ``collect``, raises _LoadError). Remembers where
+    each manifest came from, for errors' line:col."""
     loaded = []
     for path in paths:
         try:
-            text = path.read_text()
+            text = sys.stdin.read() if str(path) == "-" else path.read_text()
         except OSError as exc:
             _invalid(path, [FieldError("", str(exc.strerror))], as_json=as_json)
         nodes = documents(text)
@@ -100,6 +116,8 @@ def _load(
         try:
             manifests = parse_documents(text)
         except InvalidSpecError as exc:
+            if collect:
+                raise _LoadError(exc.errors, own or None) from None
             _invalid(path, exc.errors, as_json=as_json, code=invalid, origins=own or None)
         _ORIGINS.extend(own if len(own) == len(manifests) else [_Origin(path, 0, 1, None)])
         loaded.append((path, manifests))
@@ -185,31 +203,116 @@ def _pod_policy(level: str, service_accounts: list[str]) -> PodPolicy:
         raise typer.BadParameter(str(exc)) from None
 
 
+class LintFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    GITHUB = "github"
+
+
+def _lint_paths(given: list[Path]) -> list[Path]:
+    """Files as given; directories give their *.yaml/*.yml (not *.test.yaml); '-' is stdin."""
+    out: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted({*path.rglob("*.yaml"), *path.rglob("*.yml")})
+            out += [p for p in found if not p.name.endswith(".test.yaml") and _braids(p)]
+        else:
+            out.append(path)
+    return out
+
+
+def _braids(path: Path) -> bool:
+    """A file of a directory that holds Braid's kinds (Secrets and the like are skipped)."""
+    try:
+        return "braid.dev/" in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _lint_load(paths: list[Path]) -> tuple[list[tuple[Path, list[Manifest]]], list[_Problem]]:
+    """Every file parsed that parses; the problems of those that do not (lint goes on)."""
+    loaded, problems = [], []
+    for path in paths:
+        try:
+            loaded += _load([path], invalid=1, collect=True)
+        except _LoadError as failed:
+            problems += [_problem(e, path, failed.origins, "error") for e in failed.errors]
+    return loaded, problems
+
+
+@dataclass(frozen=True)
+class _Problem:
+    level: str  # error or warning
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def wire(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _problem(e: FieldError, path: Path, origins: list[_Origin] | None, level: str) -> _Problem:
+    where, shown = _place(e, path, origins)
+    file, _, rest = where.partition(":") if where != "-" else ("-", "", "")
+    line, _, column = rest.partition(":")
+    return _Problem(
+        level,
+        file,
+        int(line) if line else None,
+        int(column) if column else None,
+        shown.path,
+        shown.message,
+    )
+
+
 @app.command()
 def lint(
-    files: list[Path] = typer.Argument(..., help="Manifest files to check."),
+    files: list[Path] = typer.Argument(
+        ..., help="Manifest files, directories (their *.yaml), or - for stdin."
+    ),
+    output: LintFormat = typer.Option(
+        LintFormat.TEXT, "--output", "-o", help="text, json, or github (Actions annotations)."
+    ),
     pod_security: str = typer.Option("restricted", "--pod-security", help=POD_SECURITY_HELP),
     pod_service_account: list[str] = typer.Option([], "--pod-service-account", help=POD_SA_HELP),
 ) -> None:
-    """Check Workflow and WorkflowRun manifests; exit 1 when any is invalid."""
+    """Check Workflow, WorkflowRun and WorkflowSchedule manifests, every file and every
+    problem at once; exit 1 when any is invalid (2 when a file is missing)."""
     pods = _pod_policy(pod_security, pod_service_account)
-    failed = False
-    all_manifests = _load(files, invalid=1)
+    paths = _lint_paths(files)
+    all_manifests, problems = _lint_load(paths)
     every = [m for _, ms in all_manifests for m in ms]
+    valid: list[tuple[Path, int, int]] = []
     for path, manifests in all_manifests:
         # Runs may reference Workflows defined in any of the files given together.
         others = [m for m in every if isinstance(m, Workflow) and m not in manifests]
         errors = validate_manifests([*manifests, *others], pods)
         errors = [e for e in errors if not _about_other(e, len(manifests))]
         own = [o for o in _ORIGINS if o.path == path] or None
-        if errors:
-            failed = True
-            _print_errors(path, errors, own)
-        else:
+        problems += [_problem(e, path, own, "error") for e in errors]
+        if not errors:
             warnings = manifest_warnings(manifests)
-            _print_warnings(path, warnings, own)
-            also = f" ({len(warnings)} warning(s))" if warnings else ""
-            err.print(f"[green]ok[/]: {path}: {len(manifests)} manifest(s) valid{also}")
+            problems += [_problem(w, path, own, "warning") for w in warnings]
+            valid.append((path, len(manifests), len(warnings)))
+    failed = any(p.level == "error" for p in problems)
+    if output == LintFormat.JSON:
+        doc = {"valid": not failed, "files": len(paths), "problems": [p.wire() for p in problems]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    elif output == LintFormat.GITHUB:
+        for p in problems:
+            at = f"file={p.file}" + (f",line={p.line},col={p.column}" if p.line else "")
+            sys.stdout.write(f"::{p.level} {at}::{p.path}: {p.message}\n".replace("%", "%25"))
+    else:
+        for p in problems:
+            where = f"{p.file}:{p.line}:{p.column}" if p.line else p.file
+            colour = "red" if p.level == "error" else "yellow"
+            text = f"{where}: [{colour}]{p.level}[/]: {escape(p.path)}: {escape(p.message)}"
+            err.print(text.replace(": : ", ": "), markup=True, soft_wrap=True)
+        for path, count, warned in valid:
+            also = f" ({warned} warning(s))" if warned else ""
+            err.print(f"[green]ok[/]: {path}: {count} manifest(s) valid{also}")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -259,6 +362,52 @@ def crds(
     if check:
         shown = ", ".join(str(d) for d in directories or CRD_DIRS)
         err.print(f"[green]ok[/]: {shown} match the API models")
+
+
+def editor_schema() -> dict[str, Any]:
+    """One JSON Schema for every file kind Braid reads, chosen by `kind` — for editors
+    (yaml-language-server, VS Code's YAML extension, JetBrains)."""
+    kinds: dict[str, type[BaseModel]] = {
+        "Workflow": Workflow,
+        "WorkflowRun": WorkflowRun,
+        "WorkflowSchedule": WorkflowSchedule,
+        "WorkflowTest": WorkflowTest,
+    }
+    defs: dict[str, Any] = {}
+    branches = []
+    for kind, model in kinds.items():
+        schema = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[f"{kind}Manifest"] = schema
+        branches.append(
+            {
+                "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                "then": {"$ref": f"#/$defs/{kind}Manifest"},
+            }
+        )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Braid manifests (braid.dev/v1alpha1)",
+        "type": "object",
+        "required": ["apiVersion", "kind"],
+        "properties": {"kind": {"enum": list(kinds)}},
+        "allOf": branches,
+        "$defs": defs,
+    }
+
+
+@app.command()
+def schema(
+    out: Path | None = typer.Option(None, "--out", help="Write it here instead of stdout."),
+) -> None:
+    """Print the JSON Schema of Braid's files for editors: save it and point the YAML
+    language server at it (# yaml-language-server: $schema=<path>)."""
+    text = json.dumps(editor_schema(), indent=1) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.write_text(text)
+    err.print(f"wrote {out}")
 
 
 @app.command()
