@@ -15,6 +15,7 @@ import yaml
 from braid.analysis.graph import COLOURS, graph_of, mermaid, svg
 from braid.api.run import Artifact
 from braid.api.workflow import Workflow
+from braid.engine import ApprovalDecision
 from braid.engine.simulate import Outcome, simulate
 from tests.conftest import container, ok, workflow
 
@@ -33,16 +34,43 @@ def test_every_example_is_drawn_with_all_its_steps(path):
     spec = spec_of(path)
     drawn = graph_of(spec)
     names = [s.name for s in spec.steps] + [f.name for f in spec.finally_ or []]
+    undo = [f"{s.name} (undo)" for s in spec.steps if s.compensation is not None]
     text = mermaid(drawn)
     assert text.startswith("flowchart TD\n")
     for name in names:
         assert f"n_{name.replace('-', '_')}" in text
     root = ET.fromstring(svg(drawn, title=path.parent.name))
     drawn_steps = [g.get("data-step") for g in root.iter(f"{SVG}g")]
-    assert drawn_steps == names
+    assert sorted(drawn_steps) == sorted(names + undo)
     texts = [t.text for t in root.iter(f"{SVG}text")]
     assert all(name in texts for name in names)
-    assert len(root.findall(f"{SVG}line")) == len(drawn.edges)
+    edges = [p for p in root.iter(f"{SVG}path") if "edge" in (p.get("class") or "")]
+    assert len(edges) == len(drawn.arrows)
+    # finally steps are joined to the run, never floating on their own
+    for fin in spec.finally_ or []:
+        assert any(a.target == fin.name and a.kind == "finally" for a in drawn.arrows)
+
+
+def test_boxes_do_not_overlap_and_edges_are_labelled_with_their_when():
+    spec = spec_of(ROOT / "examples" / "11-document-processing" / "workflow.yaml")
+    drawn = graph_of(spec)
+    svg(drawn)  # lays it out
+    boxes = list(drawn.positions.values())
+    for i, (x, y, w, h) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1 :]:
+            assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y
+    labels = {a.target: a.label for a in drawn.arrows if a.label}
+    assert labels["invoice"] == 'metadata.type == "invoice"'
+    assert labels["human-review"] == 'pages.phase == "Failed"'
+    trip = graph_of(spec_of(ROOT / "examples" / "08-retry-compensation" / "workflow.yaml"))
+    kinds = {(a.source, a.target): a.kind for a in trip.arrows}
+    assert kinds[("charge", "charge (undo)")] == "compensation"
+    root = ET.fromstring(svg(trip))
+    dashed = [p for p in root.iter(f"{SVG}path") if "compensation" in (p.get("class") or "")]
+    assert dashed
+    assert all(p.get("stroke-dasharray") for p in dashed)
+    legend = [t.text for t in root.iter(f"{SVG}text")]
+    assert "- - compensation" in legend
 
 
 def test_fan_outs_and_loops_have_shapes_of_their_own():
@@ -54,25 +82,34 @@ def test_fan_outs_and_loops_have_shapes_of_their_own():
     assert "loop (at most 6): think → act" in text
 
 
-def test_a_run_is_coloured_by_phase_with_attempts_and_durations():
-    spec = workflow([container("fetch"), container("publish", retry={"limit": 1})])
+def test_a_run_is_coloured_by_phase_with_attempts_reasons_and_decisions():
+    spec = workflow(
+        [
+            container("fetch"),
+            {"name": "review", "approval": {"approvers": {"users": ["alice"]}}},
+            container("publish", retry={"limit": 1}),
+        ]
+    )
 
     def script(a):
         return Outcome(seconds=3, exit_code=1) if a.labels.step == "publish" else ok(seconds=2)
 
-    run = simulate(spec, script)
+    decide = [ApprovalDecision("review", "alice", approve=True, trusted=True)]
+    run = simulate(spec, script, standing=decide)
     drawn = graph_of(spec, run.status)
-    phases = {n.name: n.phase for n in drawn.nodes}
-    assert phases[spec.steps[-1].name] == "Failed"
-    assert "Succeeded" in phases.values()
-    failed = next(n for n in drawn.nodes if n.name == spec.steps[-1].name)
-    assert any("attempts" in line for line in failed.lines)
-    assert any(line.endswith("s") for line in failed.lines)
+    publish = drawn.boxes["publish"]
+    assert publish.phase == "Failed"
+    assert "2 tries" in publish.badges
+    assert "Failed: Error" in publish.lines
+    assert "exited with code 1" in publish.tooltip
+    assert "✓ alice" in drawn.boxes["review"].badges
     text = mermaid(drawn)
     assert f"classDef Failed fill:{COLOURS['Failed'][0]}" in text
     root = ET.fromstring(svg(drawn))
     fills = {r.get("fill") for r in root.iter(f"{SVG}rect")}
     assert COLOURS["Failed"][0] in fills
+    tips = [t.text for t in root.iter(f"{SVG}title")]
+    assert any("exited with code 1" in (t or "") for t in tips)
 
 
 def test_the_cli_draws_a_file_and_a_run_object(tmp_path):
@@ -110,7 +147,7 @@ def test_the_cli_draws_a_file_and_a_run_object(tmp_path):
         text=True,
         check=False,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "no such file" in bad.stderr
 
 
@@ -146,8 +183,8 @@ def test_png_pictures_are_real_images_in_the_phase_colours(tmp_path):
     image = Image.open(target).convert("RGB")
     green = tuple(int(COLOURS["Succeeded"][0][i : i + 2], 16) for i in (1, 3, 5))
     assert green in {c for _, c in image.getcolors(maxcolors=100_000)}
-    assert image.size[0] >= 200
-    assert image.size[1] >= 2 * 58
+    assert image.size[0] >= 400
+    assert image.size[1] >= 2 * 100
 
 
 def test_a_runs_artifacts_are_drawn_with_their_sizes_and_boxes_grow_for_them():

@@ -11,7 +11,6 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 from braid.analysis import models
-from braid.analysis.graph import COLOURS, Shape, render_png, render_svg
 from braid.api.analysis import (
     Bottleneck,
     Recommendation,
@@ -363,42 +362,3 @@ def _relax_sla(spec: WorkflowSpec, run_durations: list[float]) -> list[Recommend
             evidence=f"{missed} of {len(run_durations)} runs took longer; median {p50:.1f}s",
         )
     ]
-
-
-def gantt(status: WorkflowRunStatus, title: str = "") -> tuple[float, float, list[Shape]]:
-    """A run's steps as bars on its time line, coloured by phase."""
-    rows = [s for s in status.steps if s.start_time is not None]
-    start = status.start_time or min((s.start_time for s in rows if s.start_time), default=None)
-    end = status.completion_time or max(
-        (s.completion_time for s in rows if s.completion_time), default=start
-    )
-    total = max(_seconds(start, end) or 0.0, 1e-6)
-    left, width, row_h, top = 140, 560, 24, 34
-    height = top + row_h * len(rows) + 30
-    shapes = [Shape("text", 10, 20, text=f"{title} ({total:.1f}s)", bold=True, anchor="start")]
-    for i, st in enumerate(rows):
-        y = top + i * row_h
-        x0 = left + width * (_seconds(start, st.start_time) or 0.0) / total
-        span = _seconds(st.start_time, st.completion_time or end) or 0.0
-        fill, stroke = COLOURS.get(st.phase.value, COLOURS["Pending"])
-        bar = max(width * span / total, 1)
-        shapes += [
-            Shape("text", 10, y + 16, text=st.name[:18], anchor="start", group=st.name),
-            Shape("rect", x0, y + 4, bar, row_h - 8, fill, stroke, group=st.name),
-            Shape("text", x0 + 4, y + 16, text=f"{span:.1f}s", anchor="start", group=st.name),
-        ]
-    axis = height - 22
-    shapes += [
-        Shape("line", left, axis, left + width, axis),
-        Shape("text", left, height - 8, text="0s", anchor="start"),
-        Shape("text", left + width, height - 8, text=f"{total:.1f}s", anchor="end"),
-    ]
-    return left + width + 20, height, shapes
-
-
-def gantt_svg(status: WorkflowRunStatus, title: str = "") -> str:
-    return render_svg(*gantt(status, title))
-
-
-def gantt_png(status: WorkflowRunStatus, title: str = "") -> bytes:
-    return render_png(*gantt(status, title))

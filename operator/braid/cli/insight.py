@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
+from braid.analysis.gantt import gantt_png, gantt_svg
 from braid.analysis.graph import graph_of, mermaid, png, svg
 from braid.analysis.report import analysis_report
 from braid.analysis.stats import analyze as analyze_runs
-from braid.analysis.stats import gantt_png, gantt_svg
 from braid.api.manifests import parse_documents
 from braid.api.run import WorkflowRunSpec, WorkflowRunStatus
 from braid.api.workflow import Workflow
@@ -240,9 +240,9 @@ def analyze(
         slowest = next(p for p in finished if p[0]["metadata"].get("name", "") == longest)
         title = str(slowest[0]["metadata"].get("name", ""))
         if gantt.suffix == ".png":
-            gantt.write_bytes(gantt_png(slowest[1], title=title))
+            gantt.write_bytes(gantt_png(slowest[1], title=title, spec=wf.spec))
         else:
-            gantt.write_text(gantt_svg(slowest[1], title=title))
+            gantt.write_text(gantt_svg(slowest[1], title=title, spec=wf.spec))
         err.print(f"wrote {gantt}")
     if write:
         patch = json.dumps({"status": {"analysis": result.wire()}})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from braid.api.reasons import EventReason
 from braid.api.run import Artifact, ParentLink, WorkflowRunStatus
 from braid.api.workflow import WorkflowSpec
 from braid.engine.actions import (
@@ -178,6 +179,10 @@ class _Simulation:
             self.running.discard(action.name)
         elif isinstance(action, RecordEvent):
             self.result.events.append(action)
+            gate = action.gate or action.step
+            requested = action.reason == EventReason.APPROVAL_REQUESTED
+            if requested and any(d.step == gate for d in self.standing):
+                self.just_loaded = True  # a standing decision is for it: decide again now
         elif isinstance(action, StoreCache) and self.cache is not None:
             self.cache[action.entry.key] = action.entry
         elif isinstance(action, LoadItems):
