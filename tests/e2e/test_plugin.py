@@ -112,3 +112,40 @@ def test_plugin_retry_reuses_successes(kube: Kube, operator: Operator) -> None:
     assert steps["s1"]["message"] == f"reused from run {run}"
     assert steps["s2"]["attempts"] == 1  # ran again (and fails again: the script says so)
     assert not kube.json("get", "pods", "-l", f"braid.dev/run={new},braid.dev/step=s0")["items"]
+
+
+def test_approving_a_gate_of_a_sub_workflow_through_its_parent(
+    people: Kube, operator: Operator
+) -> None:
+    kube = people
+    child = {
+        "steps": [
+            {"name": "sign-off", "approval": {"approvers": {"users": ["alice"]}, "message": "ok?"}}
+        ]
+    }
+    parent = {
+        "apiVersion": "braid.dev/v1alpha1",
+        "kind": "WorkflowRun",
+        "metadata": {"generateName": "nest-"},
+        "spec": {"workflow": {"steps": [{"name": "inner", "workflow": {"spec": child}}]}},
+    }
+    run = kube.create(json.dumps(parent))
+    kid = f"{run}-inner-1"
+    kube.wait_for(
+        "the child's gate",
+        lambda: (
+            kube.run("get", "workflowrun", kid, check=False).returncode == 0
+            and kube.run_status(kid).get("pendingApprovals")
+        ),
+        timeout=90,
+    )
+    denied = braid(kube, "approve", run, "sign-off", "--as=mallory")
+    assert denied.returncode != 0  # the admission policy judges the child's annotation
+    done = braid(kube, "approve", run, "sign-off", "--as=alice")
+    assert done.returncode == 0, done.stderr
+    assert f"child run {kid} of {run}" in done.stdout
+    status = kube.wait_finished(run, timeout=60)
+    assert status["phase"] == "Succeeded", operator.log()[-3000:]
+    gate = kube.run_status(kid)["steps"][0]
+    assert gate["approvals"][0]["user"] == "alice"
+    assert gate["approvals"][0]["verified"] is True

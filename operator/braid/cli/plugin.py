@@ -136,6 +136,38 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+def gate_holder(
+    k: Kubectl, obj: dict[str, Any], step: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run whose gate ``step`` waits: this one, or one of its sub-workflows' child runs
+    (a decision is always made on the run that holds the gate, where the approval admission
+    policy checks who makes it). Several children waiting on a gate of that name: an error
+    naming them."""
+    try:
+        return obj, pending_gate(obj, step)
+    except KubectlError as missing:
+        found: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        parents = [obj]
+        for _ in range(8):  # runs nest at most 8 deep
+            names = ",".join(p["metadata"]["name"][:63] for p in parents)
+            selector = f"braid.dev/parent-run in ({names})"
+            parents = k.json("get", "workflowruns", "-l", selector).get("items", [])
+            for child in parents:
+                gates = (child.get("status") or {}).get("pendingApprovals") or []
+                found += [(child, dict(g)) for g in gates if g["step"] == step]
+            if found or not parents:
+                break
+        if len(found) == 1:
+            return found[0]
+        if found:
+            shown = ", ".join(c["metadata"]["name"] for c, _ in found)
+            raise KubectlError(
+                f"child runs {shown} each wait on {step!r}: name the one you mean "
+                f"(kubectl braid approve <child-run> {step})"
+            ) from None
+        raise missing from None
+
+
 def approve(
     run: str,
     step: str,
@@ -147,8 +179,8 @@ def approve(
     """Approve STEP of RUN, for exactly the inputs it is waiting on."""
     k = kubectl_for(namespace, context, as_user, as_group)
     try:
-        obj = k.json("get", "workflowrun", run)
-        gate = pending_gate(obj, step)
+        obj, gate = gate_holder(k, k.json("get", "workflowrun", run), step)
+        holder = obj["metadata"]["name"]
         user = k.whoami()
         existing = (obj["metadata"].get("annotations") or {}).get(APPROVE + step, "")
         value = approval_value(existing, user, gate["digest"])
@@ -157,12 +189,13 @@ def approve(
             "--overwrite",
             f"--resource-version={obj['metadata']['resourceVersion']}",
             "workflowrun",
-            run,
+            holder,
             f"{APPROVE}{step}={value}",
         )
     except KubectlError as exc:
         raise fail(exc) from None
-    out.print(f"approved {step} of {run} as {user} (inputs {gate['digest']})")
+    via = f" (child run {holder} of {run})" if holder != run else ""
+    out.print(f"approved {step} of {holder}{via} as {user} (inputs {gate['digest']})")
 
 
 def reject(
@@ -177,12 +210,14 @@ def reject(
     """Reject STEP of RUN with a reason; the step fails and compensation runs."""
     k = kubectl_for(namespace, context, as_user, as_group)
     try:
-        pending_gate(k.json("get", "workflowrun", run), step)
+        obj, _ = gate_holder(k, k.json("get", "workflowrun", run), step)
+        holder = obj["metadata"]["name"]
         user = k.whoami()
-        k("annotate", "workflowrun", run, f"{REJECT}{step}={user}: {reason}")
+        k("annotate", "workflowrun", holder, f"{REJECT}{step}={user}: {reason}")
     except KubectlError as exc:
         raise fail(exc) from None
-    out.print(f"rejected {step} of {run} as {user}: {reason}")
+    via = f" (child run {holder} of {run})" if holder != run else ""
+    out.print(f"rejected {step} of {holder}{via} as {user}: {reason}")
 
 
 def status(
