@@ -128,6 +128,7 @@ class EventReason(StrEnum):
     STEP_FAILED = "StepFailed"
     STEP_RETRYING = "StepRetrying"
     FAN_OUT_STARTED = "FanOutStarted"
+    ITEM_FAILED = "ItemFailed"  # progress only: one fan-out item failed for good
     STEP_SLEEPING = "StepSleeping"
     CIRCUIT_OPEN_FALLBACK = "CircuitOpenFallback"
     APPROVAL_REQUESTED = "ApprovalRequested"

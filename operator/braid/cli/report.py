@@ -21,6 +21,7 @@ from braid.engine import RecordEvent, StartAttempt
 _ICONS: dict[str, str] = {
     EventReason.STEP_SUCCEEDED: "[green]✓[/]",
     EventReason.STEP_FAILED: "[red]✗[/]",
+    EventReason.ITEM_FAILED: "[red]✗[/]",
     EventReason.STEP_RETRYING: "[yellow]↻[/]",
     EventReason.STEP_SKIPPED: "[dim]-[/]",
     EventReason.APPROVAL_REQUESTED: "[yellow]?[/]",

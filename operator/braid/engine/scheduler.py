@@ -712,6 +712,11 @@ class RunState:
             )
             return
         st.mark_failed(reason, f"{message} ({retry_at})" if retry_at else message, now)
+        if task.role == "item":
+            said = f"Item {task.display} failed ({reason.value}): {(st.message or '')[:300]}"
+            self.actions.append(
+                RecordEvent("Warning", EventReason.ITEM_FAILED, said, task.step, progress=True)
+            )
         self._task_done(task, now)
 
     def _task_done(self, task: Task, now: datetime) -> None:
