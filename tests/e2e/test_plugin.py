@@ -143,7 +143,7 @@ def test_approving_a_gate_of_a_sub_workflow_through_its_parent(
     assert denied.returncode != 0  # the admission policy judges the child's annotation
     done = braid(kube, "approve", run, "sign-off", "--as=alice")
     assert done.returncode == 0, done.stderr
-    assert f"child run {kid} of {run}" in done.stdout
+    assert f"child run {kid} of {run}" in " ".join(done.stdout.split())
     status = kube.wait_finished(run, timeout=60)
     assert status["phase"] == "Succeeded", operator.log()[-3000:]
     gate = kube.run_status(kid)["steps"][0]
