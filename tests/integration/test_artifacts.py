@@ -118,6 +118,17 @@ def pod_env(s3: S3, tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def _wait_until_ready(ready: Path, timeout: float = 30) -> None:
+    """Until the sidecar says it waits (the file its startupProbe looks for): on a busy
+    machine its start-up can take longer than any fixed sleep, and an early SIGTERM would
+    kill it before it blocks the signal."""
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError("the agent never said it was ready")
+        time.sleep(0.05)
+
+
 def test_the_sidecar_stores_when_told_the_step_ended_and_reports_in_4_kib(s3: S3, tmp_path: Path):
     """The real command, as the kubelet runs it: SIGTERM once the step's container exited."""
     out = tmp_path / "artifacts"
@@ -125,13 +136,14 @@ def test_the_sidecar_stores_when_told_the_step_ended_and_reports_in_4_kib(s3: S3
     env = pod_env(
         s3, tmp_path,
         **{agent.ARTIFACTS: str(out), agent.KEY_PREFIX: "braid/ns/r/r-a-1/",
-           agent.MAX_BYTES: str(MiB), agent.MAX_FILES: "5"},
+           agent.MAX_BYTES: str(MiB), agent.MAX_FILES: "5",
+           agent.READY: str(tmp_path / "ready")},
     )  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "braid.cli", "pod-agent", "store-outputs"],
         env={**os.environ, **env},
     )
-    time.sleep(1.5)  # the step runs meanwhile
+    _wait_until_ready(tmp_path / "ready")  # the step runs meanwhile
     (out / "answer.md").write_text("# 42\n")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

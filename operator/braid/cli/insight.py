@@ -15,7 +15,6 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
-from braid.analysis.gantt import gantt_png, gantt_svg
 from braid.analysis.graph import graph_of, mermaid, png, svg
 from braid.analysis.report import analysis_report
 from braid.analysis.stats import analyze as analyze_runs
@@ -239,6 +238,10 @@ def analyze(
         longest = max(result.run_paths, key=lambda r: r.duration).run
         slowest = next(p for p in finished if p[0]["metadata"].get("name", "") == longest)
         title = str(slowest[0]["metadata"].get("name", ""))
+        # matplotlib is imported only to draw: every other command (pod-agent runs in each
+        # step Pod) starts without it.
+        from braid.analysis.gantt import gantt_png, gantt_svg  # noqa: PLC0415
+
         if gantt.suffix == ".png":
             gantt.write_bytes(gantt_png(slowest[1], title=title, spec=wf.spec))
         else:
