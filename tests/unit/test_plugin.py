@@ -77,3 +77,32 @@ def test_logs_reads_the_latest_or_the_chosen_attempt(tmp_path, extra, expected):
         "braid.dev/run=r,braid.dev/step=s",
     ]
     assert calls[1] == ["-n", "ns", "logs", expected, "-c", "step"]
+
+
+class ListingKubectl:
+    """Answers `get workflowruns -l ...` with the runs given, whatever the selector."""
+
+    def __init__(self, runs: list[dict]) -> None:
+        self.runs = runs
+
+    def json(self, *args: str) -> dict:
+        assert args[:2] == ("get", "workflowruns")
+        return {"items": self.runs}
+
+
+def test_a_gate_of_a_child_run_is_found_only_in_children_the_parent_status_names():
+    from braid.cli.plugin import gate_holder  # noqa: PLC0415
+
+    gate = {"pendingApprovals": [{"step": "deploy", "digest": "d1"}]}
+    real = {"metadata": {"name": "p-sub-1"}, "status": gate}
+    forged = {"metadata": {"name": "evil"}, "status": {**gate, "pendingApprovals": [
+        {"step": "deploy", "digest": "d2"}]}}  # fmt: skip
+    parent = {
+        "metadata": {"name": "p"},
+        "status": {"steps": [{"name": "sub", "items": [{"index": 0, "childRun": "p-sub-1"}]}]},
+    }
+    holder, found = gate_holder(ListingKubectl([forged, real]), parent, "deploy")  # type: ignore[arg-type]
+    assert holder["metadata"]["name"] == "p-sub-1"
+    assert found["digest"] == "d1"
+    with pytest.raises(KubectlError, match="not waiting for approval"):
+        gate_holder(ListingKubectl([forged]), parent, "deploy")  # type: ignore[arg-type]

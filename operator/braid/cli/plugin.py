@@ -136,6 +136,19 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _child_runs(status: Any) -> set[str]:
+    """Every childRun a run's status records (steps, items, iterations)."""
+    if isinstance(status, dict):
+        out = {str(status["childRun"])} if status.get("childRun") else set()
+        for value in status.values():
+            if isinstance(value, dict | list):
+                out |= _child_runs(value)
+        return out
+    if isinstance(status, list):
+        return set().union(*(_child_runs(v) for v in status)) if status else set()
+    return set()
+
+
 def gate_holder(
     k: Kubectl, obj: dict[str, Any], step: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -151,7 +164,11 @@ def gate_holder(
         for _ in range(8):  # runs nest at most 8 deep
             names = ",".join(p["metadata"]["name"][:63] for p in parents)
             selector = f"braid.dev/parent-run in ({names})"
-            parents = k.json("get", "workflowruns", "-l", selector).get("items", [])
+            # Only the children the parents' statuses name (the operator writes those): a run
+            # anyone labelled as a child is never offered for approval in its stead.
+            theirs = {c for p in parents for c in _child_runs(p.get("status") or {})}
+            listed = k.json("get", "workflowruns", "-l", selector).get("items", [])
+            parents = [c for c in listed if c["metadata"]["name"] in theirs]
             for child in parents:
                 gates = (child.get("status") or {}).get("pendingApprovals") or []
                 found += [(child, dict(g)) for g in gates if g["step"] == step]
