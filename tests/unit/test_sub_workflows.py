@@ -338,3 +338,52 @@ def test_cancelling_the_parent_sets_the_child_cancelled():
     assert cluster.runs["p-sub-1"]["status"]["phase"] == "Cancelled"
     reconcile(cluster, reconciler, "p")
     assert cluster.runs["p"]["status"]["phase"] == "Cancelled"
+
+
+FANNED = {
+    "spec": {
+        "steps": [
+            {
+                "name": "each",
+                "fanOut": {
+                    "items": list(range(20)),
+                    "workflow": {"name": "child", "params": {"x": 1}},
+                },
+            }
+        ]
+    }
+}
+
+
+def test_children_tell_their_parent_how_they_ended_so_it_reads_none_back():
+    cluster, reconciler = setup()
+    cluster.workflows["parent"] = copy.deepcopy(FANNED)
+    reconcile(cluster, reconciler, "p")
+    kids = sorted(n for n in cluster.runs if n.startswith("p-each--"))
+    assert len(kids) == 20
+    for kid in kids:
+        reconcile(cluster, reconciler, kid)
+    reconcile(cluster, reconciler, "p")  # reads each child once (it may have missed news)
+    reads = cluster.requests["GET workflowruns"]
+    for kid in kids:
+        cluster.finish_pod(f"{kid}-work-1", "{}")
+        reconcile(cluster, reconciler, kid)
+        reconcile(cluster, reconciler, "p")
+    # each parent reconcile reads only itself: no GET per child per reconcile
+    assert cluster.requests["GET workflowruns"] - reads == 2 * len(kids)
+    status = cluster.runs["p"]["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["steps"][0]["outputs"]["succeeded"] == 20
+
+
+def test_a_child_run_deleted_before_it_finished_fails_its_attempt():
+    cluster, reconciler = setup()
+    reconcile(cluster, reconciler, "p")
+    reconcile(cluster, reconciler, "p-sub-1")
+    reconcile(cluster, reconciler, "p")
+    gone = cluster.runs.pop("p-sub-1")
+    reconciler.child_gone(gone)  # what the watch's DELETED event does
+    reconcile(cluster, reconciler, "p")
+    step = cluster.runs["p"]["status"]["steps"][0]
+    assert (step["phase"], step["reason"]) == ("Failed", "PodLost")
+    assert "child run was deleted" in step["message"]

@@ -65,6 +65,7 @@ NO_REPOSITORY = (
 )
 
 RunKey = tuple[str, str]  # (namespace, name)
+GONE_KEPT = 10_000  # deleted runs remembered, so their children's late news is dropped
 
 
 @dataclass
@@ -74,11 +75,25 @@ class Inbox:
 
     results: dict[RunKey, list[AttemptResult]] = field(default_factory=dict)
     lost: dict[RunKey, set[str]] = field(default_factory=dict)
+    # How child runs (sub-workflow attempts) ended, told by their own reconciles: (the uid of
+    # the run that owns the child, the result). The parent takes those its uid owns.
+    children: dict[RunKey, list[tuple[str, AttemptResult]]] = field(default_factory=dict)
+    gone: dict[RunKey, None] = field(default_factory=dict)  # runs deleted lately, oldest first
     notify: Callable[[RunKey], None] = lambda _key: None
 
     def deliver(self, key: RunKey, result: AttemptResult) -> None:
         self.results.setdefault(key, []).append(result)
         self.notify(key)
+
+    def deliver_child(self, parent: RunKey, owner_uid: str, result: AttemptResult) -> None:
+        if parent in self.gone:
+            return  # its parent was deleted first (the garbage collector deletes both)
+        self.children.setdefault(parent, []).append((owner_uid, result))
+        self.notify(parent)
+
+    def take_children(self, key: RunKey, uid: str) -> list[AttemptResult]:
+        """The ends of this run's children (owned by ``uid``: not a namesake's)."""
+        return [r for owner, r in self.children.pop(key, []) if owner == uid]
 
     def lose(self, key: RunKey, pod: str) -> None:
         self.lost.setdefault(key, set()).add(pod)
@@ -96,6 +111,10 @@ class Inbox:
     def forget(self, key: RunKey) -> None:
         self.results.pop(key, None)
         self.lost.pop(key, None)
+        self.children.pop(key, None)
+        self.gone[key] = None
+        while len(self.gone) > GONE_KEPT:
+            self.gone.pop(next(iter(self.gone)))
 
 
 @dataclass

@@ -187,6 +187,7 @@ async def run_changed(
     if namespace is None:
         return
     if type == "DELETED":
+        runtime.reconciler.child_gone(dict(kwargs["body"]))  # a child run: its parent is told
         runtime.forget((namespace, name))
         return
     if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):

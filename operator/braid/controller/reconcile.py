@@ -35,6 +35,7 @@ from braid.controller.queues import Queues
 from braid.engine import Action, AttemptResult, Decision, Observations, RunState, children
 from braid.engine.actions import CacheEntry
 from braid.engine.breakers import BreakerBoard
+from braid.kube import child_runs
 from braid.kube.annotations import decisions_from
 from braid.kube.artifact_pods import FINALIZER, ArtifactSettings
 from braid.kube.child_runs import parent_of
@@ -135,6 +136,8 @@ class Reconciler:
     # The resourceVersion of each run's last status write: the watch event it causes carries
     # nothing new, so the handler can skip it.
     written: dict[RunKey, str] = field(default_factory=dict)
+    # Per parent run: the child runs this process has read once (their ends come by inbox).
+    children_checked: dict[RunKey, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.apply = Applier(
@@ -165,10 +168,11 @@ class Reconciler:
             return Result()  # gone, or another shard's run
         if run["metadata"].get("deletionTimestamp"):
             return await self._deleted(run)
+        self.inbox.gone.pop((namespace, name), None)  # a run of that name exists (again)
         status = await self.engine(_parse_status, run.get("status") or {})
         if status.succeeded is not None:  # finished runs are history
             after = await self.apply.after_finish(run, status, view.all(), self.clock())
-            wake = self.queues.release((namespace, name)) | _parent(run)
+            wake = self.queues.release((namespace, name)) | self._tell_parent(run, status)
             return Result(after, frozenset(wake))
         log_ = log.bind(namespace=namespace, run=name, workflow=workflow_name(run) or name)
         loaded = await self._load(run, status, log_)
@@ -178,6 +182,7 @@ class Reconciler:
         key = (namespace, name)
         queued = await self._queue(run, state)
         results, lost = self.inbox.take(key)
+        results += self.inbox.take_children(key, run["metadata"]["uid"])
         try:
             outcome = await self._decide(run, state, view, results, lost, log_, queued)
             written = outcome.body is None or await self._write(run, state, before, outcome, log_)
@@ -196,7 +201,7 @@ class Reconciler:
         decision = outcome.decision
         if decision.finished:
             after = await self.apply.after_finish(run, state.status, view.all(), self.clock())
-            outcome.wake |= self.queues.release(key) | _parent(run)
+            outcome.wake |= self.queues.release(key) | self._tell_parent(run, state.status)
         elif decision.wake_at is not None:
             after = max(0.0, (decision.wake_at - self.clock()).total_seconds())
         else:
@@ -370,14 +375,39 @@ class Reconciler:
                 out.append(AttemptResult(attempt, error=error, lost=True))
         return out
 
+    def _tell_parent(self, run: dict[str, Any], status: WorkflowRunStatus) -> set[RunKey]:
+        """A child run that finished tells its parent how (through the inbox: the parent
+        reads no child back, so a fan-out of a thousand children costs no GETs per
+        reconcile); returns the parent, to wake."""
+        parent, told = parent_of(run), child_runs.told(run)
+        ended = children.outcome_of(status)
+        if parent is None or told is None or ended is None:
+            return set()
+        key = (run["metadata"]["namespace"], parent.run)
+        self.inbox.deliver_child(key, told[0], AttemptResult(told[1], child=ended))
+        return {key}
+
+    def child_gone(self, run: dict[str, Any]) -> None:
+        """A child run deleted before it finished: its attempt is lost."""
+        parent, told = parent_of(run), child_runs.told(run)
+        status = (run.get("status") or {}).get("phase")
+        if parent is None or told is None or status in ("Succeeded", "Failed", "Cancelled"):
+            return
+        error = "the child run was deleted before it finished"
+        result = AttemptResult(told[1], error=error, lost=True)
+        self.inbox.deliver_child((run["metadata"]["namespace"], parent.run), told[0], result)
+
     async def _children(
         self, state: RunState, meta: dict[str, Any], now: datetime
     ) -> list[AttemptResult]:
-        """Results of the child runs the engine waits for (sub-workflow steps): one GET each.
-        A child run this run does not own is a conflict; one gone (or going) is lost."""
+        """Child runs the engine waits for that this process has not looked at yet (after a
+        restart, say): one GET each, once; later their ends come through the inbox. A child
+        run this run does not own is a conflict; one gone (or going) is lost."""
         out = []
+        key = (meta["namespace"], meta["name"])
+        checked = self.children_checked.setdefault(key, set())
         for attempt, task in state.active.items():
-            if not task.is_child:
+            if not task.is_child or attempt in checked:
                 continue
             child = await self.cluster.get_run(meta["namespace"], children.run_name(attempt))
             if child is None or child["metadata"].get("deletionTimestamp"):
@@ -392,6 +422,7 @@ class Reconciler:
             if owner != meta["uid"]:
                 out.append(conflict(attempt, owner, "WorkflowRun"))
                 continue
+            checked.add(attempt)  # it is there and ours: its end will be told
             status = await self.engine(_parse_status, child.get("status") or {})
             ended = children.outcome_of(status)
             if ended is not None:
@@ -511,12 +542,6 @@ def _wire(run: dict[str, Any], state: RunState) -> tuple[dict[str, Any], int]:
     """The status to write, and the size of the whole run object with it, as JSON."""
     status = state.status.wire()
     return status, len(json.dumps({**run, "status": status}, separators=(",", ":")))
-
-
-def _parent(run: dict[str, Any]) -> set[RunKey]:
-    """The parent of a child run: it waits for this run to finish."""
-    parent = parent_of(run)
-    return {(run["metadata"]["namespace"], parent.run)} if parent is not None else set()
 
 
 def _parse_status(raw: dict[str, Any]) -> WorkflowRunStatus:

@@ -95,6 +95,7 @@ class Runtime:
     def forget(self, key: RunKey) -> None:
         """The run is gone: drop everything kept for it."""
         self.reconciler.written.pop(key, None)
+        self.reconciler.children_checked.pop(key, None)
         for other in self.reconciler.pools.forget(key) | self.reconciler.queues.release(key):
             self.wake(other, 0.0)
         if self.reconciler.metrics is not None:

@@ -15,6 +15,7 @@ from braid.kube.pods import LABEL_STEP
 LABEL_PARENT_RUN = "braid.dev/parent-run"
 LABEL_DEPTH = "braid.dev/depth"
 PARENT_STEP = "braid.dev/parent-step"  # annotation: the step (item, iteration) it is
+PARENT_ATTEMPT = "braid.dev/parent-attempt"  # annotation: the parent's attempt it is
 
 
 def child_run_for(
@@ -42,7 +43,7 @@ def child_run_for(
                 LABEL_STEP: action.labels.step,
                 LABEL_DEPTH: str(child.parent.depth),
             },
-            "annotations": {PARENT_STEP: child.parent.step},
+            "annotations": {PARENT_STEP: child.parent.step, PARENT_ATTEMPT: action.name},
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -56,6 +57,21 @@ def child_run_for(
         },
         "spec": spec,
     }
+
+
+def told(run: dict[str, Any]) -> tuple[str, str] | None:
+    """(the owner's uid, the parent's attempt) of a child run, to tell its parent how it
+    ended; None for a run that is nobody's child."""
+    meta = run["metadata"]
+    attempt = (meta.get("annotations") or {}).get(PARENT_ATTEMPT)
+    owners = [
+        r
+        for r in meta.get("ownerReferences") or []
+        if r.get("controller") and r.get("kind") == "WorkflowRun"
+    ]
+    if not attempt or not owners or not (meta.get("labels") or {}).get(LABEL_PARENT_RUN):
+        return None
+    return str(owners[0].get("uid") or ""), str(attempt)
 
 
 def parent_of(run: dict[str, Any]) -> ParentLink | None:
