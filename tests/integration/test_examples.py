@@ -134,7 +134,7 @@ def test_05_react_loop_calls_tools_until_the_model_answers(model_api):
     [
         (
             "unknown=1",
-            "params.unknown: unknown param; declared params: baseURL, checker, maker, passScore",
+            "-p unknown: the workflow has no such param; params: baseURL, checker, maker, passScore",
         ),
         ("passScore=5", "params.passScore: 5 is greater than the maximum of 1"),
         ("passScore=abc", "params.passScore: 'abc' is not of type 'number'"),
@@ -142,9 +142,11 @@ def test_05_react_loop_calls_tools_until_the_model_answers(model_api):
 )
 def test_bad_params_are_rejected_before_anything_runs(param, message):
     result = braid("run", "examples/06-maker-checker/workflow.yaml", "-p", param, "-o", "json")
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert message in result.stderr.replace("\n", "")
+    assert result.returncode == 2  # invalid input
+    doc = json.loads(result.stdout)  # -o json says so as JSON
+    assert doc["valid"] is False
+    said = [f"{e['path']}: {e['message']}" for e in doc["errors"]]
+    assert any(m.startswith(message) for m in said), said
 
 
 def test_06_maker_checker_iterates_until_the_score_passes(model_api):
