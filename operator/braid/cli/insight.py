@@ -15,7 +15,6 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
-from braid.analysis.graph import graph_of, mermaid, png, svg
 from braid.analysis.report import analysis_report
 from braid.analysis.stats import analyze as analyze_runs
 from braid.api.manifests import parse_documents
@@ -46,6 +45,10 @@ def graph(
     out: Path | None = typer.Option(None, "--out", help="Write here instead of stdout."),
 ) -> None:
     """Draw a workflow's DAG (fan-outs and loops as such), or a run's, coloured by phase."""
+    # The drawing libraries (grandalf, Pillow) load only to draw: the operator, which shares
+    # this command line, never pays their memory.
+    from braid.analysis.graph import graph_of, mermaid, png, svg  # noqa: PLC0415
+
     path = Path(source)
     _no_such_file(source)
     try:
