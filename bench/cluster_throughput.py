@@ -66,6 +66,16 @@ WORKFLOW = {
 }
 
 
+def write_counts(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> tuple[float, float]:
+    """Writes between two request_counts(): all of them, and kwok's pod status patches."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    writes = sum(v for (verb, _), v in delta.items() if verb in ("POST", "PUT", "PATCH", "DELETE"))
+    kwok = sum(v for (verb, res), v in delta.items() if res == "pods/status" and verb == "PATCH")
+    return writes, kwok
+
+
 def request_counts() -> dict[tuple[str, str], float]:
     raw = kubectl("get", "--raw", "/metrics")
     counts: dict[tuple[str, str], float] = {}
@@ -147,10 +157,8 @@ async def measure(n: int, namespace: str) -> dict[str, object]:  # noqa: C901 - 
             if done in seen_done and nxt in created:
                 latencies.append(created[nxt] - seen_done[done])
     latencies.sort()
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     steps = n * STEPS
-    writes = sum(v for (verb, _), v in delta.items() if verb in ("POST", "PUT", "PATCH", "DELETE"))
-    kwok = sum(v for (verb, res), v in delta.items() if res == "pods/status" and verb == "PATCH")
+    writes, kwok = write_counts(before, after)
     return {
         "runs": n,
         "p50_ms": statistics.median(latencies) * 1000,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster_throughput import request_counts
+from cluster_throughput import request_counts, write_counts
 from results import kubectl, proc_stats
 
 HERE = Path(__file__).resolve().parent
@@ -161,10 +161,8 @@ def measure(n: int, mode: str, controller: str) -> dict[str, object]:
         proc.terminate()
         proc.wait(timeout=30)
         kubectl("delete", "namespace", namespace, "--wait=false")
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     steps = n * STEPS
-    writes = sum(v for (verb, _), v in delta.items() if verb in ("POST", "PUT", "PATCH", "DELETE"))
-    kwok = sum(v for (verb, res), v in delta.items() if res == "pods/status" and verb == "PATCH")
+    writes, kwok = write_counts(before, after)
     return {
         "mode": mode,
         "runs": n,
