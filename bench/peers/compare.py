@@ -519,48 +519,53 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
     ended: dict[str, str] = {}
     all_done = asyncio.Event()
 
-    async def pods() -> None:
-        w = watch.Watch()
-        async with w.stream(
-            core.list_namespaced_pod,
-            namespace,
-            label_selector=system.run_label,
-            timeout_seconds=1800,
-        ) as stream:
-            async for event in stream:
-                now = time.monotonic()
-                pod = event["object"]
-                labels = pod.metadata.labels or {}
-                key = (labels.get(system.run_label, ""), labels.get(system.step_label, ""))
-                created.setdefault(key, now)
-                if pod.status and pod.status.phase == "Succeeded":
-                    succeeded.setdefault(key, now)
-                if all_done.is_set():
-                    return
+    async def follow(list_fn: Any, *args: Any, on: Any, **kwargs: Any) -> None:
+        """Watch until every run is seen finished: a watch the API server ends (its timeout,
+        a compaction) is started again; the listing replays what it missed."""
+        while not all_done.is_set():
+            w = watch.Watch()
+            try:
+                async with w.stream(list_fn, *args, timeout_seconds=120, **kwargs) as stream:
+                    async for event in stream:
+                        on(time.monotonic(), event["object"])
+                        if all_done.is_set():
+                            return
+            except client.ApiException as exc:
+                if exc.status != 410:  # 410 Gone: list again
+                    raise
 
-    async def runs() -> None:
-        w = watch.Watch()
-        async with w.stream(
+    def pod_event(now: float, pod: Any) -> None:
+        labels = pod.metadata.labels or {}
+        key = (labels.get(system.run_label, ""), labels.get(system.step_label, ""))
+        created.setdefault(key, now)
+        if pod.status and pod.status.phase == "Succeeded":
+            succeeded.setdefault(key, now)
+
+    def run_event(now: float, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        run_seen.setdefault(name, now)
+        verdict = system.finished(obj)
+        if verdict is not None and name not in ended:
+            ended[name] = verdict
+            if verdict == "failed":
+                raise SystemExit(f"{system.name}: run {name} failed")
+            if len(ended) >= n:
+                all_done.set()
+
+    def pods() -> Any:
+        return follow(
+            core.list_namespaced_pod, namespace, on=pod_event, label_selector=system.run_label
+        )
+
+    def runs() -> Any:
+        return follow(
             custom.list_namespaced_custom_object,
             system.group,
             system.version,
             namespace,
             system.plural,
-            timeout_seconds=1800,
-        ) as stream:
-            async for event in stream:
-                now = time.monotonic()
-                obj = event["object"]
-                name = obj["metadata"]["name"]
-                run_seen.setdefault(name, now)
-                verdict = system.finished(obj)
-                if verdict is not None and name not in ended:
-                    ended[name] = verdict
-                    if verdict == "failed":
-                        raise SystemExit(f"{system.name}: run {name} failed")
-                    if len(ended) >= n:
-                        all_done.set()
-                        return
+            on=run_event,
+        )
 
     watchers = [asyncio.create_task(pods()), asyncio.create_task(runs())]
     stop_executor = asyncio.Event()
