@@ -33,7 +33,7 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config, watch
 
-from results import kubectl, proc_stats, write_results
+from results import kubectl, operator_command, proc_stats, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = int(os.environ.get("BRAID_BENCH_SHARDS", "1"))
@@ -180,19 +180,7 @@ def main() -> None:
         logs = [Path(f"/tmp/braid-bench-operator-{n}-{k}.log") for k in range(SHARDS)]
         operators = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "braid.cli",
-                    "operator",
-                    "-n",
-                    namespace,
-                    "--log-format",
-                    "json",
-                    "--metrics-port",
-                    "0",
-                    *([f"--selector=shard={k}"] if SHARDS > 1 else []),
-                ],
+                operator_command(namespace, *([f"--selector=shard={k}"] if SHARDS > 1 else [])),
                 stdout=log.open("wb"),
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

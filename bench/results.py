@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,23 @@ def write_results(marker: str, text: str) -> None:
     head, _, rest = readme.partition(begin)
     _, _, tail = rest.partition(end)
     README.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def operator_command(namespace: str, *extra: str) -> list[str]:
+    """`braid operator` on one namespace as the benches start it: JSON logs, no metrics port."""
+    return [
+        sys.executable,
+        "-m",
+        "braid.cli",
+        "operator",
+        "-n",
+        namespace,
+        "--log-format",
+        "json",
+        "--metrics-port",
+        "0",
+        *extra,
+    ]
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:

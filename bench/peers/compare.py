@@ -46,7 +46,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes_asyncio import client, config, watch
 
-from results import kubectl, proc_stats, write_results
+from results import kubectl, operator_command, proc_stats, write_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -143,18 +143,7 @@ class System:
 
     def command(self, namespace: str, kubeconfig: str) -> list[str]:
         if self.name == "braid":
-            return [
-                sys.executable,
-                "-m",
-                "braid.cli",
-                "operator",
-                "-n",
-                namespace,
-                "--log-format",
-                "json",
-                "--metrics-port",
-                "0",
-            ]
+            return operator_command(namespace)
         if self.name.startswith("argo"):
             return [
                 build("argo"),
@@ -212,26 +201,6 @@ SYSTEMS = {
         "Workflow",
         env={"DEFAULT_REQUEUE_TIME": "10s"},
     ),
-    "argo-tuned": System(
-        "argo-tuned",
-        "workflows.argoproj.io/workflow",
-        "braid.dev/step",
-        "argoproj.io",
-        "v1alpha1",
-        "workflows",
-        "Workflow",
-        env={"DEFAULT_REQUEUE_TIME": "1s"},
-        flags=[
-            "--qps",
-            "60",
-            "--burst",
-            "70",
-            "--workflow-workers",
-            "128",
-            "--pod-cleanup-workers",
-            "32",
-        ],
-    ),
     "tekton": System(
         "tekton",
         "tekton.dev/pipelineRun",
@@ -253,9 +222,22 @@ SYSTEMS = {
         },
     ),
 }
-SYSTEMS["argo-executor"] = System(
-    **{**SYSTEMS["argo-tuned"].__dict__, "name": "argo-executor", "executor": True}
+SYSTEMS["argo-tuned"] = replace(
+    SYSTEMS["argo"],
+    name="argo-tuned",
+    env={"DEFAULT_REQUEUE_TIME": "1s"},
+    flags=[
+        "--qps",
+        "60",
+        "--burst",
+        "70",
+        "--workflow-workers",
+        "128",
+        "--pod-cleanup-workers",
+        "32",
+    ],
 )
+SYSTEMS["argo-executor"] = replace(SYSTEMS["argo-tuned"], name="argo-executor", executor=True)
 
 
 def braid_workflow(steps: dict[str, list[str]]) -> dict[str, Any]:
