@@ -71,6 +71,39 @@ def test_first_reconcile_snapshots_the_workflow_and_creates_the_first_pod():
     assert list(cluster.pods) == ["r-a-1"]
 
 
+def test_a_reconcile_handed_the_run_reads_nothing_and_hands_back_what_it_wrote():
+    cluster, reconciler = setup()
+    first = reconcile(cluster, reconciler)
+    assert first.run is not None
+    assert first.run["status"]["workflowSpec"]["steps"][0]["name"] == "a"
+    reads = cluster.requests["GET workflowruns"]
+    finish(cluster, "r-a-1")
+    pods = list(cluster.pods.values())
+    second = asyncio.run(reconciler.reconcile("ns", "r", pods, first.run))
+    assert cluster.requests["GET workflowruns"] == reads
+    assert "r-b-1" in cluster.pods
+    assert second.run is not None
+    assert (
+        second.run["metadata"]["resourceVersion"]
+        == cluster.runs["r"]["metadata"]["resourceVersion"]
+    )
+
+
+def test_a_stale_run_handed_in_ends_in_a_conflict_and_nothing_is_kept():
+    cluster, reconciler = setup()
+    first = reconcile(cluster, reconciler)
+    assert first.run is not None
+    finish(cluster, "r-a-1")
+    reconcile(cluster, reconciler)  # moves on to b: the run's version passes first.run's
+    finish(cluster, "r-b-1")
+    stale = asyncio.run(reconciler.reconcile("ns", "r", list(cluster.pods.values()), first.run))
+    assert stale.run is None
+    assert stale.requeue_after == 0.0
+    again = reconcile(cluster, reconciler)  # read afresh: the run finishes
+    assert cluster.runs["r"]["status"]["phase"] == "Succeeded"
+    assert again.run is None  # finished runs are not kept
+
+
 def test_crash_between_pod_create_and_status_write_creates_no_duplicate():
     cluster, reconciler = setup()
     reconcile(cluster, reconciler)

@@ -19,7 +19,7 @@ class SlowReconciler:
         self.metrics = None
         self.calls = 0
 
-    async def reconcile(self, namespace: str, name: str, pods: Any) -> Result:
+    async def reconcile(self, namespace: str, name: str, pods: Any, run: Any = None) -> Result:
         self.calls += 1
         await asyncio.sleep(0.05)
         if self.calls == 1:
@@ -39,3 +39,75 @@ def test_news_during_a_reconcile_is_reconciled_at_once_not_after_the_requeue():
         return reconciler.calls
 
     assert asyncio.run(scenario()) == 2
+
+
+def _run(version: str, **status: Any) -> dict[str, Any]:
+    meta = {"namespace": "ns", "name": "r", "resourceVersion": version}
+    return {"metadata": meta, "status": status}
+
+
+class EchoReconciler:
+    """Reconciles from the object it is handed and leaves it as it was (no write)."""
+
+    def __init__(self, runtime_: list[Runtime], version: str | None = None) -> None:
+        self.inbox = Inbox()
+        self.metrics = None
+        self.given: list[Any] = []
+        self.runtime = runtime_
+        self.version = version
+
+    async def reconcile(self, namespace: str, name: str, pods: Any, run: Any = None) -> Result:
+        self.given.append(run)
+        if self.version is not None:  # the watch brings a newer version meanwhile
+            self.runtime[0].seen(_run(self.version, news=True))
+        return Result(None, frozenset(), run)
+
+
+def test_a_reconcile_starts_from_the_run_last_seen_and_keeps_what_it_left():
+    async def scenario() -> tuple[list[Any], Any]:
+        box: list[Runtime] = []
+        reconciler = EchoReconciler(box)
+        runtime = Runtime(reconciler)  # type: ignore[arg-type]
+        box.append(runtime)
+        runtime.seen(_run("4"))
+        await runtime.trigger("ns", "r")
+        await runtime.trigger("ns", "r")
+        return reconciler.given, runtime.runs.get(("ns", "r"))
+
+    given, kept = asyncio.run(scenario())
+    assert [g["metadata"]["resourceVersion"] for g in given] == ["4", "4"]
+    assert kept is not None
+    assert kept["metadata"]["resourceVersion"] == "4"
+
+
+def test_a_newer_version_seen_during_a_reconcile_is_not_replaced_by_the_older_one():
+    async def scenario() -> Any:
+        box: list[Runtime] = []
+        runtime = Runtime(EchoReconciler(box, version="5"))  # type: ignore[arg-type]
+        box.append(runtime)
+        runtime.seen(_run("4"))
+        await runtime.trigger("ns", "r")
+        return runtime.runs.get(("ns", "r"))
+
+    kept = asyncio.run(scenario())
+    assert kept["metadata"]["resourceVersion"] == "5"
+    assert kept["status"] == {"news": True}
+
+
+def test_versions_that_are_not_integers_are_never_compared_the_run_is_read_again():
+    runtime = Runtime(EchoReconciler([]))  # type: ignore[arg-type]
+    runtime.seen(_run("a1"))
+    runtime.seen(_run("b2"))
+    assert ("ns", "r") not in runtime.runs
+
+
+def test_a_reconcile_that_knows_nothing_current_drops_the_kept_run():
+    async def scenario() -> dict[Any, Any]:
+        runtime = Runtime(SlowReconciler())  # type: ignore[arg-type]
+        runtime.seen(_run("4"))
+        await runtime.trigger("ns", "r")
+        for timer in runtime.timers.values():
+            timer.cancel()
+        return runtime.runs
+
+    assert asyncio.run(scenario()) == {}

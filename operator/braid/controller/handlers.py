@@ -192,6 +192,7 @@ async def run_changed(
         return
     if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):
         return  # the echo of our own status write
+    runtime.seen(dict(kwargs["body"]))
     await runtime.trigger(namespace, name)
 
 

@@ -69,10 +69,15 @@ def _utcnow() -> datetime:
 @dataclass(frozen=True)
 class Result:
     """What a reconcile asks of the runtime: come back after this long (None: only when
-    something happens), and wake these other runs (they wait for a slot this one freed)."""
+    something happens), and wake these other runs (they wait for a slot this one freed).
+    ``run``: the run object as it stands after this reconcile, when that is known (the answer
+    to its own status write, or the object it read and left as it was) and the run goes on;
+    the next reconcile may start from it instead of reading the run again. None: not known
+    (a conflict, say) or not worth keeping (finished, gone)."""
 
     requeue_after: float | None = None
     wake: frozenset[RunKey] = frozenset()
+    run: dict[str, Any] | None = None
 
 
 class PodView:
@@ -159,11 +164,19 @@ class Reconciler:
         return Result()
 
     async def reconcile(
-        self, namespace: str, name: str, pods: Iterable[dict[str, Any]] | PodView = ()
+        self,
+        namespace: str,
+        name: str,
+        pods: Iterable[dict[str, Any]] | PodView = (),
+        run: dict[str, Any] | None = None,
     ) -> Result:
-        """``pods``: the run's step pods as indexed."""
+        """``pods``: the run's step pods as indexed. ``run``: the run object as last seen (its
+        watch event, or the Result.run of the reconcile before), when the caller has it: no
+        GET then. A stale one costs nothing but a retry: the status write is guarded by its
+        resourceVersion, and a conflict reads the run again."""
         view = pods if isinstance(pods, PodView) else PodView(pods)
-        run = await self.cluster.get_run(namespace, name)
+        if run is None:
+            run = await self.cluster.get_run(namespace, name)
         if run is None or not self.shard(run["metadata"].get("labels") or {}):
             return Result()  # gone, or another shard's run
         if run["metadata"].get("deletionTimestamp"):
@@ -185,15 +198,30 @@ class Reconciler:
         results += self.inbox.take_children(key, run["metadata"]["uid"])
         try:
             outcome = await self._decide(run, state, view, results, lost, log_, queued)
-            written = outcome.body is None or await self._write(run, state, before, outcome, log_)
+            current: dict[str, Any] | None = run
+            if outcome.body is not None:
+                current = await self._write(run, state, before, outcome, log_)
         except BaseException:
             self.inbox.put_back(key, results, lost)
             raise
-        if not written:
+        if current is None:
             # Results held only in memory must survive until a status write records them.
             self.inbox.put_back(key, results, lost)
             log_.info("Status changed underneath; reconciling again")
             return Result(0.0, outcome.wake)
+        return await self._done(run, current, state, view, outcome)
+
+    async def _done(
+        self,
+        run: dict[str, Any],
+        current: dict[str, Any],
+        state: RunState,
+        view: PodView,
+        outcome: _Outcome,
+    ) -> Result:
+        """After the status is written (or was unchanged): collect pods, and say when to
+        come back."""
+        key = (run["metadata"]["namespace"], run["metadata"]["name"])
         gc = state.plan.spec.pod_gc
         if gc is not None and gc.strategy == PodGCStrategy.ON_POD_COMPLETION:
             # Results are in the status now (written above, or unchanged): the pods can go.
@@ -206,7 +234,7 @@ class Reconciler:
             after = max(0.0, (decision.wake_at - self.clock()).total_seconds())
         else:
             after = None
-        return Result(after, outcome.wake)
+        return Result(after, outcome.wake, None if decision.finished else current)
 
     async def _queue(
         self, run: dict[str, Any], state: RunState
@@ -266,13 +294,13 @@ class Reconciler:
         before: Before,
         outcome: _Outcome,
         log_: Any,
-    ) -> bool:
-        """Write the status, then what it says (Events, log lines, metrics); False when the
-        run changed since it was read."""
+    ) -> dict[str, Any] | None:
+        """Write the status, then what it says (Events, log lines, metrics): the run as
+        written; None when it changed since it was read."""
         assert outcome.body is not None
         updated = await self.apply.write(run, outcome.body)
         if updated is None:
-            return False
+            return None
         meta = run["metadata"]
         self.written[(meta["namespace"], meta["name"])] = updated["metadata"]["resourceVersion"]
         if self.metrics is not None:
@@ -287,7 +315,7 @@ class Reconciler:
                 self.clock(),
             )
         await self.apply.record(updated, outcome.actions, log_)
-        return True
+        return updated
 
     async def _decide(
         self,

@@ -25,11 +25,37 @@ class Runtime:
         self.reconciler = reconciler
         self.by_run = by_run  # the kopf index of pods by (namespace, run)
         self.by_name = by_name  # the kopf index of pods by (namespace, name)
+        # Each going run's object as last seen (its watch event, or the answer to the status
+        # write of its last reconcile): a reconcile starts from it instead of a GET.
+        self.runs: dict[RunKey, dict[str, Any]] = {}
         self.locks: dict[RunKey, asyncio.Lock] = {}
         self.timers: dict[RunKey, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # reconciles started by timers
         # A webhook result, or any news in the inbox, means the run has something to decide.
         reconciler.inbox.notify = lambda key: self.wake(key, 0.0)
+
+    def seen(self, run: dict[str, Any]) -> None:
+        """A watch event's run object: what the next reconcile of that run starts from."""
+        meta = run["metadata"]
+        self.keep((meta["namespace"], meta["name"]), run)
+
+    def keep(self, key: RunKey, run: dict[str, Any] | None) -> None:
+        """Keep ``run`` as the run's latest, unless what is kept is known to be newer (a
+        reconcile that read version 4 ends after the watch brought version 5: 5 stays). The
+        API server's resourceVersions are etcd revisions, integers that grow; were they not
+        integers, nothing is kept and every reconcile reads the run (as it would anyway)."""
+        kept = self.runs.get(key)
+        if run is None:
+            self.runs.pop(key, None)
+            return
+        if kept is not None:
+            old, new = _revision(kept), _revision(run)
+            if old is None or new is None:
+                self.runs.pop(key, None)
+                return
+            if new < old:
+                return
+        self.runs[key] = run
 
     async def trigger(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -38,8 +64,15 @@ class Runtime:
             metrics = self.reconciler.metrics
             began = time.perf_counter()
             try:
-                result = await self.reconciler.reconcile(namespace, name, self.pod_view(key))
+                result = await self.reconciler.reconcile(
+                    namespace, name, self.pod_view(key), self.runs.get(key)
+                )
+                if result.run is None:
+                    self.runs.pop(key, None)
+                else:
+                    self.keep(key, result.run)
             except Exception:
+                self.runs.pop(key, None)
                 if metrics is not None:
                     metrics.reconcile_errors.inc()
                 log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
@@ -103,4 +136,10 @@ class Runtime:
         if (timer := self.timers.pop(key, None)) is not None:
             timer.cancel()
         self.locks.pop(key, None)
+        self.runs.pop(key, None)
         self.reconciler.inbox.forget(key)
+
+
+def _revision(run: dict[str, Any]) -> int | None:
+    version = str(run["metadata"].get("resourceVersion") or "")
+    return int(version) if version.isdigit() else None
