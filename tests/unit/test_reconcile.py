@@ -367,3 +367,96 @@ def test_a_shard_leaves_other_shards_runs_alone():
     cluster.runs["r"]["metadata"]["labels"] = {"shard": "a"}
     reconcile(cluster, reconciler)
     assert list(cluster.pods) == ["r-a-1"]
+
+
+def held_setup() -> tuple[MemoryCluster, Reconciler, Result]:
+    """A reconciler that holds a new run's first status back, after the first reconcile."""
+    cluster, reconciler = setup()
+    reconciler.first_write_after = 2.0
+    first = reconcile(cluster, reconciler)
+    return cluster, reconciler, first
+
+
+def test_a_new_runs_first_status_waits_and_is_written_with_its_first_steps_end():
+    cluster, reconciler, first = held_setup()
+    assert list(cluster.pods) == ["r-a-1"]
+    assert cluster.requests["PUT workflowruns/status"] == 0
+    assert "status" not in cluster.runs["r"]
+    assert cluster.events == []
+    assert first.deferred is not None
+    assert first.requeue_after == 2.0
+    finish(cluster, "r-a-1")
+    pods = list(cluster.pods.values())
+    second = asyncio.run(reconciler.reconcile("ns", "r", pods, first.run, first.deferred))
+    assert cluster.requests["PUT workflowruns/status"] == 1
+    status = cluster.runs["r"]["status"]
+    assert status["workflowSpec"]["steps"][0]["name"] == "a"
+    assert [s["phase"] for s in status["steps"]] == ["Succeeded", "Running"]
+    assert "r-b-1" in cluster.pods
+    # the start is in the history and the conditions, not one more Event
+    assert status["history"][0]["reason"] == "RunStarted"
+    assert [e.reason for e in cluster.events] == []
+    assert second.deferred is None
+
+
+def test_a_held_first_status_is_written_on_its_own_when_nothing_happens_meanwhile():
+    cluster, reconciler, first = held_setup()
+    pods = list(cluster.pods.values())
+    again = asyncio.run(reconciler.reconcile("ns", "r", pods, first.run, first.deferred))
+    assert cluster.requests["PUT workflowruns/status"] == 1
+    assert cluster.runs["r"]["status"]["phase"] == "Running"
+    assert [e.reason for e in cluster.events] == ["RunStarted"]
+    assert again.deferred is None
+    assert list(cluster.pods) == ["r-a-1"]
+
+
+def test_a_held_first_status_lost_with_the_operator_is_decided_again_without_a_second_pod():
+    cluster, reconciler, _ = held_setup()
+    reconciler.first_write_after = 0.0  # a new operator, nothing held: decides afresh
+    finish(cluster, "r-a-1")
+    reconcile(cluster, reconciler)
+    assert list(cluster.pods) == ["r-a-1"]
+    reconcile(cluster, reconciler)  # the pod found by name: its result counts
+    assert "r-b-1" in cluster.pods
+    assert cluster.requests["POST pods"] == 3  # a-1, a-1 again (it exists: taken), b-1
+
+
+def test_a_held_first_status_goes_on_a_newer_version_a_cancel_deletes_the_pod_it_started():
+    cluster, reconciler, first = held_setup()
+    cluster.runs["r"]["spec"]["cancelled"] = True  # the user's change: a new version
+    cluster.runs["r"]["metadata"]["resourceVersion"] = "7"
+    pods = list(cluster.pods.values())
+    again = asyncio.run(reconciler.reconcile("ns", "r", pods, None, first.deferred))
+    assert again.deferred is None
+    assert cluster.runs["r"]["status"]["phase"] == "Cancelled"
+    assert "r-a-1" not in cluster.pods or cluster.pods["r-a-1"].get("deleting")
+
+
+def test_a_held_first_status_is_dropped_when_the_run_has_a_status_already():
+    cluster, reconciler, first = held_setup()
+    other, _ = setup()
+    asyncio.run(Reconciler(other).reconcile("ns", "r", []))  # another replica wrote one
+    cluster.runs["r"] = other.runs["r"]
+    pods = list(cluster.pods.values())
+    again = asyncio.run(reconciler.reconcile("ns", "r", pods, None, first.deferred))
+    assert again.deferred is None
+    assert cluster.requests["PUT workflowruns/status"] == 0  # nothing of its own to write
+
+
+def test_a_finished_run_leaves_no_pod_running_even_one_its_status_never_recorded():
+    cluster, reconciler, _ = held_setup()
+    # a new operator (the held status gone with the old one) and a cancel
+    reconciler = Reconciler(cluster)
+    cluster.runs["r"]["spec"]["cancelled"] = True
+    reconcile(cluster, reconciler)
+    assert cluster.runs["r"]["status"]["phase"] == "Cancelled"
+    reconcile(cluster, reconciler)  # the finished run's own reconcile (its watch event)
+    assert "r-a-1" not in cluster.pods or cluster.pods["r-a-1"].get("deleting")
+
+
+def test_a_first_status_that_says_more_than_a_start_is_written_at_once():
+    cluster, reconciler = setup(params={"n": "not a number"})
+    reconciler.first_write_after = 2.0
+    result = reconcile(cluster, reconciler)
+    assert cluster.runs["r"]["status"]["phase"] == "Failed"
+    assert result.deferred is None

@@ -19,7 +19,9 @@ class SlowReconciler:
         self.metrics = None
         self.calls = 0
 
-    async def reconcile(self, namespace: str, name: str, pods: Any, run: Any = None) -> Result:
+    async def reconcile(
+        self, namespace: str, name: str, pods: Any, run: Any = None, deferred: Any = None
+    ) -> Result:
         self.calls += 1
         await asyncio.sleep(0.05)
         if self.calls == 1:
@@ -56,7 +58,9 @@ class EchoReconciler:
         self.runtime = runtime_
         self.version = version
 
-    async def reconcile(self, namespace: str, name: str, pods: Any, run: Any = None) -> Result:
+    async def reconcile(
+        self, namespace: str, name: str, pods: Any, run: Any = None, deferred: Any = None
+    ) -> Result:
         self.given.append(run)
         if self.version is not None:  # the watch brings a newer version meanwhile
             self.runtime[0].seen(_run(self.version, news=True))

@@ -105,6 +105,7 @@ def run_operator(
             priority=priority,
             liveness_endpoint=health,
             memo=kopf.Memo(
+                namespaces=namespaces,
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
                 webhook_policy=webhook_policy,

@@ -430,10 +430,14 @@ class Applier:
             return None
         meta = run["metadata"]
         gc = spec.pod_gc.strategy if spec.pod_gc else PodGCStrategy.NEVER
-        if gc != PodGCStrategy.NEVER:
-            for pod in pods:
-                if not pod.get("deleting") and controller_uid(pod) in (None, meta["uid"]):
-                    await self.cluster.delete_pod(meta["namespace"], pod["metadata"]["name"])
+        for pod in pods:
+            if pod.get("deleting") or controller_uid(pod) not in (None, meta["uid"]):
+                continue
+            # A finished run leaves nothing running: a pod its status never recorded (started
+            # just before the operator stopped, say) goes whatever the podGC strategy.
+            running = (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            if running or gc != PodGCStrategy.NEVER:
+                await self.cluster.delete_pod(meta["namespace"], pod["metadata"]["name"])
         ttl = spec.ttl_strategy.seconds(bool(status.succeeded)) if spec.ttl_strategy else None
         if ttl is None:
             return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -12,13 +11,12 @@ from prometheus_client import start_http_server
 from braid.api.common import GROUP, VERSION
 from braid.api.podtemplate import PodPolicy
 from braid.api.reasons import DOMAIN
-from braid.controller.pools import pod_keys
-from braid.controller.reconcile import Reconciler
+from braid.controller.reconcile import FIRST_WRITE_AFTER, Reconciler
 from braid.controller.runtime import Runtime
 from braid.controller.schedules import ScheduleController
-from braid.kube.artifact_pods import PREFIX_ANNOTATION
 from braid.kube.client import KubeCluster
-from braid.kube.pods import JOB_NAME_LABEL, LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
+from braid.kube.pods import LABEL_RUN
+from braid.kube.podwatch import PodIndex, PodWatch
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
 from braid.webhook import WebhookPolicy
@@ -52,8 +50,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if memo.get("selector"):
         # A shard: the API server sends only the runs it owns.
         settings.watching.label_selectors[GROUP, "workflowruns"] = memo["selector"]
-        # Its runs' pods carry the selector's labels (see Reconciler.shard_keys).
-        settings.watching.label_selectors["", "v1", "pods"] = memo["selector"]
     cluster = await KubeCluster.from_kubeconfig()
     memo["cluster"] = cluster
     served = await cluster.served_resources(GROUP, VERSION)
@@ -87,10 +83,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         address = memo.get("metrics_address") or "0.0.0.0"  # noqa: S104 - scraped from the cluster
         start_http_server(int(port), addr=address, registry=metrics.registry)
         log.info("Serving metrics", address=address, port=port)
+    runtime = _runtime_for(memo)
+    # The step pods: watched directly, not through kopf (kube/podwatch.py says why). A
+    # shard's runs' pods carry the selector's labels (see Reconciler.shard_keys).
+    selector = ",".join(filter(None, [LABEL_RUN, memo.get("selector")]))
+    watch = PodWatch(
+        cluster.api,
+        memo.get("namespaces") or [],
+        selector,
+        runtime.pod_news,
+        runtime.pods,
+        cluster.requests,
+    )
+    watch.start()
+    memo["pod_watch"] = watch
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("pod_watch") is not None:
+        await memo["pod_watch"].stop()
     if _runtime is not None:
         await _runtime.reconciler.close()
     if memo.get("schedules") is not None:
@@ -106,52 +118,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def _snapshot(body: kopf.Body, labels: Mapping[str, str]) -> dict[str, Any]:
-    """What a reconcile needs of a step pod; the rest of the Pod is not kept in memory. The
-    controlling owner says whose it is: a pod named like an attempt but owned by something
-    else is never taken for that attempt's."""
-    owners = [r for r in body["metadata"].get("ownerReferences") or [] if r.get("controller")]
-    return {
-        "metadata": {
-            "name": body["metadata"]["name"],
-            "ownerReferences": [
-                {"uid": r.get("uid"), "kind": r.get("kind"), "controller": True} for r in owners
-            ],
-            "annotations": {
-                k: v
-                for k, v in (body["metadata"].get("annotations") or {}).items()
-                if k == PREFIX_ANNOTATION
-            },
-        },
-        "status": dict(body.get("status") or {}),
-        "key": labels.get(LABEL_CONCURRENCY_KEY),
-        "deleting": bool(body["metadata"].get("deletionTimestamp")),
-        "secrets": secret_refs(body),  # whose values the result is masked with
-    }
-
-
-@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-def pods_by_run(
-    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {(namespace, labels[LABEL_RUN]): _snapshot(body, labels)}
-
-
-@kopf.index("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-def pods_by_name(
-    *, namespace: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    snapshot = _snapshot(body, labels)
-    found = {(namespace, name): snapshot}
-    job = labels.get(JOB_NAME_LABEL)
-    if job:  # runAs: Job: the attempt is the Job's name, its Pod's is the Job controller's
-        found[namespace, job] = snapshot
-    return found
-
-
-def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
+def _runtime_for(memo: Any) -> Runtime:
     global _runtime  # noqa: PLW0603 - one runtime per operator process
     if _runtime is None:
+        pods = PodIndex()
         settings: dict[str, Any] = {
             k: memo[k] for k in ("webhook_policy", "pod_policy") if memo.get(k) is not None
         }
@@ -165,11 +135,12 @@ def _runtime_for(memo: Any, pods: Any, by_name: Any = None) -> Runtime:
             step_cache=bool(memo.get("step_cache")),
             shard=parse_selector(memo.get("selector") or ""),
             shard_keys=selector_keys(memo.get("selector") or ""),
-            pool_pods=lambda: pod_keys(pods) if pods is not None else [],
+            pool_pods=pods.pool_pods,
+            first_write_after=FIRST_WRITE_AFTER,
         )
         if reconciler.metrics is not None:
             reconciler.metrics.watch_shared(reconciler.pools.in_use, reconciler.breakers)
-        _runtime = Runtime(reconciler, pods, by_name)
+        _runtime = Runtime(reconciler, pods)
     return _runtime
 
 
@@ -183,7 +154,7 @@ async def run_changed(
     memo: Any,
     **kwargs: Any,
 ) -> None:
-    runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
+    runtime = _runtime_for(memo)
     if namespace is None:
         return
     if type == "DELETED":
@@ -207,30 +178,3 @@ async def schedule_changed(
         controller.deleted((namespace, name))
     else:
         controller.changed((namespace, name))
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_RUN: kopf.PRESENT})
-async def pod_changed(
-    *,
-    type: str,
-    namespace: str | None,
-    labels: Mapping[str, str],
-    status: kopf.Status,
-    memo: Any,
-    **kwargs: Any,
-) -> None:
-    if not namespace:
-        return
-    finished = status.get("phase") in ("Succeeded", "Failed")
-    if type == "DELETED" and not finished:
-        # Deleted under a running step: the step is told its pod was lost.
-        runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
-        runtime.lost((namespace, labels[LABEL_RUN]), kwargs["name"])
-        log.info(
-            "Observed a pod deleted before it finished", run=labels[LABEL_RUN], pod=kwargs["name"]
-        )
-        await runtime.trigger(namespace, labels[LABEL_RUN])
-    elif finished:
-        log.debug("Observed finished pod", run=labels[LABEL_RUN], pod=kwargs["name"])
-        runtime = _runtime_for(memo, kwargs["pods_by_run"], kwargs["pods_by_name"])
-        await runtime.trigger(namespace, labels[LABEL_RUN])

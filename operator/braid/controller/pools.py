@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 RunKey = tuple[str, str]  # (namespace, name)
 FINISHED = ("Succeeded", "Failed")
@@ -76,14 +75,3 @@ class Pools:
             for held in self.held.values():
                 total.update(held)
         return dict(total)
-
-
-def pod_keys(index: Mapping[RunKey, Any]) -> list[tuple[RunKey, str, str | None]]:
-    """(run, key, phase) of every indexed step pod that holds a concurrency key."""
-    out = []
-    for run, pods in index.items():
-        for pod in pods:
-            key = pod.get("key")
-            if key:
-                out.append((run, key, (pod.get("status") or {}).get("phase")))
-    return out

@@ -25,6 +25,7 @@ import structlog
 
 from braid.api.errors import InvalidSpecError
 from braid.api.podtemplate import PodPolicy
+from braid.api.reasons import EventReason
 from braid.api.run import RunPhase, WorkflowRunStatus
 from braid.api.workflow import PodGCStrategy
 from braid.controller.admission import Admission, workflow_name
@@ -33,7 +34,7 @@ from braid.controller.cache import ClusterCache
 from braid.controller.pools import Pools
 from braid.controller.queues import Queues
 from braid.engine import Action, AttemptResult, Decision, Observations, RunState, children
-from braid.engine.actions import CacheEntry
+from braid.engine.actions import CacheEntry, RecordEvent, StartAttempt
 from braid.engine.breakers import BreakerBoard
 from braid.kube import child_runs
 from braid.kube.annotations import decisions_from
@@ -57,6 +58,11 @@ LOST_AFTER = 60.0
 # The whole run object as the operator writes it may not pass this (etcd refuses requests over
 # 1.5 MiB; the API server adds managed fields): a run that would is failed StatusTooLarge.
 MAX_OBJECT_BYTES = 1_000_000
+# How long the operator lets a new run's first status (admitted, its first pods started) wait
+# to be written (Reconciler.first_write_after): when its first step ends sooner, one write
+# says both. Pods are found by name, so nothing is lost if the operator stops in between: the
+# run is admitted again and finds its pod.
+FIRST_WRITE_AFTER = 2.0
 # Rounds of "start, refused at once, decide again" in one reconcile (each round fails attempts,
 # so retries with backoff end it; the bound only keeps a pathological spec from spinning).
 MAX_ROUNDS = 8
@@ -78,6 +84,19 @@ class Result:
     requeue_after: float | None = None
     wake: frozenset[RunKey] = frozenset()
     run: dict[str, Any] | None = None
+    deferred: Deferred | None = None  # a new run's first status, not written yet
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A new run's first status, held back for first_write_after (its pods are started): the
+    next reconcile of the run decides from it and writes it, with whatever it decides, or on
+    its own when nothing new happened. What it says (the RunStarted Event, metrics) is
+    recorded with that write."""
+
+    status: dict[str, Any]
+    actions: list[Action]
+    before: Before
 
 
 class PodView:
@@ -143,6 +162,8 @@ class Reconciler:
     written: dict[RunKey, str] = field(default_factory=dict)
     # Per parent run: the child runs this process has read once (their ends come by inbox).
     children_checked: dict[RunKey, set[str]] = field(default_factory=dict)
+    # Hold a new run's first status back this long (Result.deferred); 0: write it at once.
+    first_write_after: float = 0.0
 
     def __post_init__(self) -> None:
         self.apply = Applier(
@@ -169,11 +190,13 @@ class Reconciler:
         name: str,
         pods: Iterable[dict[str, Any]] | PodView = (),
         run: dict[str, Any] | None = None,
+        deferred: Deferred | None = None,
     ) -> Result:
         """``pods``: the run's step pods as indexed. ``run``: the run object as last seen (its
         watch event, or the Result.run of the reconcile before), when the caller has it: no
         GET then. A stale one costs nothing but a retry: the status write is guarded by its
-        resourceVersion, and a conflict reads the run again."""
+        resourceVersion, and a conflict reads the run again. ``deferred``: the first status
+        the reconcile before held back (Result.deferred)."""
         view = pods if isinstance(pods, PodView) else PodView(pods)
         if run is None:
             run = await self.cluster.get_run(namespace, name)
@@ -182,11 +205,24 @@ class Reconciler:
         if run["metadata"].get("deletionTimestamp"):
             return await self._deleted(run)
         self.inbox.gone.pop((namespace, name), None)  # a run of that name exists (again)
+        run, deferred = _with_deferred(run, deferred)
+        fresh = not (run.get("status") or {}).get("workflowSpec")
         status = await self.engine(_parse_status, run.get("status") or {})
         if status.succeeded is not None:  # finished runs are history
-            after = await self.apply.after_finish(run, status, view.all(), self.clock())
-            wake = self.queues.release((namespace, name)) | self._tell_parent(run, status)
-            return Result(after, frozenset(wake))
+            return await self._finished(run, status, view)
+        return await self._going(run, status, view, deferred, fresh=fresh)
+
+    async def _going(
+        self,
+        run: dict[str, Any],
+        status: WorkflowRunStatus,
+        view: PodView,
+        deferred: Deferred | None,
+        *,
+        fresh: bool,
+    ) -> Result:
+        """A run that has not finished: admit it when new, decide, write."""
+        namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
         log_ = log.bind(namespace=namespace, run=name, workflow=workflow_name(run) or name)
         loaded = await self._load(run, status, log_)
         if loaded is None:
@@ -198,6 +234,12 @@ class Reconciler:
         results += self.inbox.take_children(key, run["metadata"]["uid"])
         try:
             outcome = await self._decide(run, state, view, results, lost, log_, queued)
+            may_hold = fresh and self.first_write_after > 0 and not results and not lost
+            if may_hold and _may_defer(state, outcome):
+                return self._hold(run, before, outcome)
+            if deferred is not None:
+                before = deferred.before
+                outcome.absorb(deferred)
             current: dict[str, Any] | None = run
             if outcome.body is not None:
                 current = await self._write(run, state, before, outcome, log_)
@@ -210,6 +252,26 @@ class Reconciler:
             log_.info("Status changed underneath; reconciling again")
             return Result(0.0, outcome.wake)
         return await self._done(run, current, state, view, outcome)
+
+    async def _finished(
+        self, run: dict[str, Any], status: WorkflowRunStatus, view: PodView
+    ) -> Result:
+        meta = run["metadata"]
+        after = await self.apply.after_finish(run, status, view.all(), self.clock())
+        wake = self.queues.release((meta["namespace"], meta["name"])) | self._tell_parent(
+            run, status
+        )
+        return Result(after, frozenset(wake))
+
+    def _hold(self, run: dict[str, Any], before: Before, outcome: _Outcome) -> Result:
+        """Hold a new run's first status back (first_write_after, or sooner when the run
+        has a deadline to keep)."""
+        assert outcome.body is not None
+        held = Deferred(outcome.body, outcome.actions, before)
+        after = self.first_write_after
+        if outcome.decision.wake_at is not None:
+            after = min(after, (outcome.decision.wake_at - self.clock()).total_seconds())
+        return Result(max(0.0, after), outcome.wake, run, held)
 
     async def _done(
         self,
@@ -503,10 +565,59 @@ class _Outcome:
         self.wake |= wake
         self.last = decision
 
+    def absorb(self, deferred: Deferred) -> None:
+        """The first status held back: written now, with what was decided since (its
+        RunStarted Event only when nothing was: a run that started and moved on at once
+        keeps the start in its history and its conditions, not as one more Event)."""
+        if self.body is None:
+            self.body, self.actions = deferred.status, deferred.actions + self.actions
+            return
+        quiet = [
+            replace(a, progress=True)
+            if isinstance(a, RecordEvent) and a.reason == EventReason.RUN_STARTED
+            else a
+            for a in deferred.actions
+        ]
+        self.actions = quiet + self.actions
+
     @property
     def decision(self) -> Decision:
         assert self.last is not None
         return self.last
+
+
+def _with_deferred(
+    run: dict[str, Any], deferred: Deferred | None
+) -> tuple[dict[str, Any], Deferred | None]:
+    """The run with the first status held back for it. Only the operator writes a run's
+    status, so a newer version of the run (a user cancelled it, or annotated it) still has
+    none, and the held status goes on it: what it records (the pods started) must not be
+    forgotten, or a cancel would leave them running. A run that has a status already was
+    written meanwhile (by another replica, say): the held status is dropped."""
+    if deferred is None or (run.get("status") or {}).get("workflowSpec"):
+        return run, None
+    return {**run, "status": deferred.status}, deferred
+
+
+def _may_defer(state: RunState, outcome: _Outcome) -> bool:
+    """A new run's first status may wait (first_write_after) when all it says is that the
+    run started its first pods: not when it finished, waits for anything else (approvals,
+    child runs, Jobs, webhooks), holds a place in a queue other operators count from
+    statuses, or has anything to say besides RunStarted."""
+    if outcome.body is None or outcome.decision.finished or state.plan.spec.concurrency:
+        return False
+    started = False
+    for action in outcome.actions:
+        if isinstance(action, StartAttempt):
+            if action.container is None or action.container.job:
+                return False
+            started = True
+        elif isinstance(action, RecordEvent):
+            if not action.progress and action.reason != EventReason.RUN_STARTED:
+                return False
+        else:
+            return False
+    return started
 
 
 def job_pods(state: RunState, view: PodView) -> dict[str, str]:

@@ -12,7 +12,8 @@ from typing import Any
 import structlog
 
 from braid.controller.apply import RunKey
-from braid.controller.reconcile import PodView, Reconciler, Result
+from braid.controller.reconcile import Deferred, PodView, Reconciler, Result
+from braid.kube.podwatch import PodIndex
 
 log = structlog.get_logger("braid.controller")
 
@@ -21,13 +22,14 @@ RETRY_AFTER_ERROR = 5.0
 
 
 class Runtime:
-    def __init__(self, reconciler: Reconciler, by_run: Any = None, by_name: Any = None) -> None:
+    def __init__(self, reconciler: Reconciler, pods: PodIndex | None = None) -> None:
         self.reconciler = reconciler
-        self.by_run = by_run  # the kopf index of pods by (namespace, run)
-        self.by_name = by_name  # the kopf index of pods by (namespace, name)
+        self.pods = pods  # the step pods, by run and by name (kube/podwatch.py)
         # Each going run's object as last seen (its watch event, or the answer to the status
         # write of its last reconcile): a reconcile starts from it instead of a GET.
         self.runs: dict[RunKey, dict[str, Any]] = {}
+        # New runs' first statuses held back (Result.deferred), by run.
+        self.deferred: dict[RunKey, Deferred] = {}
         self.locks: dict[RunKey, asyncio.Lock] = {}
         self.timers: dict[RunKey, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # reconciles started by timers
@@ -57,22 +59,45 @@ class Runtime:
                 return
         self.runs[key] = run
 
+    def knows(self, key: RunKey) -> bool:
+        """Whether the run has been reconciled here (pods of runs this operator has not seen
+        through kopf's watch — another replica's, while this one stands by — wake nothing)."""
+        return key in self.locks
+
+    def pod_news(self, namespace: str, run: str, pod: str, *, lost: bool) -> None:
+        """A step pod finished, or was deleted (``lost``: before it finished): its run is
+        reconciled at once."""
+        key = (namespace, run)
+        if not self.knows(key):
+            return
+        if lost:
+            self.lost(key, pod)
+            log.info("Observed a pod deleted before it finished", run=run, pod=pod)
+        self.wake(key, 0.0)
+
     async def trigger(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         lock = self.locks.setdefault(key, asyncio.Lock())
+        if self.pods is not None and not self.pods.synced.is_set():
+            await self.pods.synced.wait()  # no decision before every step pod is known
         async with lock:
             metrics = self.reconciler.metrics
             began = time.perf_counter()
+            held = self.deferred.pop(key, None)
             try:
                 result = await self.reconciler.reconcile(
-                    namespace, name, self.pod_view(key), self.runs.get(key)
+                    namespace, name, self.pod_view(key), self.runs.get(key), held
                 )
                 if result.run is None:
                     self.runs.pop(key, None)
                 else:
                     self.keep(key, result.run)
+                if result.deferred is not None:
+                    self.deferred[key] = result.deferred
             except Exception:
                 self.runs.pop(key, None)
+                if held is not None:  # written or not, the next reconcile tells
+                    self.deferred[key] = held
                 if metrics is not None:
                     metrics.reconcile_errors.inc()
                 log.exception("Reconcile failed; retrying", namespace=namespace, run=name)
@@ -89,17 +114,16 @@ class Runtime:
             self.wake(other, 0.0)
 
     def pod_view(self, key: RunKey) -> PodView:
-        if self.by_run is None or self.by_name is None:
+        if self.pods is None:
             return PodView()
-        namespace = key[0]
-        by_run, by_name = self.by_run, self.by_name
+        namespace, pods = key[0], self.pods
 
         def lookup(pod: str) -> dict[str, Any] | None:
-            found = list(by_name.get((namespace, pod)) or [])
+            found = pods.lookup(namespace, pod)
             # A Job's attempt may have had a Pod replaced (evicted): the live one counts.
             return next((p for p in found if not p.get("deleting")), found[0] if found else None)
 
-        return PodView(lookup=lookup, every=lambda: list(by_run.get(key, [])))
+        return PodView(lookup=lookup, every=lambda: pods.of_run(key))
 
     def wake(self, key: RunKey, delay: float) -> None:
         """Reconcile the run no later than ``delay`` seconds from now. The earliest wake-up
@@ -137,6 +161,7 @@ class Runtime:
             timer.cancel()
         self.locks.pop(key, None)
         self.runs.pop(key, None)
+        self.deferred.pop(key, None)
         self.reconciler.inbox.forget(key)
 
 
