@@ -11,12 +11,10 @@ Runs are the 3-step chain of bench/peers/compare.py (kwok completes each pod at 
 ``podGC: OnRunCompletion`` and ``ttlStrategy.secondsAfterCompletion`` so the cluster holds a
 bounded number of objects however long the soak lasts: the operator deletes each run's pods
 when it finishes and the run a little later, which is part of the load. ``--max`` is the
-measured maximum sustained rate: the highest at which two minutes without restarts
-(``--minutes 2 --restart-every 1000 --window 30 --rate R``) keep run durations flat — 560
-runs/min on this 2-core machine (2026-12-02; at 710 durations grew by 10 s a minute; the
-burst figure of compare.py, 888 runs/min for 100 runs created at once, is not sustainable
-with the deletions added). The arrival rate is ``--load`` (0.8) of it unless ``--rate`` is
-given.
+measured maximum sustained rate: the highest at which two minutes without restarts on a
+freshly started control plane (``--minutes 2 --restart-every 1000 --window 30 --rate R``)
+keep run durations flat — 640 runs/min on this 2-core machine (2026-12-02; at 800 they grew
+by 5 s every 30 s). The arrival rate is ``--load`` (0.8) of it unless ``--rate`` is given.
 
 What is reported (JSON lines on stdout, appended to /tmp/braid-soak.jsonl; the table between
 the `soak` markers of bench/README.md unless ``--no-write``):
@@ -315,7 +313,7 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--max", type=float, default=560, help="measured maximum, runs/min")
+    parser.add_argument("--max", type=float, default=640, help="measured maximum, runs/min")
     parser.add_argument("--load", type=float, default=0.8, help="fraction of --max")
     parser.add_argument("--rate", type=float, help="runs/min (default: --load x --max)")
     parser.add_argument("--restart-every", type=float, default=300, help="seconds")
