@@ -115,3 +115,38 @@ def test_a_reconcile_that_knows_nothing_current_drops_the_kept_run():
         return runtime.runs
 
     assert asyncio.run(scenario()) == {}
+
+
+class Closing:
+    """Reconciles that take long; counts closes."""
+
+    def __init__(self) -> None:
+        self.inbox = Inbox()
+        self.metrics = None
+        self.closed = 0
+
+    async def reconcile(
+        self, namespace: str, name: str, pods: Any, run: Any = None, deferred: Any = None
+    ) -> Result:
+        await asyncio.sleep(60)
+        return Result()
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def test_closing_stops_wake_ups_and_the_reconciles_they_started_before_the_client_closes():
+    async def scenario() -> tuple[Runtime, Closing]:
+        reconciler = Closing()
+        runtime = Runtime(reconciler)  # type: ignore[arg-type]
+        runtime.wake(("ns", "a"), 0.0)  # starts a reconcile
+        runtime.wake(("ns", "b"), 30.0)  # a wake-up due later
+        await asyncio.sleep(0.05)
+        assert len(runtime.tasks) == 1
+        await asyncio.wait_for(runtime.close(), 5)
+        return runtime, reconciler
+
+    runtime, reconciler = asyncio.run(scenario())
+    assert runtime.timers == {}
+    assert runtime.tasks == set()
+    assert reconciler.closed == 1

@@ -104,7 +104,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("pod_watch") is not None:
         await memo["pod_watch"].stop()
     if _runtime is not None:
-        await _runtime.reconciler.close()
+        await _runtime.close()
     if memo.get("schedules") is not None:
         await memo["schedules"].close()
     cluster = memo.get("cluster")

@@ -144,6 +144,19 @@ class Runtime:
 
         self.timers[key] = loop.call_later(delay, fire)
 
+    async def close(self) -> None:
+        """The operator stops: no more wake-ups, and the reconciles they started end before
+        the API client closes (they would fail on a closed session, and retry, until the
+        process is gone). What they did not finish the next operator does: every decision
+        is level-based."""
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.reconciler.close()
+
     def lost(self, key: RunKey, pod: str) -> None:
         """A pod was deleted before it finished: its attempt is told so on the next
         reconcile (the inbox keeps it until then)."""

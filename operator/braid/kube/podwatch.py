@@ -5,8 +5,9 @@ is deleted before it finished.
 kopf keeps the custom resources; the pods come straight from the API server, because they
 are the hot path (several events per step) and kopf's per-event machinery (a deep copy of the
 object to detect changes nobody asked for, two index handlers run in a thread each, the
-handler's own invocation) was a third of the operator's CPU in a profile of the peer bench.
-Events are parsed from the raw JSON lines, never into client models.
+handler's own invocation) was about a quarter of the busy samples in a profile of the
+operator under steady load (bench/README.md). Events are parsed from the raw JSON lines,
+never into client models.
 """
 
 from __future__ import annotations
