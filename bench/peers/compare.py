@@ -678,7 +678,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         b = base.get((r["shape"], r["runs"]))
         if r["system"] == "braid" or b is None or not b[key]:
             return ""
-        return f" ({r[key] / b[key]:.2g}x)"
+        x = r[key] / b[key]
+        return f" ({x:.0f}x)" if x >= 10 else f" ({x:.2g}x)"
 
     for r in sorted(rows, key=lambda r: (r["shape"], r["runs"], list(SYSTEMS).index(r["system"]))):
         extra = f" +{r['executor_writes_per_step']} exec" if r["executor_writes_per_step"] else ""
