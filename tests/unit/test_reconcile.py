@@ -454,6 +454,21 @@ def test_a_finished_run_leaves_no_pod_running_even_one_its_status_never_recorded
     assert "r-a-1" not in cluster.pods or cluster.pods["r-a-1"].get("deleting")
 
 
+def test_a_running_pod_someone_labelled_with_a_finished_runs_name_is_left_alone():
+    cluster, reconciler = setup()
+    cluster.runs["r"]["spec"]["cancelled"] = True
+    stranger = {
+        "metadata": {"name": "not-ours", "labels": {"braid.dev/run": "r"}},
+        "status": {"phase": "Running"},
+    }
+    cluster.pods["not-ours"] = stranger
+    reconcile(cluster, reconciler)
+    reconcile(cluster, reconciler)
+    assert cluster.runs["r"]["status"]["phase"] == "Cancelled"
+    assert cluster.pods["not-ours"] is stranger
+    assert not stranger.get("deleting")
+
+
 def test_a_first_status_that_says_more_than_a_start_is_written_at_once():
     cluster, reconciler = setup(params={"n": "not a number"})
     reconciler.first_write_after = 2.0
