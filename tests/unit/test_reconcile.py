@@ -469,6 +469,26 @@ def test_a_running_pod_someone_labelled_with_a_finished_runs_name_is_left_alone(
     assert not stranger.get("deleting")
 
 
+@pytest.mark.parametrize("strategy", ["OnPodCompletion", "OnRunCompletion"])
+def test_pod_gc_collects_only_pods_the_run_controls(strategy: str):
+    cluster, reconciler = setup()
+    cluster.workflows["wf"]["spec"]["podGC"] = {"strategy": strategy}
+    stranger = {
+        "metadata": {"name": "not-ours", "labels": {"braid.dev/run": "r"}},
+        "status": {"phase": "Succeeded"},
+    }
+    cluster.pods["not-ours"] = stranger
+    reconcile(cluster, reconciler)
+    for pod in ("r-a-1", "r-b-1"):
+        finish(cluster, pod)
+        reconcile(cluster, reconciler)
+    reconcile(cluster, reconciler)
+    assert cluster.runs["r"]["status"]["phase"] == "Succeeded"
+    assert "r-a-1" not in cluster.pods or cluster.pods["r-a-1"].get("deleting")
+    assert cluster.pods["not-ours"] is stranger
+    assert not stranger.get("deleting")
+
+
 def test_a_first_status_that_says_more_than_a_start_is_written_at_once():
     cluster, reconciler = setup(params={"n": "not a number"})
     reconciler.first_write_after = 2.0

@@ -412,7 +412,7 @@ class Applier:
                 result_of(pod) is not None
                 and name not in active
                 and not pod.get("deleting")
-                and controller_uid(pod) in (None, meta["uid"])
+                and controller_uid(pod) == meta["uid"]
             ):
                 await self.cluster.delete_pod(meta["namespace"], name)
 
@@ -431,15 +431,15 @@ class Applier:
         meta = run["metadata"]
         gc = spec.pod_gc.strategy if spec.pod_gc else PodGCStrategy.NEVER
         for pod in pods:
-            owner = controller_uid(pod)
-            if pod.get("deleting") or owner not in (None, meta["uid"]):
+            # Only pods the run controls: anyone may label a pod with a run's name, and such
+            # a pod is not the operator's to stop or collect.
+            if pod.get("deleting") or controller_uid(pod) != meta["uid"]:
                 continue
             # A finished run leaves nothing of its own running: a pod its status never
             # recorded (started just before the operator stopped, say) goes whatever the
-            # podGC strategy. Only a pod the run controls: anyone may label a pod with a
-            # run's name, and such a pod is not the operator's to stop.
+            # podGC strategy.
             running = (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            if (running and owner == meta["uid"]) or gc != PodGCStrategy.NEVER:
+            if running or gc != PodGCStrategy.NEVER:
                 await self.cluster.delete_pod(meta["namespace"], pod["metadata"]["name"])
         ttl = spec.ttl_strategy.seconds(bool(status.succeeded)) if spec.ttl_strategy else None
         if ttl is None:
