@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from braid.api.common import Condition, ConditionStatus, Model, ObjectMeta
 from braid.api.reasons import (
+    REQUESTED_BY,
     ApprovalReason,
     ConditionType,
     DecisionKind,
@@ -697,3 +698,24 @@ class WorkflowRun(Model):
 
 IterationStatus.model_rebuild()
 BudgetStatus.model_rebuild()
+
+
+def retry_run(old: dict[str, Any], requested_by: str, from_step: str | None = None) -> WorkflowRun:
+    """A new run of ``old``'s workflow snapshot and params that reuses what succeeded (from
+    ``from_step`` on, everything runs again). ``requested_by``: who asks — the approval policy
+    checks it is them, and the retry reuses only approvals they gave themselves. ValueError
+    when ``old`` never started (it has no snapshot to repeat)."""
+    name = old["metadata"]["name"]
+    status = old.get("status") or {}
+    if not status.get("workflowSpec"):
+        raise ValueError(f"run {name!r} has not started; nothing to retry")
+    return WorkflowRun(
+        metadata=ObjectMeta(
+            generateName=f"{name[:50]}-retry-", annotations={REQUESTED_BY: requested_by}
+        ),
+        spec=WorkflowRunSpec(
+            workflow=WorkflowSpec.model_validate(status["workflowSpec"]),
+            params=status.get("params") or None,
+            retry_of=RetryOf(name=name, from_step=from_step),
+        ),
+    )

@@ -32,7 +32,7 @@ from braid.api.run import RunPhase, WorkflowRun, WorkflowRunSpec
 from braid.api.schedule import WorkflowSchedule
 from braid.api.workflow import Workflow, WorkflowSpec
 from braid.api.workflowtest import WorkflowTest
-from braid.cli import artifacts, inputs, insight, live, operator, plugin, testing
+from braid.cli import artifacts, inputs, insight, live, operator, plugin, testing, ui
 from braid.cli.output import OutputFormat
 from braid.cli.report import ProgressPrinter, run_document, summary_table
 from braid.engine import ApprovalDecision, RecordEvent, resolve_params
@@ -645,6 +645,7 @@ operator.register(app)
 insight.register(app)
 artifacts.register(app)
 testing.register(app)
+ui.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -15,26 +15,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from braid.api.common import ObjectMeta, human_size
+from braid.api.common import human_size
 from braid.api.reasons import APPROVE_PREFIX as APPROVE
 from braid.api.reasons import REJECT_PREFIX as REJECT
-from braid.api.reasons import REQUESTED_BY
-from braid.api.run import RetryOf, WorkflowRun, WorkflowRunSpec
-from braid.api.workflow import WorkflowSpec
+from braid.api.run import retry_run
 from braid.cli.kubectl import Kubectl, KubectlError
+from braid.kube.annotations import approval_value
 from braid.kube.pods import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-
-def approval_value(existing: str, user: str, digest: str) -> str:
-    """The annotation with this user's entry added after everyone else's."""
-    entries = [e for e in (x.strip() for x in existing.split(",")) if e]
-    mine = f"{user}:{digest}"
-    if mine in entries:
-        return ",".join(entries)
-    return ",".join([*entries, mine])
 
 
 def pending_gate(run: dict[str, Any], step: str) -> dict[str, Any]:
@@ -328,23 +318,10 @@ def retry(
     """Start a new run of RUN's workflow snapshot and params, reusing what succeeded."""
     k = Kubectl(namespace, context)
     try:
-        old = k.json("get", "workflowrun", run)
-        status = old.get("status") or {}
-        if not status.get("workflowSpec"):
-            raise KubectlError(f"run {run!r} has not started; nothing to retry")
-        manifest = WorkflowRun(
-            metadata=ObjectMeta(
-                generateName=f"{run[:50]}-retry-",
-                # Who asks: the approval policy checks it is you, and the retry reuses only
-                # approvals you gave yourself.
-                annotations={REQUESTED_BY: k.whoami()},
-            ),
-            spec=WorkflowRunSpec(
-                workflow=WorkflowSpec.model_validate(status["workflowSpec"]),
-                params=status.get("params") or None,
-                retry_of=RetryOf(name=run, from_step=from_step),
-            ),
-        )
+        try:
+            manifest = retry_run(k.json("get", "workflowrun", run), k.whoami(), from_step)
+        except ValueError as exc:
+            raise KubectlError(str(exc)) from None
         created = k("create", "-o", "name", "-f", "-", stdin=json.dumps(manifest.wire()))
         created = created.strip()
     except KubectlError as exc:

@@ -20,8 +20,22 @@ from braid.engine.actions import ApprovalDecision
 DIGEST_LENGTH = 32  # hex: 128 bits, bound to the run, the gate and when it opened
 
 
+def _as_stored(value: Any) -> Any:
+    """A value as the API server gives it back: JSON does not keep 8.0 apart from 8, so a
+    digest taken of 8.0 could not be checked by anyone reading the recorded status."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_stored(v) for v in value]
+    return value
+
+
 def digest(inputs: dict[str, Any]) -> str:
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    """Of the inputs as recorded: the same digest from the operator's values and from the
+    status anyone reads back (the web UI checks that what it shows is what is approved)."""
+    canonical = json.dumps(_as_stored(inputs), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_LENGTH]
 
 

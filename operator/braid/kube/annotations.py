@@ -25,6 +25,16 @@ def entry(raw: str) -> tuple[str, str | None]:
     return (match["user"], match["digest"]) if match else (raw, None)
 
 
+def approval_value(existing: str, user: str, digest: str) -> str:
+    """The approval annotation with this user's entry added after everyone else's (what
+    ``kubectl braid approve`` and the web UI write)."""
+    entries = [e for e in (x.strip() for x in existing.split(",")) if e]
+    mine = f"{user}:{digest}"
+    if mine in entries:
+        return ",".join(entries)
+    return ",".join([*entries, mine])
+
+
 def decisions_from(annotations: dict[str, str], *, verified: bool) -> list[ApprovalDecision]:
     """``verified``: the admission policy is enforced, so names are the API server's word."""
     out = []
