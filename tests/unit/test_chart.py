@@ -38,6 +38,7 @@ COMBOS: dict[str, dict[str, str]] = {
         "prometheusRule.enabled": "true",
         "grafanaDashboard.enabled": "true",
     },
+    "ui": {"ui.enabled": "true", "ui.hosts[0]": "braid.example.com"},
     "minimal": {
         "crds.install": "false",
         "rbac.userRoles": "false",
@@ -258,6 +259,43 @@ def test_minimal_renders_only_the_operator_and_its_rbac() -> None:
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--metrics-port=0" in args
+
+
+def test_the_ui_holds_no_rights_and_serves_only_its_own_names() -> None:
+    docs = render(COMBOS["ui"])
+    ui = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "braid-ui")
+    pod = ui["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    account = next(
+        d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"] == "braid-ui"
+    )
+    # no token mounted and no role bound: every request is the signed-in person's
+    assert account["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "braid-ui"
+    bound = [
+        s["name"]
+        for d in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding")
+        for s in d.get("subjects") or []
+    ]
+    assert "braid-ui" not in bound
+    assert container["command"] == ["braid", "ui"]
+    args = container["args"]
+    assert "--auth=token" in args
+    assert "--secure-cookies" in args
+    assert "--allowed-host=braid.example.com" in args
+    assert "--allowed-host=braid-ui.braid-system.svc" in args
+    assert {"name": "ca", "configMap": {"name": "kube-root-ca.crt"}} in pod["volumes"]
+    assert "--certificate-authority=/var/run/braid-ui/ca.crt" in args
+    assert container["livenessProbe"]["httpGet"]["httpHeaders"] == [
+        {"name": "Host", "value": "localhost"}
+    ]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "braid-ui")
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "ui"
+    operator = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "braid")
+    assert operator["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert "braid-ui" not in str(render())  # off by default
 
 
 def test_rendered_crds_are_the_generated_ones_and_are_kept() -> None:

@@ -67,3 +67,17 @@ The approval policy the operator checks is enforced: the one named, or this rele
 {{- printf "%s-approvals" (include "braid.fullname" .) -}}
 {{- end -}}
 {{- end }}
+
+{{- define "braid.uiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "braid.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: ui
+{{- end -}}
+
+{{- define "braid.uiLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "braid.uiSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: braid
+{{- end -}}

@@ -148,6 +148,8 @@ class Ui:
     async def viewer(self, request: Request) -> Viewer:
         """The signed-in viewer; raises a redirect to the sign-in page (token mode) when there
         is none. In kubeconfig mode every browser gets a session (for its CSRF token)."""
+        for gone in self.sessions.drain():
+            await self._close(gone)
         session = self._session(request)
         if self.settings.auth == "token":
             if session is None or session.token is None:

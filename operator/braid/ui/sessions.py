@@ -40,6 +40,7 @@ class Sessions:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.by_id: dict[str, Session] = {}
+        self.dropped: list[Session] = []  # expired, their API clients still to be closed
 
     def new(self, token: str | None = None) -> Session:
         self._expire()
@@ -54,7 +55,8 @@ class Sessions:
             return None
         session = self.by_id.get(sid)
         if session is None or self.clock() - session.seen > TTL:
-            self.by_id.pop(sid, None)
+            if self.by_id.pop(sid, None) is not None and session is not None:
+                self.dropped.append(session)
             return None
         session.seen = self.clock()
         return session
@@ -70,7 +72,12 @@ class Sessions:
             gone += alive[: len(alive) - MAX_SESSIONS + 1]
         for s in gone:
             self.by_id.pop(s.id, None)
+        self.dropped += gone
         return gone
+
+    def drain(self) -> list[Session]:
+        dropped, self.dropped = self.dropped, []
+        return dropped
 
 
 def csrf_ok(session: Session, sent: str | None) -> bool:
