@@ -499,8 +499,10 @@ def test_a_param_that_breaks_its_schema_is_named_on_the_form(
     browser.find_element(By.ID, "start").click()
     until(
         "the type error",
-        lambda: "params.count: 'three' is not an integer"
-        in browser.find_element(By.CSS_SELECTOR, '.field-error[data-param="count"]').text,
+        lambda: (
+            "params.count: 'three' is not an integer"
+            in browser.find_element(By.CSS_SELECTOR, '.field-error[data-param="count"]').text
+        ),
     )
 
     field = browser.find_element(By.ID, "param-count")
