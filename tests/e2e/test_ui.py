@@ -31,6 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.e2e.conftest import ROOT, Kube, Operator
+from tests.model_server import model_server, reply
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCRIPTED = {"braid.dev/test-exit-code": "0", "braid.dev/test-output": json.dumps({"plan": "v2"})}
@@ -239,80 +240,149 @@ def test_a_runs_page_moves_with_the_run(
     kube: Kube, operator: Operator, browser: WebDriver, start_ui: Callable[..., UiServer]
 ) -> None:
     ui = start_ui(kubeconfig=kube.kubeconfig)
+    with model_server() as model:
+        model.then(reply("Ship it on Friday.", prompt_tokens=21, completion_tokens=5))
+        kube.apply(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "model-key"},
+                    "stringData": {"api-key": model.key},
+                }
+            )
+        )
+        llm = {
+            "endpoint": {
+                "baseURL": model.url,
+                "apiKey": {"valueFrom": {"secretKeyRef": {"name": "model-key", "key": "api-key"}}},
+            },
+            "model": "test-model",
+            "messages": [
+                {"role": "system", "content": "You plan releases."},
+                {"role": "user", "content": "When do we ship plan ${{ steps.prep.outputs.plan }}?"},
+            ],
+        }
+        run = kube.create(
+            json.dumps(
+                {
+                    "apiVersion": "braid.dev/v1alpha1",
+                    "kind": "WorkflowRun",
+                    "metadata": {"generateName": "live-"},
+                    "spec": {
+                        "workflow": {
+                            "steps": [
+                                {
+                                    "name": "prep",
+                                    "container": {
+                                        "image": "busybox",
+                                        "command": ["true"],
+                                        "podTemplate": {"metadata": {"annotations": SCRIPTED}},
+                                    },
+                                },
+                                {"name": "think", "dependsOn": ["prep"], "llm": llm},
+                                {
+                                    "name": "nap",
+                                    "dependsOn": ["think"],
+                                    "sleep": {"durationSeconds": 6},
+                                },
+                                {
+                                    "name": "done",
+                                    "dependsOn": ["nap"],
+                                    "sleep": {"durationSeconds": 0},
+                                },
+                            ]
+                        }
+                    },
+                }
+            )
+        )
+        browser.get(f"{ui.url}/runs?namespace={kube.namespace}")
+        until(
+            "the run in the list",
+            lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-run="{run}"]'),
+        )
+        browser.get(f"{ui.url}/runs/{kube.namespace}/{run}")
+        browser.execute_script("window.braidMarker = 'not reloaded'")
+
+        def fill(step: str) -> str:
+            rect = browser.find_element(By.CSS_SELECTOR, f'#dag g[data-step="{step}"] rect')
+            return str(rect.get_attribute("fill"))
+
+        until("nap to be drawn running (blue)", lambda: fill("nap") == "#cce5ff")
+        assert browser.find_element(By.ID, "run-phase").text == "Running"
+        assert fill("done") == "#ffffff"  # pending
+        until(
+            "the run to finish on the page",
+            lambda: browser.find_element(By.ID, "run-phase").text == "Succeeded",
+        )
+    assert fill("nap") == "#d4edda"  # green: succeeded
+    assert fill("done") == "#d4edda"
+    assert browser.execute_script("return window.braidMarker") == "not reloaded"
+    assert browser.find_element(By.ID, "run-progress").text == "4/4"
+    until(
+        "the timeline",
+        lambda: (
+            browser.find_element(By.CSS_SELECTOR, "#gantt img").get_attribute("naturalWidth")
+            not in (None, "0")
+        ),
+    )
+
+    browser.find_element(By.CSS_SELECTOR, '#dag g[data-step="think"]').click()
+    panel = until(
+        "the model step's panel",
+        lambda: (
+            "Step think" in browser.find_element(By.ID, "step-panel").text
+            and browser.find_element(By.ID, "step-panel")
+        ),
+    )
+    assert "You plan releases." in panel.text  # the messages as written
+    assert "Ship it on Friday." in panel.text  # the reply
+    assert "26 tokens" in panel.text  # its usage
+    assert '"plan": "v2"' in panel.text  # the outputs of the step it builds on
+    browser.find_element(By.CSS_SELECTOR, '[data-step-link="prep"]').click()
+    until("prep's panel", lambda: "Step prep" in browser.find_element(By.ID, "step-panel").text)
+
+    # Retry from the page: a new run of the same snapshot, reusing what succeeded.
+    browser.find_element(By.ID, "retry").click()
+    until("the retry's page", lambda: f"/runs/{kube.namespace}/{run}-retry-" in browser.current_url)
+    until(
+        "the retry to finish on its page",
+        lambda: browser.find_element(By.ID, "run-phase").text == "Succeeded",
+        timeout=60,
+    )
+    retried = browser.current_url.rsplit("/", 1)[-1]
+    assert kube.json("get", "workflowrun", retried)["spec"]["retryOf"] == {"name": run}
+
+    # The list is live too, and filters by phase.
+    browser.get(f"{ui.url}/runs?namespace={kube.namespace}&phase=Succeeded")
+    until(
+        "both finished runs in the filtered list",
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, 'tr[data-phase="Succeeded"]')) == 2,
+    )
+
+
+def test_cancel_from_a_runs_page_stops_it(
+    kube: Kube, operator: Operator, browser: WebDriver, start_ui: Callable[..., UiServer]
+) -> None:
+    ui = start_ui(kubeconfig=kube.kubeconfig)
     run = kube.create(
         json.dumps(
             {
                 "apiVersion": "braid.dev/v1alpha1",
                 "kind": "WorkflowRun",
-                "metadata": {"generateName": "live-"},
+                "metadata": {"generateName": "long-"},
                 "spec": {
-                    "workflow": {
-                        "steps": [
-                            {
-                                "name": "prep",
-                                "container": {
-                                    "image": "busybox",
-                                    "command": ["true"],
-                                    "podTemplate": {"metadata": {"annotations": SCRIPTED}},
-                                },
-                            },
-                            {"name": "nap", "dependsOn": ["prep"], "sleep": {"durationSeconds": 6}},
-                            {"name": "done", "dependsOn": ["nap"], "sleep": {"durationSeconds": 0}},
-                        ]
-                    }
+                    "workflow": {"steps": [{"name": "nap", "sleep": {"durationSeconds": 600}}]}
                 },
             }
         )
     )
-    browser.get(f"{ui.url}/runs?namespace={kube.namespace}")
-    until(
-        "the run in the list",
-        lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-run="{run}"]'),
-    )
     browser.get(f"{ui.url}/runs/{kube.namespace}/{run}")
-    browser.execute_script("window.braidMarker = 'not reloaded'")
-
-    def fill(step: str) -> str:
-        rect = browser.find_element(By.CSS_SELECTOR, f'#dag g[data-step="{step}"] rect')
-        return str(rect.get_attribute("fill"))
-
-    until("nap to be drawn running (blue)", lambda: fill("nap") == "#cce5ff")
-    assert browser.find_element(By.ID, "run-phase").text == "Running"
-    until(
-        "the run to finish on the page",
-        lambda: browser.find_element(By.ID, "run-phase").text == "Succeeded",
-    )
-    assert fill("nap") == "#d4edda"  # green: succeeded
-    assert fill("done") == "#d4edda"
-    assert browser.execute_script("return window.braidMarker") == "not reloaded"
-    assert browser.find_element(By.ID, "run-progress").text == "3/3"
-    until(
-        "the timeline",
-        lambda: (
-            browser.find_element(By.CSS_SELECTOR, "#gantt img").get_attribute("naturalWidth") != "0"
-        ),
-    )
-
-    browser.find_element(By.CSS_SELECTOR, '#dag g[data-step="prep"]').click()
-    panel = until(
-        "the step panel",
-        lambda: (
-            "Step prep" in browser.find_element(By.ID, "step-panel").text
-            and browser.find_element(By.ID, "step-panel")
-        ),
-    )
-    assert '"plan": "v2"' in panel.text  # its outputs
-    # the list page is live too: the run shows as succeeded without a reload
-    browser.get(f"{ui.url}/runs?namespace={kube.namespace}&phase=Succeeded")
-    until(
-        "the finished run in the filtered list",
-        lambda: (
-            browser.find_element(By.CSS_SELECTOR, f'tr[data-run="{run}"]').get_attribute(
-                "data-phase"
-            )
-            == "Succeeded"
-        ),
-    )
+    until("nap running", lambda: browser.find_element(By.ID, "run-phase").text == "Running")
+    browser.find_element(By.ID, "cancel").click()
+    until("the run cancelled", lambda: browser.find_element(By.ID, "run-phase").text == "Cancelled")
+    assert kube.json("get", "workflowrun", run)["spec"]["cancelled"] is True
 
 
 def test_an_approver_decides_from_the_inbox_and_the_run_goes_on(

@@ -15,6 +15,7 @@ from braid.api.workflow import WorkflowSpec
 from braid.engine.approvals import digest, gate_digest
 from braid.kube.userapi import ApiError, Identity, checked
 from braid.ui import forms, views
+from braid.ui.app import _local_path
 from braid.ui.live import _apply, event
 from braid.ui.sessions import TTL, Sessions, csrf_ok
 
@@ -269,3 +270,18 @@ def test_rows_filter_by_workflow_and_phase_newest_first() -> None:
     assert [r.name for r in views.rows(runs, now, workflow="w1")] == ["b", "a"]
     assert [r.name for r in views.rows(runs, now, phase="Succeeded")] == ["c", "a"]
     assert views.rows(runs, now)[0].age == "30m"
+
+
+@pytest.mark.parametrize(
+    ("given", "goes"),
+    [
+        ("/approvals", "/approvals"),
+        ("/runs/ns/r1", "/runs/ns/r1"),
+        ("//evil.example/x", "/runs"),
+        ("https://evil.example", "/runs"),
+        ("/\\evil.example", "/runs"),
+        ("", "/runs"),
+    ],
+)
+def test_after_sign_in_only_a_path_of_the_ui_itself(given: str, goes: str) -> None:
+    assert _local_path(given) == goes

@@ -153,7 +153,9 @@ class Ui:
         session = self._session(request)
         if self.settings.auth == "token":
             if session is None or session.token is None:
-                raise HTTPException(303, headers={"Location": "/login"})
+                back = request.url.path if request.method == "GET" else "/runs"
+                where = "/login?" + urlencode({"next": back})
+                raise HTTPException(303, headers={"Location": where})
             if session.api is None:
                 session.api = UserApi.from_token(
                     self.settings.server, session.token, self.settings.ca_file
@@ -224,7 +226,8 @@ class Ui:
         if self.settings.auth != "token":
             return RedirectResponse("/runs", 303)
         expired = request.query_params.get("expired") == "1"
-        return self.page(request, "login.html", expired=expired, error="")
+        back = _local_path(request.query_params.get("next", ""))
+        return self.page(request, "login.html", expired=expired, error="", next=back)
 
     async def login(self, request: Request) -> Response:
         if self.settings.auth != "token":
@@ -234,15 +237,16 @@ class Ui:
             raise HTTPException(403, "cross-origin request refused")
         form = await request.form()
         token = str(form.get("token") or "").strip()
+        back = _local_path(str(form.get("next") or ""))
         if not token or len(token) > 16384 or any(c.isspace() for c in token):
-            return self.page(request, "login.html", 400, error="Paste a bearer token.")
+            return self.page(request, "login.html", 400, error="Paste a bearer token.", next=back)
         api = UserApi.from_token(self.settings.server, token, self.settings.ca_file)
         try:
             who = await api.whoami()
         except ApiError as exc:
             await api.close()
             said = "the API server did not accept this token" if exc.status == 401 else exc.message
-            return self.page(request, "login.html", 401, error=said)
+            return self.page(request, "login.html", 401, error=said, next=back)
         old = self.sessions.end(request.cookies.get(COOKIE))
         if old is not None:
             await self._close(old)
@@ -250,7 +254,7 @@ class Ui:
         session.api, session.user, session.groups = api, who.user, who.groups
         api.namespace = self.settings.default_namespace
         log.info("Signed in", user=who.user)
-        response = RedirectResponse("/runs", 303)
+        response = RedirectResponse(back, 303)
         self.set_cookie(response, session)
         return response
 
@@ -638,6 +642,13 @@ class Ui:
         if exc.status_code in (301, 302, 303, 307) and exc.headers:
             return Response(status_code=exc.status_code, headers=exc.headers)
         return self.page(request, "error.html", exc.status_code, message=exc.detail)
+
+
+def _local_path(path: str) -> str:
+    """Where to go after signing in: a path of this UI only (never another site's address)."""
+    if path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/runs"
 
 
 async def _form(request: Request) -> dict[str, str]:
