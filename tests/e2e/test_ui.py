@@ -426,6 +426,25 @@ def test_an_approver_decides_from_the_inbox_and_the_run_goes_on(
     browser.refresh()
     until("an empty inbox", lambda: browser.find_element(By.ID, "no-gates"))
 
+    # A rejection needs a reason, and fails the step with it.
+    second = start_run(kube, "ship")
+    kube.wait_for("the gate", lambda: kube.run_status(second).get("pendingApprovals"), timeout=60)
+    browser.refresh()
+    card = until(
+        "the second gate",
+        lambda: browser.find_element(By.CSS_SELECTOR, f'article.gate[data-run="{second}"]'),
+    )
+    card.find_element(By.NAME, "reason").send_keys("the plan skips the canary")
+    card.find_element(By.CSS_SELECTOR, "button.reject").click()
+    said = until("the confirmation", lambda: browser.find_element(By.ID, "said"))
+    assert said.text == f"rejected review of {second} as {alice}"
+    status = kube.wait_finished(second, timeout=60)
+    assert status["phase"] == "Failed"
+    review = next(s for s in status["steps"] if s["name"] == "review")
+    assert [(a["user"], a["decision"], a.get("reason")) for a in review["approvals"]] == [
+        (alice, "Rejected", "the plan skips the canary")
+    ]
+
 
 def test_someone_not_listed_sees_the_gate_read_only_and_a_forged_approval_is_refused(
     people: Kube, operator: Operator, browser: WebDriver, start_ui: Callable[..., UiServer]

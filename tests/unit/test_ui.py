@@ -6,6 +6,7 @@ control plane: tests/e2e/test_ui.py.)"""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from braid.api.workflow import WorkflowSpec
 from braid.engine.approvals import digest, gate_digest
 from braid.kube.userapi import ApiError, Identity, checked
 from braid.ui import forms, views
-from braid.ui.app import _local_path
+from braid.ui.app import Settings, Ui, _local_path
 from braid.ui.live import _apply, event
 from braid.ui.sessions import TTL, Sessions, csrf_ok
 
@@ -285,3 +286,57 @@ def test_rows_filter_by_workflow_and_phase_newest_first() -> None:
 )
 def test_after_sign_in_only_a_path_of_the_ui_itself(given: str, goes: str) -> None:
     assert _local_path(given) == goes
+
+
+def test_a_steps_attempts_are_the_pods_its_run_controls_oldest_first() -> None:
+    def pod(name: str, attempt: str, uid: str, exit_code: int | None = None) -> dict[str, Any]:
+        state = {"terminated": {"exitCode": exit_code, "reason": "Error"}} if exit_code else {}
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {"braid.dev/attempt": attempt},
+                "ownerReferences": [{"controller": True, "uid": uid}],
+            },
+            "status": {"phase": "Failed", "containerStatuses": [{"name": "step", "state": state}]},
+        }
+
+    pods = [pod("r-s-2", "2", "run-uid"), pod("r-s-1", "1", "run-uid", 3), pod("x", "9", "other")]
+    shown = views.attempts_of(pods, "run-uid", "braid.dev/attempt")
+    assert [(a.pod, a.attempt, a.exit_code) for a in shown] == [("r-s-1", 1, 3), ("r-s-2", 2, None)]
+
+
+def test_the_workflow_page_shows_the_analysis_recommendations() -> None:
+    ui = Ui(Settings())
+    html = ui.templates.get_template("workflow.html").render(
+        request=SimpleNamespace(url=SimpleNamespace(path="/workflows/ns/wf")),
+        auth="kubeconfig",
+        csrf="t",
+        user="alice",
+        namespace="ns",
+        name="wf",
+        yaml="steps: []",
+        analysis={
+            "runs": 12,
+            "succeeded": 11,
+            "durationP50": 3.2,
+            "durationP95": 9.5,
+            "criticalPath": ["fetch", "summarise"],
+            "recommendations": [
+                {
+                    "kind": "Parallelize",
+                    "steps": ["fetch", "rank"],
+                    "gainSeconds": 2.5,
+                    "message": "run rank beside fetch",
+                    "evidence": "rank reads nothing of fetch",
+                }
+            ],
+        },
+        rows=[],
+        fields=[],
+        invalid="",
+        errors={},
+    )
+    assert "Parallelize" in html
+    assert "run rank beside fetch" in html
+    assert "saves ~2.5s" in html
+    assert "fetch → summarise" in html

@@ -361,20 +361,31 @@ class Ui:
         if detail is None:
             raise HTTPException(404, f"run {name} has no step {step!r}")
         logs, pod, said = "", "", ""
+        attempts: list[views.Attempt] = []
         try:
             pods = await viewer.api.list_pods(
                 ns, f"{LABEL_RUN}={name[:63]},{LABEL_STEP}={step[:63]}"
             )
-            if pods:
-                latest = max(
-                    pods, key=lambda x: int(x["metadata"]["labels"].get(LABEL_ATTEMPT, "0") or 0)
-                )
-                pod = latest["metadata"]["name"]
+            attempts = views.attempts_of(pods, run["metadata"].get("uid", ""), LABEL_ATTEMPT)
+            wanted = request.query_params.get("pod")
+            shown = next(
+                (a for a in attempts if a.pod == wanted), attempts[-1] if attempts else None
+            )
+            if shown is not None:
+                pod = shown.pod
                 logs = await viewer.api.pod_log(ns, pod, "step", LOG_LINES)
         except ApiError as exc:
             said = exc.message
         return self.page(
-            request, "_step.html", viewer=viewer, d=detail, pod=pod, logs=logs, log_error=said
+            request,
+            "_step.html",
+            viewer=viewer,
+            d=detail,
+            pod=pod,
+            logs=logs,
+            log_error=said,
+            attempts=attempts,
+            base=f"/runs/{ns}/{name}/steps/{step}",
         )
 
     async def gantt(self, request: Request) -> Response:

@@ -219,6 +219,51 @@ def step_detail(
     return detail
 
 
+@dataclass(frozen=True)
+class Attempt:
+    pod: str
+    attempt: int
+    phase: str
+    exit_code: int | None
+    reason: str
+    started: str
+    finished: str
+
+
+def attempts_of(pods: list[dict[str, Any]], run_uid: str, attempt_label: str) -> list[Attempt]:
+    """The step's attempt pods, oldest first: only pods the run controls (anyone may label a
+    pod with a run's name; the operator's own ownerReference says which are its)."""
+    out = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        owners = meta.get("ownerReferences") or []
+        if not any(o.get("controller") and o.get("uid") == run_uid for o in owners):
+            continue
+        status = pod.get("status") or {}
+        states = [
+            (c.get("state") or {}).get("terminated") or {}
+            for c in status.get("containerStatuses") or []
+            if c.get("name") == "step"
+        ]
+        ended = states[0] if states else {}
+        try:
+            number = int((meta.get("labels") or {}).get(attempt_label, "0"))
+        except ValueError:
+            number = 0
+        out.append(
+            Attempt(
+                pod=meta.get("name", ""),
+                attempt=number,
+                phase=status.get("phase", ""),
+                exit_code=ended.get("exitCode"),
+                reason=ended.get("reason") or status.get("reason") or "",
+                started=ended.get("startedAt") or status.get("startTime") or "",
+                finished=ended.get("finishedAt") or "",
+            )
+        )
+    return sorted(out, key=lambda a: (a.attempt, a.pod))
+
+
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
