@@ -35,6 +35,15 @@ from tests.model_server import model_server, reply
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCRIPTED = {"braid.dev/test-exit-code": "0", "braid.dev/test-output": json.dumps({"plan": "v2"})}
+# A container step kwok completes at once with outputs {"plan": "v2"}.
+PREP = {
+    "name": "prep",
+    "container": {
+        "image": "busybox",
+        "command": ["true"],
+        "podTemplate": {"metadata": {"annotations": SCRIPTED}},
+    },
+}
 
 
 def _free_port() -> int:
@@ -199,14 +208,7 @@ def gated(kube: Kube, name: str, approver: str) -> None:
                 "metadata": {"name": name},
                 "spec": {
                     "steps": [
-                        {
-                            "name": "prep",
-                            "container": {
-                                "image": "busybox",
-                                "command": ["true"],
-                                "podTemplate": {"metadata": {"annotations": SCRIPTED}},
-                            },
-                        },
+                        PREP,
                         {
                             "name": "review",
                             "dependsOn": ["prep"],
@@ -218,6 +220,19 @@ def gated(kube: Kube, name: str, approver: str) -> None:
                         {"name": "ship", "dependsOn": ["review"], "sleep": {"durationSeconds": 0}},
                     ]
                 },
+            }
+        )
+    )
+
+
+def inline_run(kube: Kube, prefix: str, workflow: dict[str, Any]) -> str:
+    return kube.create(
+        json.dumps(
+            {
+                "apiVersion": "braid.dev/v1alpha1",
+                "kind": "WorkflowRun",
+                "metadata": {"generateName": f"{prefix}-"},
+                "spec": {"workflow": workflow},
             }
         )
     )
@@ -263,39 +278,25 @@ def test_a_runs_page_moves_with_the_run(
                 {"role": "user", "content": "When do we ship plan ${{ steps.prep.outputs.plan }}?"},
             ],
         }
-        run = kube.create(
-            json.dumps(
-                {
-                    "apiVersion": "braid.dev/v1alpha1",
-                    "kind": "WorkflowRun",
-                    "metadata": {"generateName": "live-"},
-                    "spec": {
-                        "workflow": {
-                            "steps": [
-                                {
-                                    "name": "prep",
-                                    "container": {
-                                        "image": "busybox",
-                                        "command": ["true"],
-                                        "podTemplate": {"metadata": {"annotations": SCRIPTED}},
-                                    },
-                                },
-                                {"name": "think", "dependsOn": ["prep"], "llm": llm},
-                                {
-                                    "name": "nap",
-                                    "dependsOn": ["think"],
-                                    "sleep": {"durationSeconds": 6},
-                                },
-                                {
-                                    "name": "done",
-                                    "dependsOn": ["nap"],
-                                    "sleep": {"durationSeconds": 0},
-                                },
-                            ]
-                        }
+        run = inline_run(
+            kube,
+            "live",
+            {
+                "steps": [
+                    PREP,
+                    {"name": "think", "dependsOn": ["prep"], "llm": llm},
+                    {
+                        "name": "nap",
+                        "dependsOn": ["think"],
+                        "sleep": {"durationSeconds": 6},
                     },
-                }
-            )
+                    {
+                        "name": "done",
+                        "dependsOn": ["nap"],
+                        "sleep": {"durationSeconds": 0},
+                    },
+                ]
+            },
         )
         browser.get(f"{ui.url}/runs?namespace={kube.namespace}")
         until(
@@ -366,18 +367,7 @@ def test_cancel_from_a_runs_page_stops_it(
     kube: Kube, operator: Operator, browser: WebDriver, start_ui: Callable[..., UiServer]
 ) -> None:
     ui = start_ui(kubeconfig=kube.kubeconfig)
-    run = kube.create(
-        json.dumps(
-            {
-                "apiVersion": "braid.dev/v1alpha1",
-                "kind": "WorkflowRun",
-                "metadata": {"generateName": "long-"},
-                "spec": {
-                    "workflow": {"steps": [{"name": "nap", "sleep": {"durationSeconds": 600}}]}
-                },
-            }
-        )
-    )
+    run = inline_run(kube, "long", {"steps": [{"name": "nap", "sleep": {"durationSeconds": 600}}]})
     browser.get(f"{ui.url}/runs/{kube.namespace}/{run}")
     until("nap running", lambda: browser.find_element(By.ID, "run-phase").text == "Running")
     browser.find_element(By.ID, "cancel").click()

@@ -68,6 +68,17 @@ class Condition(Model):
     )
 
 
+def human_age(timestamp: str | None, now: datetime) -> str:
+    """How long ago an RFC 3339 time was, as kubectl says it: '45s', '3m', '2h', '5d'."""
+    if not timestamp:
+        return ""
+    seconds = int((now - datetime.fromisoformat(timestamp)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
 def human_size(size: int) -> str:
     """1536 -> '1.5 KiB': sizes as people read them."""
     value = float(size)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from braid.api.common import human_size
+from braid.api.common import human_age, human_size
 from braid.api.reasons import APPROVE_PREFIX as APPROVE
 from braid.api.reasons import REJECT_PREFIX as REJECT
 from braid.api.run import retry_run
@@ -34,16 +34,6 @@ def pending_gate(run: dict[str, Any], step: str) -> dict[str, Any]:
             return dict(gate)
     waiting = ", ".join(g["step"] for g in gates) or "none"
     raise KubectlError(f"step {step!r} is not waiting for approval (waiting: {waiting})")
-
-
-def _age(timestamp: str | None, now: datetime) -> str:
-    if not timestamp:
-        return ""
-    seconds = int((now - datetime.fromisoformat(timestamp)).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _duration(step: dict[str, Any]) -> str:
@@ -272,7 +262,7 @@ def list_runs(
             cond.get("status", ""),
             cond.get("reason", ""),
             st.get("progress", ""),
-            _age(item["metadata"].get("creationTimestamp"), now),
+            human_age(item["metadata"].get("creationTimestamp"), now),
         )
     out.print(table)
 

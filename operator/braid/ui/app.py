@@ -189,6 +189,14 @@ class Ui:
         if not csrf_ok(viewer.session, sent):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
 
+    async def posted(self, request: Request) -> tuple[Viewer, dict[str, str], str, str]:
+        """A form posted about one object: who posts, what (its CSRF token checked), and the
+        namespace and name in its path."""
+        viewer = await self.viewer(request)
+        form = await _form(request)
+        self.check_csrf(request, viewer, form)
+        return viewer, form, request.path_params["namespace"], request.path_params["name"]
+
     def page(
         self, request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
@@ -417,18 +425,13 @@ class Ui:
         return Response(png, media_type="image/png")
 
     async def cancel(self, request: Request) -> Response:
-        viewer = await self.viewer(request)
-        self.check_csrf(request, viewer, await _form(request))
-        ns, name = request.path_params["namespace"], request.path_params["name"]
+        viewer, _, ns, name = await self.posted(request)
         await viewer.api.patch_run(ns, name, {"spec": {"cancelled": True}})
         log.info("Cancelled run", run=name, namespace=ns, user=viewer.who.user)
         return RedirectResponse(f"/runs/{ns}/{name}", 303)
 
     async def retry(self, request: Request) -> Response:
-        viewer = await self.viewer(request)
-        form = await _form(request)
-        self.check_csrf(request, viewer, form)
-        ns, name = request.path_params["namespace"], request.path_params["name"]
+        viewer, form, ns, name = await self.posted(request)
         old = await viewer.api.get_run(ns, name)
         try:
             manifest = retry_run(old, viewer.who.user, form.get("from") or None)
@@ -492,10 +495,7 @@ class Ui:
         )
 
     async def start_run(self, request: Request) -> Response:
-        viewer = await self.viewer(request)
-        form = await _form(request)
-        self.check_csrf(request, viewer, form)
-        ns, name = request.path_params["namespace"], request.path_params["name"]
+        viewer, form, ns, name = await self.posted(request)
         workflow = await viewer.api.get_workflow(ns, name)
         spec = views.spec_of({}, workflow)
         if spec is None:

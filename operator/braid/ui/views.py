@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from braid.analysis.graph import graph_of
 from braid.analysis.graph import svg as graph_svg
+from braid.api.common import human_age
 from braid.api.run import LoopTaskStatus, PendingApproval, StepStatus, WorkflowRunStatus
 from braid.api.workflow import Approvers, FinallyStep, Step, WorkflowSpec
 from braid.engine import dag
@@ -21,16 +22,6 @@ from braid.kube.userapi import Identity
 
 PHASES = ("Pending", "Running", "Compensating", "Finalizing", "Succeeded", "Failed", "Cancelled")
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
-
-
-def age(timestamp: str | None, now: datetime) -> str:
-    if not timestamp:
-        return ""
-    seconds = int((now - datetime.fromisoformat(timestamp)).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
 
 
 @dataclass(frozen=True)
@@ -64,7 +55,7 @@ def run_row(run: dict[str, Any], now: datetime) -> RunRow:
         phase=status.get("phase") or "Pending",
         reason=succeeded.get("reason", ""),
         progress=status.get("progress") or "",
-        age=age(meta.get("creationTimestamp"), now),
+        age=human_age(meta.get("creationTimestamp"), now),
         waiting=len(status.get("pendingApprovals") or []),
         parent=(status.get("parent") or {}).get("run", ""),
     )
