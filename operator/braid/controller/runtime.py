@@ -6,6 +6,7 @@ here: the handlers feed it events, and it drives the Reconciler.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -21,13 +22,54 @@ log = structlog.get_logger("braid.controller")
 RETRY_AFTER_ERROR = 5.0
 
 
+class KeptRuns:
+    """Each going run's object as last seen, kept as compact JSON: a parsed run costs about
+    26 KiB of Python objects, its JSON about 4 KiB, and with thousands of runs waiting on
+    long steps that was most of what the operator held (bench/README.md, active runs). The
+    price is a dump per keep and a parse per reconcile, ~60 µs together for a 4 KB run."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[RunKey, tuple[int | None, bytes]] = {}
+
+    def get(self, key: RunKey) -> dict[str, Any] | None:
+        kept = self.by_key.get(key)
+        return None if kept is None else dict(json.loads(kept[1]))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.by_key
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def pop(self, key: RunKey) -> None:
+        self.by_key.pop(key, None)
+
+    def keep(self, key: RunKey, run: dict[str, Any] | None) -> None:
+        """Keep ``run`` as the run's latest, unless what is kept is known to be newer (a
+        reconcile that read version 4 ends after the watch brought version 5: 5 stays). The
+        API server's resourceVersions are etcd revisions, integers that grow; were they not
+        integers, nothing is kept and every reconcile reads the run (as it would anyway)."""
+        if run is None:
+            self.by_key.pop(key, None)
+            return
+        new = _revision(run)
+        kept = self.by_key.get(key)
+        if kept is not None:
+            if kept[0] is None or new is None:
+                self.by_key.pop(key, None)
+                return
+            if new < kept[0]:
+                return
+        self.by_key[key] = (new, json.dumps(run, separators=(",", ":"), default=str).encode())
+
+
 class Runtime:
     def __init__(self, reconciler: Reconciler, pods: PodIndex | None = None) -> None:
         self.reconciler = reconciler
         self.pods = pods  # the step pods, by run and by name (kube/podwatch.py)
         # Each going run's object as last seen (its watch event, or the answer to the status
         # write of its last reconcile): a reconcile starts from it instead of a GET.
-        self.runs: dict[RunKey, dict[str, Any]] = {}
+        self.runs = KeptRuns()
         # New runs' first statuses held back (Result.deferred), by run.
         self.deferred: dict[RunKey, Deferred] = {}
         self.locks: dict[RunKey, asyncio.Lock] = {}
@@ -42,22 +84,7 @@ class Runtime:
         self.keep((meta["namespace"], meta["name"]), run)
 
     def keep(self, key: RunKey, run: dict[str, Any] | None) -> None:
-        """Keep ``run`` as the run's latest, unless what is kept is known to be newer (a
-        reconcile that read version 4 ends after the watch brought version 5: 5 stays). The
-        API server's resourceVersions are etcd revisions, integers that grow; were they not
-        integers, nothing is kept and every reconcile reads the run (as it would anyway)."""
-        kept = self.runs.get(key)
-        if run is None:
-            self.runs.pop(key, None)
-            return
-        if kept is not None:
-            old, new = _revision(kept), _revision(run)
-            if old is None or new is None:
-                self.runs.pop(key, None)
-                return
-            if new < old:
-                return
-        self.runs[key] = run
+        self.runs.keep(key, run)
 
     def knows(self, key: RunKey) -> bool:
         """Whether the run has been reconciled here (pods of runs this operator has not seen
@@ -89,13 +116,13 @@ class Runtime:
                     namespace, name, self.pod_view(key), self.runs.get(key), held
                 )
                 if result.run is None:
-                    self.runs.pop(key, None)
+                    self.runs.pop(key)
                 else:
                     self.keep(key, result.run)
                 if result.deferred is not None:
                     self.deferred[key] = result.deferred
             except Exception:
-                self.runs.pop(key, None)
+                self.runs.pop(key)
                 if held is not None:  # written or not, the next reconcile tells
                     self.deferred[key] = held
                 if metrics is not None:
@@ -173,7 +200,7 @@ class Runtime:
         if (timer := self.timers.pop(key, None)) is not None:
             timer.cancel()
         self.locks.pop(key, None)
-        self.runs.pop(key, None)
+        self.runs.pop(key)
         self.deferred.pop(key, None)
         self.reconciler.inbox.forget(key)
 
