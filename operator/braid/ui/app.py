@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -685,19 +686,13 @@ def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
             async for chunk in stream:
                 yield chunk
         except ApiError as exc:
-            yield _event("failed", f'<p class="error">{_escape(exc.message)}</p>')
+            yield _event("failed", f'<p class="error">{escape(exc.message)}</p>')
 
     return StreamingResponse(
         guarded(),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
-
-
-def _escape(text: str) -> str:
-    from html import escape  # noqa: PLC0415
-
-    return escape(text)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
