@@ -24,13 +24,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
-
-import cel
+from typing import TYPE_CHECKING, Any
 
 from braid.api.errors import FieldError
 from braid.expressions import functions
 from braid.expressions.values import to_json, type_name
+
+if TYPE_CHECKING:
+    import cel
+else:
+    from braid.expressions.library import cel
 
 CONTEXT_NAMES = frozenset(
     {"params", "steps", "item", "index", "iteration", "previous", "response", "run", "lastRetry"}

@@ -13,11 +13,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any
-
-from cel import stdlib
+from typing import TYPE_CHECKING, Any
 
 from braid.expressions.values import render_scalar
+
+if TYPE_CHECKING:
+    from cel import stdlib
+else:
+    from braid.expressions.library import cel
+
+    stdlib = cel.stdlib
 
 MAX_STRING = 256 * 1024
 MAX_LIST = 100_000
