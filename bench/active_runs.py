@@ -24,8 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
-from kubernetes_asyncio import client, config
-
+from braid.kube import rest
+from braid.kube.rest import Rest
 from results import kubectl, operator_command, proc_stats, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +55,8 @@ def rss_now(pid: int) -> int:
 
 
 async def create_runs(namespace: str, n: int) -> float:
-    await config.load_kube_config()
-    async with client.ApiClient() as api:
-        custom = client.CustomObjectsApi(api)
+    api = Rest(rest.load())
+    try:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n):
             queue.put_nowait(i)
@@ -72,12 +71,16 @@ async def create_runs(namespace: str, n: int) -> float:
                     "metadata": {"name": f"hold-{i:05d}"},
                     "spec": {"workflowRef": {"name": "hold"}},
                 }
-                await custom.create_namespaced_custom_object(
-                    "braid.dev", "v1alpha1", namespace, "workflowruns", body
+                await api.json(
+                    "POST",
+                    f"/apis/braid.dev/v1alpha1/namespaces/{namespace}/workflowruns",
+                    body=body,
                 )
 
         await asyncio.gather(*(creator() for _ in range(CREATE_IN_FLIGHT)))
         return time.monotonic() - started
+    finally:
+        await api.close()
 
 
 def running_pods(namespace: str) -> int:

@@ -31,8 +31,8 @@ import time
 import uuid
 from pathlib import Path
 
-from kubernetes_asyncio import client, config, watch
-
+from braid.kube import rest
+from braid.kube.rest import Rest
 from results import kubectl, operator_command, proc_stats, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,27 +93,23 @@ def request_counts() -> dict[tuple[str, str], float]:
 
 
 async def measure(n: int, namespace: str) -> dict[str, object]:  # noqa: C901 - one measurement, read top to bottom
-    await config.load_kube_config()
-    api = client.ApiClient()
-    core = client.CoreV1Api(api)
+    api = Rest(rest.load())
     seen_done: dict[str, float] = {}
     created: dict[str, float] = {}
     finished_runs: set[str] = set()
 
     async def watch_pods() -> None:
-        w = watch.Watch()
-        async for event in w.stream(
-            core.list_namespaced_pod, namespace, label_selector="braid.dev/run", timeout_seconds=600
-        ):
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        async for event in api.watch(path, [("labelSelector", "braid.dev/run")], seconds=600):
             now = time.monotonic()
             pod = event["object"]
-            name = pod.metadata.name
+            name, labels = pod["metadata"]["name"], pod["metadata"].get("labels") or {}
             if event["type"] == "ADDED":
                 created.setdefault(name, now)
-            if pod.status and pod.status.phase == "Succeeded":
+            if (pod.get("status") or {}).get("phase") == "Succeeded":
                 seen_done.setdefault(name, now)
-                if pod.metadata.labels.get("braid.dev/step") == f"s{STEPS - 1}":
-                    finished_runs.add(pod.metadata.labels["braid.dev/run"])
+                if labels.get("braid.dev/step") == f"s{STEPS - 1}":
+                    finished_runs.add(labels["braid.dev/run"])
             if len(finished_runs) >= n:
                 return
 

@@ -43,8 +43,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config, watch
-
+from braid.kube import rest
+from braid.kube.rest import Rest
 from results import kubectl, operator_command, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,9 +128,8 @@ class Operator:
 
 
 async def soak(args: argparse.Namespace, namespace: str, operator: Operator) -> dict[str, Any]:  # noqa: C901, PLR0915 - one measurement, read top to bottom
-    await config.load_kube_config()
-    api = client.ApiClient()
-    custom = client.CustomObjectsApi(api)
+    api = Rest(rest.load())
+    runs = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/workflowruns"
     created: dict[str, float] = {}
     finished: dict[str, tuple[float, str]] = {}
     done, arrived, drained = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -149,24 +148,14 @@ async def soak(args: argparse.Namespace, namespace: str, operator: Operator) -> 
     async def follow() -> None:
         """The runs' watch, started again whenever the API server ends it."""
         while not done.is_set():
-            w = watch.Watch()
-            try:
-                async with w.stream(
-                    custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    "workflowruns",
-                    timeout_seconds=120,
-                ) as stream:
-                    async for event in stream:
-                        if event["type"] != "DELETED":
-                            on_run(time.monotonic(), event["object"])
-                        if done.is_set():
-                            return
-            except client.ApiException as exc:
-                if exc.status != 410:
-                    raise
+            # No resourceVersion: every run is replayed as ADDED first, then the changes.
+            async for event in api.watch(runs, seconds=120):
+                if event["type"] == "ERROR":
+                    break  # 410 Gone: watch again from a new listing
+                if event["type"] != "DELETED":
+                    on_run(time.monotonic(), event["object"])
+                if done.is_set():
+                    return
 
     async def create(name: str) -> None:
         body = {
@@ -176,9 +165,7 @@ async def soak(args: argparse.Namespace, namespace: str, operator: Operator) -> 
             "spec": {"workflowRef": {"name": "soak"}},
         }
         created[name] = time.monotonic()
-        await custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "workflowruns", body
-        )
+        await api.json("POST", runs, body=body)
 
     async def arrive(start: float, end: float) -> None:
         interval, i, pending = 60.0 / args.rate, 0, set()

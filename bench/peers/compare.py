@@ -52,8 +52,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes_asyncio import client, config, watch
 
+from braid.kube import rest
+from braid.kube.rest import Rest
 from results import kubectl, operator_command, proc_stats, write_results
 
 HERE = Path(__file__).resolve().parent
@@ -428,16 +429,18 @@ class AuditCounter:
 # ---- the executor simulator (Argo's wait sidecar, as far as the API server sees it) -----
 
 
-async def simulate_executor(api: client.ApiClient, namespace: str, stop: asyncio.Event) -> None:
+async def simulate_executor(api: Rest, namespace: str, stop: asyncio.Event) -> None:
     """For each Argo pod seen Running: POST its WorkflowTaskResult (incomplete), PATCH the
     outputs, PATCH it complete, then let kwok finish the pod (one annotation)."""
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     done: set[str] = set()
+    results = f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflowtaskresults"
+    merge = "application/merge-patch+json"
 
-    async def finish(pod: Any) -> None:
-        node = pod.metadata.annotations.get("workflows.argoproj.io/node-id", pod.metadata.name)
-        wf = pod.metadata.labels["workflows.argoproj.io/workflow"]
-        owner = next(r for r in pod.metadata.owner_references or [] if r.kind == "Workflow")
+    async def finish(pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        node = (meta.get("annotations") or {}).get("workflows.argoproj.io/node-id", meta["name"])
+        wf = meta["labels"]["workflows.argoproj.io/workflow"]
+        owner = next(r for r in meta.get("ownerReferences") or [] if r["kind"] == "Workflow")
         label = "workflows.argoproj.io/report-outputs-completed"
         body = {
             "apiVersion": "argoproj.io/v1alpha1",
@@ -449,39 +452,38 @@ async def simulate_executor(api: client.ApiClient, namespace: str, stop: asyncio
                     {
                         "apiVersion": "argoproj.io/v1alpha1",
                         "kind": "Workflow",
-                        "name": owner.name,
-                        "uid": owner.uid,
+                        "name": owner["name"],
+                        "uid": owner["uid"],
                     }
                 ],
             },
         }
-        args = ("argoproj.io", "v1alpha1", namespace, "workflowtaskresults")
-        await custom.create_namespaced_custom_object(*args, body)
-        await custom.patch_namespaced_custom_object(
-            *args, node, {"outputs": {}}, _content_type="application/merge-patch+json"
+        await api.json("POST", results, body=body)
+        await api.json("PATCH", f"{results}/{node}", body={"outputs": {}}, content_type=merge)
+        await api.json(
+            "PATCH",
+            f"{results}/{node}",
+            body={"metadata": {"labels": {label: "true"}}},
+            content_type=merge,
         )
-        await custom.patch_namespaced_custom_object(
-            *args,
-            node,
-            {"metadata": {"labels": {label: "true"}}},
-            _content_type="application/merge-patch+json",
-        )
-        await core.patch_namespaced_pod(
-            pod.metadata.name, namespace, {"metadata": {"annotations": COMPLETE}}
+        await api.json(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{meta['name']}",
+            body={"metadata": {"annotations": COMPLETE}},
+            content_type="application/strategic-merge-patch+json",
         )
 
     tasks: set[asyncio.Task[None]] = set()
-    w = watch.Watch()
-    async with w.stream(core.list_namespaced_pod, namespace, timeout_seconds=1800) as stream:
-        async for event in stream:
-            if stop.is_set():
-                break
-            pod = event["object"]
-            if pod.status and pod.status.phase == "Running" and pod.metadata.name not in done:
-                done.add(pod.metadata.name)
-                task = asyncio.create_task(finish(pod))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+    async for event in api.watch(f"/api/v1/namespaces/{namespace}/pods", seconds=1800):
+        if stop.is_set():
+            break
+        pod = event["object"]
+        name = pod["metadata"]["name"]
+        if (pod.get("status") or {}).get("phase") == "Running" and name not in done:
+            done.add(name)
+            task = asyncio.create_task(finish(pod))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -491,9 +493,7 @@ async def simulate_executor(api: client.ApiClient, namespace: str, stop: asyncio
 async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
     system: System, shape: str, n: int, namespace: str, executor_kubeconfig: str | None
 ) -> dict[str, Any]:
-    await config.load_kube_config()
-    api = client.ApiClient()
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    api = Rest(rest.load())
     steps = shape_steps(shape)
     created: dict[tuple[str, str], float] = {}  # (run, step) -> first pod seen
     succeeded: dict[tuple[str, str], float] = {}
@@ -501,26 +501,22 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
     ended: dict[str, str] = {}
     all_done = asyncio.Event()
 
-    async def follow(list_fn: Any, *args: Any, on: Any, **kwargs: Any) -> None:
+    async def follow(path: str, query: list[tuple[str, str]], on: Any) -> None:
         """Watch until every run is seen finished: a watch the API server ends (its timeout,
-        a compaction) is started again; the listing replays what it missed."""
+        a compaction) is started again; its replay of every object covers what it missed."""
         while not all_done.is_set():
-            w = watch.Watch()
-            try:
-                async with w.stream(list_fn, *args, timeout_seconds=120, **kwargs) as stream:
-                    async for event in stream:
-                        on(time.monotonic(), event["object"])
-                        if all_done.is_set():
-                            return
-            except client.ApiException as exc:
-                if exc.status != 410:  # 410 Gone: list again
-                    raise
+            async for event in api.watch(path, query, seconds=120):
+                if event["type"] == "ERROR":
+                    break  # 410 Gone: watch again from a new listing
+                on(time.monotonic(), event["object"])
+                if all_done.is_set():
+                    return
 
-    def pod_event(now: float, pod: Any) -> None:
-        labels = pod.metadata.labels or {}
+    def pod_event(now: float, pod: dict[str, Any]) -> None:
+        labels = pod["metadata"].get("labels") or {}
         key = (labels.get(system.run_label, ""), labels.get(system.step_label, ""))
         created.setdefault(key, now)
-        if pod.status and pod.status.phase == "Succeeded":
+        if (pod.get("status") or {}).get("phase") == "Succeeded":
             succeeded.setdefault(key, now)
 
     def run_event(now: float, obj: dict[str, Any]) -> None:
@@ -536,23 +532,17 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
 
     def pods() -> Any:
         return follow(
-            core.list_namespaced_pod, namespace, on=pod_event, label_selector=system.run_label
+            f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", system.run_label)], pod_event
         )
 
     def runs() -> Any:
-        return follow(
-            custom.list_namespaced_custom_object,
-            system.group,
-            system.version,
-            namespace,
-            system.plural,
-            on=run_event,
-        )
+        path = f"/apis/{system.group}/{system.version}/namespaces/{namespace}/{system.plural}"
+        return follow(path, [], run_event)
 
     watchers = [asyncio.create_task(pods()), asyncio.create_task(runs())]
     stop_executor = asyncio.Event()
     if executor_kubeconfig:
-        exec_api = await config.new_client_from_config(config_file=executor_kubeconfig)
+        exec_api = Rest(rest.from_kubeconfig(executor_kubeconfig))
         watchers.append(asyncio.create_task(simulate_executor(exec_api, namespace, stop_executor)))
     await asyncio.sleep(1.5)
     audit = AuditCounter()

@@ -4,12 +4,13 @@ watch against the API server is exercised by every e2e test)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-from kubernetes_asyncio import client as k8s
+from aiohttp import web
 
 from braid.kube.podwatch import PodIndex, PodWatch
+from braid.kube.rest import Credentials, Rest
+from tests.unit.test_rest import api_server
 
 
 def pod(name: str, run: str = "r", phase: str = "Running", **labels: str) -> dict[str, Any]:
@@ -35,12 +36,7 @@ class Heard:
 
 
 def watch_of(heard: Heard) -> PodWatch:
-    async def make() -> PodWatch:
-        api = k8s.ApiClient()
-        await api.close()
-        return PodWatch(api, ["ns"], "braid.dev/run", heard)
-
-    return asyncio.run(make())
+    return PodWatch(Rest(Credentials(server="http://127.0.0.1:9")), ["ns"], "braid.dev/run", heard)
 
 
 def test_a_finished_pod_is_filed_and_reported_a_running_one_only_filed():
@@ -88,18 +84,33 @@ def test_a_pod_missing_from_a_new_listing_was_deleted_meanwhile():
     watch._changed("ns", pod("r-b-1", phase="Succeeded"), deleted=False)
     heard.news.clear()
 
-    class Listing:
-        async def read(self) -> bytes:
-            items = [pod("r-b-1", phase="Succeeded")]
-            return json.dumps({"metadata": {"resourceVersion": "9"}, "items": items}).encode()
+    asked: list[dict[str, str]] = []
 
-    async def listed(namespace: str | None, **_: Any) -> Listing:
-        return Listing()
+    async def handler(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        token = request.query.get("continue")
+        if token is None:  # page 1 of 2
+            meta = {"resourceVersion": "9", "continue": "page2"}
+            return web.json_response({"metadata": meta, "items": [pod("r-c-1")]})
+        if token == "page2" and len(asked) == 2:  # the token expired: start over
+            return web.json_response({"kind": "Status", "code": 410}, status=410)
+        items = [pod("r-b-1", phase="Succeeded")]
+        return web.json_response({"metadata": {"resourceVersion": "9"}, "items": items})
 
-    watch._call = listed  # type: ignore[method-assign]
-    assert asyncio.run(watch._list("ns")) == "9"
+    async def listed() -> str:
+        async with api_server(handler) as url:
+            watch.api = Rest(Credentials(server=url))
+            try:
+                return await watch._list("ns")
+            finally:
+                await watch.api.close()
+
+    assert asyncio.run(listed()) == "9"
+    assert [a.get("continue") for a in asked] == [None, "page2", None, "page2"]
+    assert {a["limit"] for a in asked} == {"500"}
     assert ("ns", "r", "r-a-1", True) in heard.news  # gone while nobody watched: lost
     assert watch.index.lookup("ns", "r-a-1") == []
+    assert [p["metadata"]["name"] for p in watch.index.lookup("ns", "r-c-1")] == ["r-c-1"]
     assert watch.synced.is_set()
 
 

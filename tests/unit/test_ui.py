@@ -14,7 +14,8 @@ import pytest
 from braid.api.run import PendingApproval
 from braid.api.workflow import WorkflowSpec
 from braid.engine.approvals import digest, gate_digest
-from braid.kube.userapi import ApiError, Identity, checked
+from braid.kube.rest import ApiError
+from braid.kube.userapi import Identity, checked
 from braid.ui import forms, views
 from braid.ui.app import Settings, Ui, _local_path
 from braid.ui.live import _apply, event

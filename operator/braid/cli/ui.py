@@ -98,7 +98,8 @@ def ui(
 
 def _check_kubeconfig(kubeconfig: str | None, context: str | None) -> None:
     """Say what is wrong with the kubeconfig before serving, not in a traceback after."""
-    from braid.kube.userapi import ApiError, UserApi  # noqa: PLC0415
+    from braid.kube.rest import ApiError  # noqa: PLC0415
+    from braid.kube.userapi import UserApi  # noqa: PLC0415
 
     async def check() -> None:
         api = await UserApi.from_kubeconfig(kubeconfig, context)

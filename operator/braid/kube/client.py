@@ -1,23 +1,19 @@
-"""The only code that talks to the API server: one narrow async protocol and its real
-implementation on kubernetes_asyncio. Counts its requests by verb, for benchmarks."""
+"""The operator's API server: one narrow async protocol and its real implementation on
+``kube/rest.py`` (raw JSON, no client models). Counts its requests by verb, for benchmarks."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol, cast
-
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.exceptions import ApiException
+from typing import Any, Literal, Protocol
 
 from braid.api.common import GROUP, VERSION
 from braid.engine import RecordEvent
+from braid.kube import rest
+from braid.kube.rest import ApiError, Rest
 
 
 class ConflictError(Exception):
@@ -33,28 +29,14 @@ class PodRejectedError(Exception):
     attempt fails with this message rather than the reconcile being retried forever."""
 
 
-def _message(body: str | bytes | None, fallback: object) -> str:
-    try:
-        message = json.loads(body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or fallback)[:1000]
+def _message(body: bytes | None, fallback: object) -> str:
+    return rest.message_of(body, fallback)
 
 
-def _deleted(status: int, body: bytes, fallback: str) -> None:
-    """A deletion's answer: done, or gone already (404); anything else raises."""
-    if status != 404 and not 200 <= status < 300:
-        raise ApiException(status=status, reason=_message(body, fallback))
-
-
-async def _unloaded(call: Any) -> tuple[int, bytes]:
-    """Status and body of a call made with ``_preload_content=False``: the client then raises
-    on no status at all, so every caller must look at the status itself."""
-    response: Any = await call
-    try:
-        return int(response.status), await response.read()
-    finally:
-        response.release()
+def _check(status: int, body: bytes, what: str, *, allowed: tuple[int, ...] = ()) -> None:
+    """Raise ``ApiError`` with the API server's message unless 2xx or one of ``allowed``."""
+    if status not in allowed and not 200 <= status < 300:
+        raise rest.error_of(status, body, what)
 
 
 class Cluster(Protocol):
@@ -105,25 +87,17 @@ DataKind = Literal["Secret", "ConfigMap"]
 
 
 class KubeCluster:
-    """kubernetes_asyncio behind the ``Cluster`` protocol."""
+    """The ``Cluster`` protocol over HTTP, as raw JSON."""
 
-    def __init__(self, api: k8s.ApiClient) -> None:
+    def __init__(self, api: Rest) -> None:
         self.api = api
-        self.core = k8s.CoreV1Api(api)
-        self.batch = k8s.BatchV1Api(api)
-        self.custom = k8s.CustomObjectsApi(api)
         self.requests: Counter[str] = Counter()
         self.instance = socket.gethostname()
 
     @classmethod
     async def from_kubeconfig(cls, kubeconfig: str | None = None) -> KubeCluster:
-        try:
-            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException:
-            await k8s_config.load_kube_config(config_file=kubeconfig)
-        api = k8s.ApiClient()
-        _skip_env_lookups(api)
-        return cls(api)
+        """The pod's ServiceAccount in a pod, else the kubeconfig (as kopf logs in)."""
+        return cls(Rest(rest.load(kubeconfig)))
 
     async def close(self) -> None:
         await self.api.close()
@@ -131,24 +105,19 @@ class KubeCluster:
     async def served_resources(self, group: str, version: str) -> set[str]:
         """The resource names the API server serves for group/version (discovery)."""
         self.requests["GET discovery"] += 1
-        try:
-            found = await self.custom.get_api_resources(group, version)
-        except ApiException as exc:
-            if exc.status == 404:
-                return set()
-            raise
-        return {r.name for r in found.resources or []}
+        status, body = await self.api.request("GET", f"/apis/{group}/{version}")
+        if status == 404:
+            return set()
+        _check(status, body, "discovery")
+        return {r["name"] for r in json.loads(body).get("resources") or []}
 
     async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests[f"GET {plural}"] += 1
-        try:
-            obj: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        status, body = await self.api.request("GET", _custom(namespace, plural, name))
+        if status == 404:
+            return None
+        _check(status, body, f"reading {plural} {name}")
+        obj: dict[str, Any] = json.loads(body)
         return obj
 
     async def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -156,9 +125,7 @@ class KubeCluster:
 
     async def list_runs(self, namespace: str) -> list[dict[str, Any]]:
         self.requests["LIST workflowruns"] += 1
-        listed = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, "workflowruns"
-        )
+        listed = await self.api.json("GET", _custom(namespace, "workflowruns"))
         return list(listed.get("items") or [])
 
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -173,16 +140,16 @@ class KubeCluster:
         Braid owns the whole status, conditions included.
         """
         meta = run["metadata"]
-        body = {**run, "status": status}
         self.requests["PUT workflowruns/status"] += 1
-        try:
-            updated: dict[str, Any] = await self.custom.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], "workflowruns", meta["name"], body
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                raise ConflictError(meta["name"]) from None
-            raise
+        code, body = await self.api.request(
+            "PUT",
+            _custom(meta["namespace"], "workflowruns", meta["name"]) + "/status",
+            body={**run, "status": status},
+        )
+        if code == 409:
+            raise ConflictError(meta["name"])
+        _check(code, body, "writing a run's status")
+        updated: dict[str, Any] = json.loads(body)
         return updated
 
     # WorkflowSchedules (controller/schedules.py): only the real cluster has them.
@@ -193,98 +160,75 @@ class KubeCluster:
     async def create_run(self, run: dict[str, Any]) -> bool:
         """Create; False when a run of that name exists already (a time already started)."""
         self.requests["POST workflowruns"] += 1
-        try:
-            await self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, run["metadata"]["namespace"], "workflowruns", run
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            if exc.status in (400, 403, 422):  # invalid, forbidden, over quota
-                raise PodRejectedError(_message(exc.body, exc.status)) from None
-            raise
+        status, body = await self.api.request(
+            "POST", _custom(run["metadata"]["namespace"], "workflowruns"), body=run
+        )
+        if status == 409:
+            return False
+        if status in (400, 403, 422):  # invalid, forbidden, over quota
+            raise PodRejectedError(_message(body, status))
+        _check(status, body, "creating a run")
         return True
 
     async def cancel_run(self, namespace: str, name: str) -> None:
         self.requests["PATCH workflowruns"] += 1
-        try:
-            await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-                GROUP,
-                VERSION,
-                namespace,
-                "workflowruns",
-                name,
-                {"spec": {"cancelled": True}},
-                _content_type="application/merge-patch+json",
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        status, body = await self.api.request(
+            "PATCH",
+            _custom(namespace, "workflowruns", name),
+            body={"spec": {"cancelled": True}},
+            content_type=MERGE_PATCH,
+        )
+        _check(status, body, "cancelling a run", allowed=(404,))
 
     async def replace_schedule_status(
         self, schedule: dict[str, Any], status: dict[str, Any]
     ) -> None:
         meta = schedule["metadata"]
         self.requests["PUT workflowschedules/status"] += 1
-        try:
-            await self.custom.replace_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                meta["namespace"],
-                "workflowschedules",
-                meta["name"],
-                {**schedule, "status": status},
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):  # gone, or changed: the next pass writes it
-                raise
+        code, body = await self.api.request(
+            "PUT",
+            _custom(meta["namespace"], "workflowschedules", meta["name"]) + "/status",
+            body={**schedule, "status": status},
+        )
+        # Gone, or changed: the next pass writes it.
+        _check(code, body, "writing a schedule's status", allowed=(404, 409))
 
     async def create_pod(self, pod: dict[str, Any]) -> bool:
         """Create; False when a Pod of that name exists already (whose it is, the caller
         reads). PodRejectedError when the API server refuses the Pod itself."""
         self.requests["POST pods"] += 1
-        # The created Pod is not needed: skip deserialising it into models.
-        status, body = await _unloaded(
-            self.core.create_namespaced_pod(
-                pod["metadata"]["namespace"], cast("Any", pod), _preload_content=False
-            )
+        # The created Pod is not needed: its body is not parsed.
+        status, body = await self.api.request(
+            "POST", f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods", body=pod
         )
         if status == 409:
             return False
         if status in (400, 403, 422):
             raise PodRejectedError(_message(body, status))
-        if not 200 <= status < 300:
-            raise ApiException(status=status, reason=_message(body, "creating a pod failed"))
+        _check(status, body, "creating a pod")
         return True
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Pod's metadata and status (read after a 409, to see whose it is)."""
         self.requests["GET pods"] += 1
-        status, body = await _unloaded(
-            self.core.read_namespaced_pod(name, namespace, _preload_content=False)
-        )
+        status, body = await self.api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
         if status == 404:
             return None
-        if not 200 <= status < 300:
-            raise ApiException(status=status, reason=_message(body, "reading a pod failed"))
+        _check(status, body, "reading a pod")
         pod: dict[str, Any] = json.loads(body)
         return {"metadata": pod.get("metadata") or {}, "status": pod.get("status") or {}}
 
     async def read_data(self, kind: DataKind, namespace: str, name: str) -> dict[str, str] | None:
         plural = "secrets" if kind == "Secret" else "configmaps"
         self.requests[f"GET {plural}"] += 1
-        read = (
-            self.core.read_namespaced_secret
-            if kind == "Secret"
-            else self.core.read_namespaced_config_map
+        status, body = await self.api.request(
+            "GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}"
         )
-        status, body = await _unloaded(read(name, namespace, _preload_content=False))
         if status == 404:
             return None
         if status == 403:
             raise ForbiddenError(f"the operator may not read {kind} {name!r} in {namespace}")
-        if not 200 <= status < 300:
-            raise ApiException(status=status, reason=_message(body, f"reading a {kind} failed"))
+        _check(status, body, f"reading a {kind}")
         obj = json.loads(body)
         data: dict[str, str] = dict(obj.get("stringData") or {})
         for key, value in (obj.get("data") or {}).items():
@@ -297,142 +241,123 @@ class KubeCluster:
     async def patch_config_map(
         self, namespace: str, name: str, data: dict[str, str | None], labels: dict[str, str]
     ) -> None:
-        self.requests["PATCH configmaps"] += 1
-        try:
-            await self.core.patch_namespaced_config_map(  # type: ignore[call-arg]
-                name, namespace, {"data": data}, _content_type="application/merge-patch+json"
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+
+        async def merge() -> int:
+            self.requests["PATCH configmaps"] += 1
+            status, body = await self.api.request(
+                "PATCH", f"{path}/{name}", body={"data": data}, content_type=MERGE_PATCH
             )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        else:
+            _check(status, body, "patching a ConfigMap", allowed=(404,))
+            return status
+
+        if await merge() != 404:
             return
         self.requests["POST configmaps"] += 1
-        body = {
+        created = {
             "metadata": {"name": name, "labels": labels},
             "data": {k: v for k, v in data.items() if v is not None},
         }
-        try:
-            await self.core.create_namespaced_config_map(namespace, cast("Any", body))
-        except ApiException as exc:
-            if exc.status != 409:  # made meanwhile: merge into it
-                raise
-            self.requests["PATCH configmaps"] += 1
-            await self.core.patch_namespaced_config_map(  # type: ignore[call-arg]
-                name, namespace, {"data": data}, _content_type="application/merge-patch+json"
-            )
+        status, body = await self.api.request("POST", path, body=created)
+        if status == 409:  # made meanwhile: merge into it
+            await merge()
+            return
+        _check(status, body, "creating a ConfigMap")
 
     async def approval_policy_enforced(self, name: str) -> bool:
         """Is the ValidatingAdmissionPolicy ``name`` installed, failing closed, and bound with
         Deny? Only then has the API server checked who wrote each approval annotation."""
-        api = k8s.AdmissionregistrationV1Api(self.api)
-        self.requests["GET validatingadmissionpolicies"] += 1
-        self.requests["GET validatingadmissionpolicybindings"] += 1
-        try:
-            policy = await api.read_validating_admission_policy(name)
-            binding = await api.read_validating_admission_policy_binding(name)
-        except ApiException as exc:
-            if exc.status in (403, 404):
+        base = "/apis/admissionregistration.k8s.io/v1"
+        found = []
+        for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+            self.requests[f"GET {kind}"] += 1
+            status, body = await self.api.request("GET", f"{base}/{kind}/{name}")
+            if status in (403, 404):
                 return False
-            raise
+            _check(status, body, f"reading {kind} {name}")
+            found.append(json.loads(body).get("spec") or {})
+        policy, binding = found
         return bool(
-            (policy.spec.failure_policy or "Fail") == "Fail"
-            and binding.spec.policy_name == name
-            and "Deny" in (binding.spec.validation_actions or [])
-            and binding.spec.param_ref is None
+            (policy.get("failurePolicy") or "Fail") == "Fail"
+            and binding.get("policyName") == name
+            and "Deny" in (binding.get("validationActions") or [])
+            and binding.get("paramRef") is None
         )
 
     async def create_job(self, job: dict[str, Any]) -> bool:
         """Create; False when a Job of that name exists already (whose, the caller reads)."""
         self.requests["POST jobs"] += 1
-        status, body = await _unloaded(
-            self.batch.create_namespaced_job(
-                job["metadata"]["namespace"], cast("Any", job), _preload_content=False
-            )
+        status, body = await self.api.request(
+            "POST", f"/apis/batch/v1/namespaces/{job['metadata']['namespace']}/jobs", body=job
         )
         if status == 409:
             return False
         if status in (400, 403, 422):
             raise PodRejectedError(_message(body, status))
-        if not 200 <= status < 300:
-            raise ApiException(status=status, reason=_message(body, "creating a Job failed"))
+        _check(status, body, "creating a Job")
         return True
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests["GET jobs"] += 1
-        status, body = await _unloaded(
-            self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        status, body = await self.api.request(
+            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
         )
         if status == 404:
             return None
-        if not 200 <= status < 300:
-            raise ApiException(status=status, reason=_message(body, "reading a Job failed"))
+        _check(status, body, "reading a Job")
         job: dict[str, Any] = json.loads(body)
         return job
 
     async def delete_job(self, namespace: str, name: str) -> None:
         self.requests["DELETE jobs"] += 1
-        status, body = await _unloaded(
-            self.batch.delete_namespaced_job(
-                name,
-                namespace,
-                propagation_policy="Background",
-                grace_period_seconds=0,
-                _preload_content=False,
-            )
+        status, body = await self.api.request(
+            "DELETE",
+            f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+            query=[("propagationPolicy", "Background"), ("gracePeriodSeconds", 0)],
         )
-        _deleted(status, body, "deleting a Job failed")
+        _check(status, body, "deleting a Job", allowed=(404,))
 
     async def delete_pod(self, namespace: str, name: str) -> None:
-        # The answer (the Pod as it is being deleted) is not read: parsing it into client
+        # The answer (the Pod as it is being deleted) is not parsed: parsing it into client
         # models was most of what a deletion cost the operator (a profile under the soak).
         self.requests["DELETE pods"] += 1
-        status, body = await _unloaded(
-            self.core.delete_namespaced_pod(
-                name, namespace, grace_period_seconds=0, _preload_content=False
-            )
+        status, body = await self.api.request(
+            "DELETE",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            query=[("gracePeriodSeconds", 0)],
         )
-        _deleted(status, body, "deleting a Pod failed")
+        _check(status, body, "deleting a Pod", allowed=(404,))
 
     async def delete_run(self, namespace: str, name: str, uid: str) -> None:
         """Delete a finished run (its TTL passed); the uid precondition spares a new run that
         took the name meanwhile. Its pods go with it (owner references)."""
         self.requests["DELETE workflowruns"] += 1
-        try:
-            await self.custom.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "workflowruns",
-                name,
-                body=k8s.V1DeleteOptions(
-                    preconditions=k8s.V1Preconditions(uid=uid), propagation_policy="Background"
-                ),
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
+        status, body = await self.api.request(
+            "DELETE",
+            _custom(namespace, "workflowruns", name),
+            body={
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "preconditions": {"uid": uid},
+                "propagationPolicy": "Background",
+            },
+        )
+        _check(status, body, "deleting a run", allowed=(404, 409))
 
     async def set_run_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> str | None:
         self.requests["PATCH workflowruns"] += 1
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-        try:
-            patched = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-                GROUP,
-                VERSION,
-                namespace,
-                "workflowruns",
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
-        return str(patched["metadata"]["resourceVersion"])
+        status, body = await self.api.request(
+            "PATCH",
+            _custom(namespace, "workflowruns", name),
+            body={"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+            content_type=MERGE_PATCH,
+        )
+        if status in (404, 409):
+            return None
+        _check(status, body, "setting a run's finalizers")
+        return str(json.loads(body)["metadata"]["resourceVersion"])
 
     async def record_event(self, run: dict[str, Any], event: RecordEvent) -> None:
         meta = run["metadata"]
@@ -463,28 +388,19 @@ class KubeCluster:
         self.requests["POST events"] += 1
         # An Event that cannot be written (its namespace is going, an Event quota) is lost:
         # the status, written first, holds what it said.
-        status, response = await _unloaded(
-            self.core.create_namespaced_event(
-                meta["namespace"], cast("Any", body), _preload_content=False
-            )
+        status, response = await self.api.request(
+            "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body
         )
         if status >= 500:
-            raise ApiException(status=status, reason=_message(response, "recording failed"))
+            raise rest.error_of(status, response, "recording an Event")
 
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "no_proxy", "netrc")
+MERGE_PATCH = "application/merge-patch+json"
 
 
-def _skip_env_lookups(api: k8s.ApiClient) -> None:
-    """kubernetes_asyncio's HTTP session trusts the environment, so aiohttp looks for proxy
-    variables and reads ~/.netrc in a worker thread on every request (a profile of the
-    operator found it in 2 % of all samples, two thread hops per request). When no proxy
-    variable is set and there is no ~/.netrc, there is nothing to find: the lookups are
-    turned off. With either present, the session is left as it is."""
-    if any(key.lower() in PROXY_VARIABLES for key in os.environ):
-        return
-    if (Path.home() / ".netrc").exists() or (Path.home() / "_netrc").exists():
-        return
-    session = getattr(getattr(api, "rest_client", None), "pool_manager", None)
-    if session is not None and hasattr(session, "_trust_env"):
-        session._trust_env = False  # noqa: SLF001 - aiohttp has no public setter
+def _custom(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+    return path if name is None else f"{path}/{name}"
+
+
+__all__ = ["ApiError", "Cluster", "ConflictError", "ForbiddenError", "KubeCluster"]

@@ -13,17 +13,15 @@ never into client models.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from braid.kube.artifact_pods import PREFIX_ANNOTATION
 from braid.kube.pods import JOB_NAME_LABEL, LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
+from braid.kube.rest import ApiError, Rest
 
 log = structlog.get_logger("braid.controller")
 
@@ -41,6 +39,7 @@ FINISHED = ("Succeeded", "Failed")
 # The API server ends each watch after this long (then it is started again from where it
 # stopped); the client gives up on a silent connection a little later.
 WATCH_SECONDS = 300
+LIST_PAGE = 500
 RETRY_AFTER_ERROR = 5.0
 
 
@@ -145,14 +144,14 @@ class PodWatch:
 
     def __init__(
         self,
-        api: k8s.ApiClient,
+        api: Rest,
         namespaces: Iterable[str],
         selector: str,
         on_pod: OnPod,
         index: PodIndex | None = None,
         requests: Counter[str] | None = None,
     ) -> None:
-        self.core = k8s.CoreV1Api(api)
+        self.api = api
         self.namespaces: list[str | None] = list(namespaces) or [None]  # None: all of them
         self.selector = selector
         self.on_pod = on_pod
@@ -187,25 +186,37 @@ class PodWatch:
                 )
                 await asyncio.sleep(RETRY_AFTER_ERROR)
 
-    async def _call(self, namespace: str | None, **kwargs: Any) -> Any:
-        self.requests["WATCH pods" if kwargs.get("watch") else "LIST pods"] += 1
-        if namespace is None:
-            return await self.core.list_pod_for_all_namespaces(
-                label_selector=self.selector, _preload_content=False, **kwargs
-            )
-        return await self.core.list_namespaced_pod(
-            namespace, label_selector=self.selector, _preload_content=False, **kwargs
-        )
+    @staticmethod
+    def _path(namespace: str | None) -> str:
+        return "/api/v1/pods" if namespace is None else f"/api/v1/namespaces/{namespace}/pods"
 
     async def _list(self, namespace: str | None) -> str:
-        response = await self._call(namespace, _request_timeout=60)
-        listed = json.loads(await response.read())
+        """List in pages of LIST_PAGE pods: a large listing is never parsed whole at once
+        (with 5,000 pods, the whole listing's JSON and its objects were the high-water mark
+        of the operator's memory after a restart)."""
         before = self.index.names_in(namespace)
-        now = set()
-        for pod in listed.get("items") or []:
-            ns = pod["metadata"]["namespace"]
-            now.add((ns, pod["metadata"]["name"]))
-            self._changed(ns, pod, deleted=False)
+        now: set[tuple[str, str]] = set()
+        token: str | None = None
+        while True:
+            self.requests["LIST pods"] += 1
+            query: list[tuple[str, Any]] = [("labelSelector", self.selector), ("limit", LIST_PAGE)]
+            if token:
+                query.append(("continue", token))
+            try:
+                listed = await self.api.json("GET", self._path(namespace), query=query, seconds=60)
+            except ApiError as exc:
+                if exc.status != 410 or not token:
+                    raise
+                now, token = set(), None  # the listing's continue token expired: start over
+                continue
+            for pod in listed.get("items") or []:
+                ns = pod["metadata"]["namespace"]
+                now.add((ns, pod["metadata"]["name"]))
+                self._changed(ns, pod, deleted=False)
+            token = (listed.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            del listed
         for (ns, name), run in before.items():
             if (ns, name) not in now:  # deleted while nobody watched
                 self._gone(ns, run, name)
@@ -221,31 +232,23 @@ class PodWatch:
     async def _watch(self, namespace: str | None, version: str) -> str | None:
         """Events from ``version`` on; the last version seen when the watch ended, None
         when it must list again."""
-        response = await self._call(
-            namespace,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _request_timeout=(10, WATCH_SECONDS + 30),
-        )
-        try:
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:  # too old: list again
-                        return None
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind in ("ADDED", "MODIFIED"):
-                    self._changed(obj["metadata"]["namespace"], obj, deleted=False)
-                elif kind == "DELETED":
-                    self._changed(obj["metadata"]["namespace"], obj, deleted=True)
-        finally:
-            response.release()
+        self.requests["WATCH pods"] += 1
+        query = [
+            ("labelSelector", self.selector),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+        ]
+        async for event in self.api.watch(self._path(namespace), query, seconds=WATCH_SECONDS):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:  # too old: list again
+                    return None
+                raise ApiError(int(obj.get("code") or 0), str(obj.get("message")))
+            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            if kind in ("ADDED", "MODIFIED"):
+                self._changed(obj["metadata"]["namespace"], obj, deleted=False)
+            elif kind == "DELETED":
+                self._changed(obj["metadata"]["namespace"], obj, deleted=True)
         return version
 
     def _changed(self, namespace: str, pod: Mapping[str, Any], *, deleted: bool) -> None:

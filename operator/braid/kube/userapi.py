@@ -9,17 +9,14 @@ back as ``ApiError`` carrying the API server's own message.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-
 from braid.api.common import GROUP, VERSION
-from braid.kube.client import _skip_env_lookups
+from braid.kube import rest
+from braid.kube.rest import ApiError, Credentials, Rest
 
 RUNS = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/workflowruns"
 WORKFLOWS = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/workflows"
@@ -47,16 +44,6 @@ def _path(collection: str, namespace: str, name: str | None = None) -> str:
     return path if name is None else f"{path}/{checked('name', name)}"
 
 
-class ApiError(Exception):
-    """The API server said no (or could not be reached): ``status`` is its HTTP status (0
-    when there was no answer), the message its own words."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass(frozen=True)
 class Identity:
     """Who the API server says the caller is (a SelfSubjectReview)."""
@@ -65,101 +52,41 @@ class Identity:
     groups: tuple[str, ...]
 
 
-def _error(status: int, body: bytes, what: str) -> ApiError:
-    try:
-        message = json.loads(body or b"{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return ApiError(status, str(message or f"{what}: HTTP {status}")[:1000])
-
-
 class UserApi:
     """One user's view of the API server. ``namespace``: the one their kubeconfig context
     names (the first one the UI shows when they may not list namespaces)."""
 
-    def __init__(self, api: k8s.ApiClient, namespace: str = "default") -> None:
+    def __init__(self, api: Rest, namespace: str = "default") -> None:
         self.api = api
         self.namespace = namespace
 
     @classmethod
     async def from_kubeconfig(cls, kubeconfig: str | None, context: str | None) -> UserApi:
-        config = k8s.Configuration()
         try:
-            await k8s_config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=config
-            )
-            contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-        except (k8s_config.ConfigException, OSError) as exc:
+            credentials = rest.from_kubeconfig(kubeconfig, context)
+        except (rest.ConfigError, OSError, ValueError) as exc:
             raise ApiError(0, f"the kubeconfig cannot be used: {exc}") from None
-        chosen = active
-        if context is not None:
-            chosen = next((c for c in contexts if c["name"] == context), active)
-        namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-        api = k8s.ApiClient(config)
-        _skip_env_lookups(api)
-        return cls(api, namespace)
+        return cls(Rest(credentials), credentials.namespace)
 
     @classmethod
     def from_token(
         cls, server: str, token: str, ca_file: str | None, *, verify: bool = True
     ) -> UserApi:
         """A client that sends ``token`` as its bearer token and nothing else of the UI's."""
-        config = k8s.Configuration()
-        config.host = server
-        config.api_key = {"BearerToken": token}
-        config.api_key_prefix = {"BearerToken": "Bearer"}
-        config.ssl_ca_cert = ca_file
-        config.verify_ssl = verify
-        api = k8s.ApiClient(config)
-        _skip_env_lookups(api)
-        return cls(api)
+        return cls(
+            Rest(Credentials(server=server, token=token, ca_file=ca_file, insecure=not verify))
+        )
 
     async def close(self) -> None:
         await self.api.close()
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: list[tuple[str, Any]] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        request_timeout: Any = 30,
-    ) -> Any:
-        try:
-            response: Any = await self.api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=request_timeout,
-            )
-        except OSError as exc:
-            raise ApiError(0, f"the API server could not be reached: {exc}") from None
-        return response
-
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._call(method, path, **kwargs)
-        try:
-            status, body = int(response.status), await response.read()
-        finally:
-            response.release()
-        if not 200 <= status < 300:
-            raise _error(status, body, f"{method} {path}")
-        return json.loads(body) if body else None
+        return await self.api.json(method, path, **kwargs)
 
     async def _text(self, path: str, query: list[tuple[str, Any]]) -> str:
-        response = await self._call("GET", path, query=query)
-        try:
-            status, body = int(response.status), await response.read()
-        finally:
-            response.release()
+        status, body = await self.api.request("GET", path, query=query)
         if not 200 <= status < 300:
-            raise _error(status, body, f"GET {path}")
+            raise rest.error_of(status, body, f"GET {path}")
         return str(body.decode(errors="replace"))
 
     async def whoami(self) -> Identity:
@@ -196,27 +123,15 @@ class UserApi:
         """(type, object) from ``version`` on, until the API server ends the watch; an
         ``ERROR`` event (410: the version is too old) ends it too, after being yielded."""
         query: list[tuple[str, Any]] = [
-            ("watch", "true"),
             ("resourceVersion", version),
             ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", WATCH_SECONDS),
         ]
         if name is not None:
             query.append(("fieldSelector", f"metadata.name={name}"))
-        response = await self._call(
-            "GET", _path(RUNS, namespace), query=query, request_timeout=(10, WATCH_SECONDS + 30)
-        )
-        try:
-            if not 200 <= int(response.status) < 300:
-                raise _error(int(response.status), await response.read(), "watch")
-            async for line in response.content:
-                if line.strip():
-                    event = json.loads(line)
-                    yield str(event.get("type")), event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        return
-        finally:
-            response.release()
+        async for event in self.api.watch(_path(RUNS, namespace), query, seconds=WATCH_SECONDS):
+            yield str(event.get("type")), event.get("object") or {}
+            if event.get("type") == "ERROR":
+                return
 
     async def create_run(self, namespace: str, run: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._json("POST", _path(RUNS, namespace), body=run)

@@ -37,7 +37,8 @@ from braid.api.reasons import APPROVE_PREFIX, REJECT_PREFIX
 from braid.api.run import retry_run
 from braid.kube.annotations import approval_value
 from braid.kube.pods import LABEL_ATTEMPT, LABEL_RUN, LABEL_STEP
-from braid.kube.userapi import ApiError, Identity, UserApi
+from braid.kube.rest import ApiError
+from braid.kube.userapi import Identity, UserApi
 from braid.ui import forms, views
 from braid.ui.live import event as _event
 from braid.ui.live import follow

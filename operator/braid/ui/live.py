@@ -9,7 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from braid.kube.userapi import ApiError, UserApi
+from braid.kube.rest import ApiError
+from braid.kube.userapi import UserApi
 
 KEEPALIVE = 15.0  # seconds between SSE comments, so proxies keep the stream open
 SETTLE = 0.2  # seconds a burst of watch events is gathered before one repaint
