@@ -16,7 +16,7 @@ from braid.controller.runtime import Runtime
 from braid.controller.schedules import ScheduleController
 from braid.kube.client import KubeCluster
 from braid.kube.pods import LABEL_RUN
-from braid.kube.podwatch import PodIndex, PodWatch
+from braid.kube.podwatch import LIST_PAGE, PodIndex, PodWatch
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
 from braid.webhook import WebhookPolicy
@@ -40,6 +40,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = f"{DOMAIN}/finalizer"
     settings.posting.level = 100  # kopf's own k8s events: never; Braid records its own
     settings.watching.server_timeout = 300
+    # The first listing in pages, as the pod watch lists: a restart with thousands of runs
+    # active then never holds all of them as one parsed reply.
+    settings.watching.chunk_size = LIST_PAGE
     # kopf waits this long for more events on one object before handling them; the default
     # (0.1 s) is added to every step transition, and reconciles are level-based anyway.
     settings.batching.batch_window = 0.01
