@@ -20,14 +20,15 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from braid.api.manifests import too_deep
 from braid.api.workflow import KeySelector, SecretValue
 from braid.engine import AttemptResult, HTTPResponse, StartAttempt, WebhookRequest
 from braid.engine.masking import Masker
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # A response body is read up to this size; a larger one fails the attempt (it could never
@@ -316,6 +317,8 @@ async def _resolve(
 def _url_parts(url: str) -> list[str]:
     """The host and path of a URL read from a Secret: an error or an echo naming only one of
     them must not show it either."""
+    import httpx  # noqa: PLC0415 - loaded by the first webhook call, not at every start
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
@@ -329,6 +332,8 @@ async def _attempt(
     hook = request.webhook
     assert hook is not None
     where = f"{hook.method} {shown}"
+    import httpx  # noqa: PLC0415 - loaded by the first webhook call, not at every start
+
     try:
         return await _call(client, request, policy)
     except WebhookRefusedError as exc:
@@ -347,6 +352,8 @@ async def _call(
     hook = request.webhook
     assert hook is not None
     assert isinstance(hook.url, str), "secrets are resolved before the call"
+    import httpx  # noqa: PLC0415 - loaded by the first webhook call, not at every start
+
     url = httpx.URL(hook.url)
     headers = {k: v for k, v in hook.headers.items() if isinstance(v, str)}
     extensions: dict[str, Any] = {}

@@ -8,7 +8,6 @@ from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
 from braid.api.common import Model, ObjectMeta
@@ -54,6 +53,8 @@ def _cron_error(expr: str) -> str | None:
     fields = expr.split()
     if len(fields) not in (5, 6):
         return "5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first"
+    from croniter import croniter  # noqa: PLC0415 - loaded by schedules only, not every start
+
     if not croniter.is_valid(expr, second_at_beginning=len(fields) == 6):
         return "not a valid cron expression"
     return None

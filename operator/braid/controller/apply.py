@@ -16,9 +16,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from braid.api.errors import FieldError
@@ -52,6 +51,9 @@ from braid.kube.pods import (
     result_of,
 )
 from braid.webhook import SecretReader, WebhookPolicy, call_webhook
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("braid.controller")
 
@@ -359,6 +361,8 @@ class Applier:
         """One connection pool for every webhook call (a client costs ~1 MiB). No
         redirects: a permitted host must not bounce the call somewhere denied."""
         if self.http is None:
+            import httpx  # noqa: PLC0415 - loaded by the first webhook call, not at every start
+
             self.http = httpx.AsyncClient(
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
-
 from braid.api.reasons import FailureReason
 from braid.api.run import Artifact
 from braid.api.workflow import LLMSpec
@@ -126,6 +124,8 @@ def _structured(content: str | None, schema: dict[str, Any]) -> tuple[Any] | str
         value = json.loads(text)
     except ValueError:
         return f"the reply is not JSON, as responseSchema asks: {text[:120]!r}"
+    import jsonschema  # noqa: PLC0415 - loaded when a schema is checked, not at every start
+
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema).iter_errors(value)
     )

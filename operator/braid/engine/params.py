@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import SchemaError
-
 from braid.api.errors import FieldError, InvalidSpecError
 from braid.api.workflow import WorkflowSpec
 
@@ -17,9 +14,11 @@ def check_param_schemas(spec: WorkflowSpec) -> list[FieldError]:
     for i, param in enumerate(spec.param_specs()):
         if param.schema_ is None:
             continue
+        import jsonschema  # noqa: PLC0415 - loaded when a schema is checked, not at every start
+
         try:
             jsonschema.Draft202012Validator.check_schema(param.schema_)
-        except SchemaError as exc:
+        except jsonschema.SchemaError as exc:
             errors.append(
                 FieldError(f"spec.params[{i}].schema", f"not a valid JSON Schema: {exc.message}")
             )
@@ -55,6 +54,8 @@ def resolve_params(
             errors.append(FieldError(f"{where}.{name}", f"required param is missing{hint}"))
             continue
         if param.schema_ is not None:
+            import jsonschema  # noqa: PLC0415 - loaded when a schema is checked, not at every start
+
             for err in sorted(
                 jsonschema.Draft202012Validator(param.schema_).iter_errors(value), key=str
             ):

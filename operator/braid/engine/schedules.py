@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from braid.api.schedule import ConcurrencyPolicy, WorkflowScheduleSpec
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 MAX_MISSED = 100  # due times looked at per schedule; more missed than that: the latest only
 NAME_MAX = 52  # a schedule name in its runs' names, which also are label values
@@ -42,6 +44,8 @@ class ScheduleDecision:
 
 
 def _iter(expr: str, start: datetime) -> croniter:
+    from croniter import croniter  # noqa: PLC0415 - loaded by schedules only, not every start
+
     return croniter(expr, start, second_at_beginning=len(expr.split()) == 6)
 
 
