@@ -166,8 +166,10 @@ async def run_changed(
         return
     if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):
         return  # the echo of our own status write
+    # Kept as compact JSON; the reconcile is queued, not awaited, so kopf lets go of the event
+    # at once (a burst of new runs would otherwise hold every parsed body until its turn).
     runtime.seen(dict(kwargs["body"]))
-    await runtime.trigger(namespace, name)
+    runtime.wake((namespace, name), 0.0)
 
 
 @kopf.on.event(*SCHEDULES)

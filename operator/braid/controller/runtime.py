@@ -20,6 +20,9 @@ log = structlog.get_logger("braid.controller")
 
 # After a reconcile raised (the API server away, say): try that run again this much later.
 RETRY_AFTER_ERROR = 5.0
+# Reconciles running at once: about the API client's connections (kube/rest.py), which is as
+# many as can be waiting on the API server anyway.
+RECONCILES_IN_FLIGHT = 100
 
 
 class KeptRuns:
@@ -75,6 +78,9 @@ class Runtime:
         self.locks: dict[RunKey, asyncio.Lock] = {}
         self.timers: dict[RunKey, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # reconciles started by timers
+        # Reconciles in flight at once; the others wait holding nothing but their key (their
+        # runs are kept compact), so a burst of thousands of runs does not parse them all.
+        self.slots = asyncio.Semaphore(RECONCILES_IN_FLIGHT)
         # A webhook result, or any news in the inbox, means the run has something to decide.
         reconciler.inbox.notify = lambda key: self.wake(key, 0.0)
 
@@ -107,7 +113,7 @@ class Runtime:
         lock = self.locks.setdefault(key, asyncio.Lock())
         if self.pods is not None and not self.pods.synced.is_set():
             await self.pods.synced.wait()  # no decision before every step pod is known
-        async with lock:
+        async with lock, self.slots:
             metrics = self.reconciler.metrics
             began = time.perf_counter()
             held = self.deferred.pop(key, None)
