@@ -21,7 +21,8 @@ the `soak` markers of bench/README.md unless ``--no-write``):
 
 - per window of ``--window`` seconds (by when runs were created): runs created, finished,
   run duration p50/p99 (create request sent -> the watch sees it Succeeded; includes the
-  restarts that fall in the window);
+  restarts that fall in the window), and the operator's RSS last sampled by the window's end
+  (with ``--restart-every`` longer than the soak: one process's RSS over time);
 - per operator process (one per restart interval): its RSS one minute after start (warm) and
   at its end, and its peak; growth = end - warm;
 - at the end: runs created, succeeded, failed, and lost (never seen finished within
@@ -211,6 +212,13 @@ async def soak(args: argparse.Namespace, namespace: str, operator: Operator) -> 
     return {"start": start, "created": created, "finished": finished}
 
 
+def rss_at(operator: Operator, moment: float) -> int | None:
+    """The operator's RSS (MiB) last sampled by ``moment``, whichever process it was."""
+    samples = [(p["started"] + age, rss) for p in operator.processes for age, rss in p["samples"]]
+    before = [rss for t, rss in samples if t <= moment]  # processes and samples in time order
+    return round(before[-1] / 2**20) if before else None
+
+
 def report(args: argparse.Namespace, seen: dict[str, Any], operator: Operator) -> dict[str, Any]:
     start, created, finished = seen["start"], seen["created"], seen["finished"]
     windows = []
@@ -228,6 +236,7 @@ def report(args: argparse.Namespace, seen: dict[str, Any], operator: Operator) -
                 "p50_s": pct(durations, 0.5),
                 "p99_s": pct(durations, 0.99),
                 "restarts": restarts,
+                "rss_mib": rss_at(operator, hi),
             }
         )
     processes = []
@@ -276,12 +285,12 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         summary,
         "",
-        "| window (min) | runs created | finished | duration p50 | p99 | restarts |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| window (min) | runs created | finished | duration p50 | p99 | restarts | RSS at its end |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {w['minute']} | {w['created']} | {w['finished']} | {w['p50_s']} s | "
-        f"{w['p99_s']} s | {w['restarts']} |"
+        f"{w['p99_s']} s | {w['restarts']} | {w.get('rss_mib')} MiB |"
         for w in result["windows"]
     ]
     lines += [
