@@ -92,7 +92,10 @@ def run_operator(
 ) -> None:
     import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
 
-    from braid.controller import handlers  # noqa: F401, PLC0415 - registers the handlers
+    from braid.controller import handlers  # noqa: PLC0415 - registers the handlers
+
+    if peering:
+        handlers.watch_runs_with_kopf()
 
     health = f"http://{health_address}:{health_port}/healthz" if health_port else None
     asyncio.run(
@@ -106,6 +109,7 @@ def run_operator(
             liveness_endpoint=health,
             memo=kopf.Memo(
                 namespaces=namespaces,
+                peering=bool(peering),
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
                 webhook_policy=webhook_policy,

@@ -15,8 +15,10 @@ from braid.controller.reconcile import FIRST_WRITE_AFTER, Reconciler
 from braid.controller.runtime import Runtime
 from braid.controller.schedules import ScheduleController
 from braid.kube.client import KubeCluster
+from braid.kube.listwatch import LIST_PAGE
 from braid.kube.pods import LABEL_RUN
-from braid.kube.podwatch import LIST_PAGE, PodIndex, PodWatch
+from braid.kube.podwatch import PodIndex, PodWatch
+from braid.kube.runwatch import RunWatch
 from braid.kube.selectors import parse_selector, selector_keys
 from braid.metrics import Metrics
 from braid.webhook import WebhookPolicy
@@ -51,7 +53,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # for both); the resources are discovered once, at start, as checked below.
     settings.scanning.disabled = True
     if memo.get("selector"):
-        # A shard: the API server sends only the runs it owns.
+        # A shard: the API server sends only the runs it owns (kopf watches them in a hot
+        # standby; the run watch below gets the same selector).
         settings.watching.label_selectors[GROUP, "workflowruns"] = memo["selector"]
     cluster = await KubeCluster.from_kubeconfig()
     memo["cluster"] = cluster
@@ -100,12 +103,25 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     watch.start()
     memo["pod_watch"] = watch
+    if not memo.get("peering"):
+        runs = RunWatch(
+            cluster.api,
+            memo.get("namespaces") or [],
+            memo.get("selector") or "",
+            runtime.run_changed,
+            runtime.run_gone,
+            runtime.known_runs,
+            cluster.requests,
+        )
+        runs.start()
+        memo["run_watch"] = runs
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if memo.get("pod_watch") is not None:
-        await memo["pod_watch"].stop()
+    for watch in ("run_watch", "pod_watch"):
+        if memo.get(watch) is not None:
+            await memo[watch].stop()
     if _runtime is not None:
         await _runtime.close()
     if memo.get("schedules") is not None:
@@ -147,29 +163,25 @@ def _runtime_for(memo: Any) -> Runtime:
     return _runtime
 
 
-@kopf.on.event(*RUNS)
+def watch_runs_with_kopf() -> None:
+    """A hot standby (``--peering``): kopf watches the runs, so that its peering pauses the
+    standby's runs with everything else. Standalone, the operator's own watch follows them
+    (kube/runwatch.py)."""
+    kopf.on.event(*RUNS)(run_changed)
+
+
 async def run_changed(
-    *,
-    type: str,
-    namespace: str | None,
-    name: str,
-    meta: kopf.Meta,
-    memo: Any,
-    **kwargs: Any,
+    *, type: str, namespace: str | None, name: str, memo: Any, body: kopf.Body, **_: Any
 ) -> None:
     runtime = _runtime_for(memo)
     if namespace is None:
         return
-    if type == "DELETED":
-        runtime.reconciler.child_gone(dict(kwargs["body"]))  # a child run: its parent is told
-        runtime.forget((namespace, name))
-        return
-    if runtime.reconciler.written.get((namespace, name)) == meta.get("resourceVersion"):
-        return  # the echo of our own status write
     # Kept as compact JSON; the reconcile is queued, not awaited, so kopf lets go of the event
     # at once (a burst of new runs would otherwise hold every parsed body until its turn).
-    runtime.seen(dict(kwargs["body"]))
-    runtime.wake((namespace, name), 0.0)
+    if type == "DELETED":
+        runtime.run_gone((namespace, name), dict(body))
+    else:
+        runtime.run_changed(dict(body))
 
 
 @kopf.on.event(*SCHEDULES)

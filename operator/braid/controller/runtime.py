@@ -1,6 +1,7 @@
 """The operator's runtime: one lock and one wake-up timer per run, and what a reconcile's
 Result asks for (come back later, wake the runs waiting for a slot this one freed). No kopf
-here: the handlers feed it events, and it drives the Reconciler.
+here: the run watch (or, in a hot standby, kopf's) feeds it runs, the pod watch pods, and it
+drives the Reconciler.
 """
 
 from __future__ import annotations
@@ -89,12 +90,34 @@ class Runtime:
         meta = run["metadata"]
         self.keep((meta["namespace"], meta["name"]), run)
 
+    def run_changed(self, run: dict[str, Any]) -> None:
+        """A run added or changed (a watch event, or a listing): kept, and its reconcile
+        queued — unless it is the echo of this operator's own status write."""
+        meta = run["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if self.reconciler.written.get(key) == meta.get("resourceVersion"):
+            return
+        self.keep(key, run)
+        self.wake(key, 0.0)
+
+    def run_gone(self, key: RunKey, run: dict[str, Any] | None) -> None:
+        """A run deleted (``run``: its last object; None when it went while nobody watched,
+        and then the last one kept here stands for it). A child run's parent is told."""
+        last = run if run is not None else self.runs.get(key)
+        if last is not None:
+            self.reconciler.child_gone(last)
+        self.forget(key)
+
+    def known_runs(self) -> set[RunKey]:
+        """The runs this operator keeps anything of."""
+        return set(self.locks) | set(self.runs.by_key)
+
     def keep(self, key: RunKey, run: dict[str, Any] | None) -> None:
         self.runs.keep(key, run)
 
     def knows(self, key: RunKey) -> bool:
         """Whether the run has been reconciled here (pods of runs this operator has not seen
-        through kopf's watch — another replica's, while this one stands by — wake nothing)."""
+        through its run watch — another replica's, while this one stands by — wake nothing)."""
         return key in self.locks
 
     def pod_news(self, namespace: str, run: str, pod: str, *, lost: bool) -> None:

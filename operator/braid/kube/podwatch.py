@@ -1,13 +1,12 @@
-"""The operator's step pods, kept from one list-then-watch per namespace (or one for all):
-what a reconcile needs of each pod, by run and by name, and a callback when one finishes or
-is deleted before it finished.
+"""The operator's step pods, kept from one list-then-watch per namespace (or one for all;
+kube/listwatch.py): what a reconcile needs of each pod, by run and by name, and a callback
+when one finishes or is deleted before it finished.
 
-kopf keeps the custom resources; the pods come straight from the API server, because they
-are the hot path (several events per step) and kopf's per-event machinery (a deep copy of the
-object to detect changes nobody asked for, two index handlers run in a thread each, the
-handler's own invocation) was about a quarter of the busy samples in a profile of the
-operator under steady load (bench/README.md). Events are parsed from the raw JSON lines,
-never into client models.
+The pods come straight from the API server, not through kopf, because they are the hot path
+(several events per step) and kopf's per-event machinery (a deep copy of the object to
+detect changes nobody asked for, two index handlers run in a thread each, the handler's own
+invocation) was about a quarter of the busy samples in a profile of the operator under
+steady load (bench/README.md).
 """
 
 from __future__ import annotations
@@ -17,13 +16,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-import structlog
-
 from braid.kube.artifact_pods import PREFIX_ANNOTATION
+from braid.kube.listwatch import ListWatch
 from braid.kube.pods import JOB_NAME_LABEL, LABEL_CONCURRENCY_KEY, LABEL_RUN, secret_refs
-from braid.kube.rest import ApiError, Rest
-
-log = structlog.get_logger("braid.controller")
+from braid.kube.rest import Rest
 
 RunKey = tuple[str, str]  # (namespace, name)
 Snapshot = dict[str, Any]
@@ -36,11 +32,6 @@ class OnPod(Protocol):
 
 
 FINISHED = ("Succeeded", "Failed")
-# The API server ends each watch after this long (then it is started again from where it
-# stopped); the client gives up on a silent connection a little later.
-WATCH_SECONDS = 300
-LIST_PAGE = 500
-RETRY_AFTER_ERROR = 5.0
 
 
 def snapshot(pod: Mapping[str, Any]) -> Snapshot:
@@ -136,11 +127,11 @@ def _discard(index: dict[RunKey, dict[str, Snapshot]], key: RunKey, name: str) -
             del index[key]
 
 
-class PodWatch:
-    """Lists the step pods, then watches them from that listing's resourceVersion; when the
-    API server ends the watch it goes on from the last version seen, and when that is too
-    old (410 Gone) it lists again — a pod missing from the new listing was deleted meanwhile.
-    ``on_pod`` hears of every pod that finished and every pod deleted (finished or not)."""
+class PodWatch(ListWatch):
+    """The step pods (kube/listwatch.py: listed, then watched). ``on_pod`` hears of every
+    pod that finished and every pod deleted (finished or not)."""
+
+    resource = "pods"
 
     def __init__(
         self,
@@ -151,105 +142,17 @@ class PodWatch:
         index: PodIndex | None = None,
         requests: Counter[str] | None = None,
     ) -> None:
-        self.api = api
-        self.namespaces: list[str | None] = list(namespaces) or [None]  # None: all of them
-        self.selector = selector
-        self.on_pod = on_pod
         self.index = index or PodIndex()
-        self.tasks: list[asyncio.Task[None]] = []
-        self.listed: set[str | None] = set()
-        self.requests: Counter[str] = Counter() if requests is None else requests
+        super().__init__(api, namespaces, selector, requests, self.index.synced)
+        self.on_pod = on_pod
 
-    def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._follow(ns)) for ns in self.namespaces]
+    def changed(self, namespace: str, obj: Mapping[str, Any], *, deleted: bool) -> None:
+        self._changed(namespace, obj, deleted=deleted)
 
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _follow(self, namespace: str | None) -> None:
-        version: str | None = None
-        while True:
-            try:
-                if version is None:
-                    version = await self._list(namespace)
-                version = await self._watch(namespace, version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the API server away: try again
-                log.warning(
-                    "Pod watch failed; trying again",
-                    namespace=namespace or "(all)",
-                    error=str(exc)[:300],
-                    retry_after=RETRY_AFTER_ERROR,
-                )
-                await asyncio.sleep(RETRY_AFTER_ERROR)
-
-    @staticmethod
-    def _path(namespace: str | None) -> str:
-        return "/api/v1/pods" if namespace is None else f"/api/v1/namespaces/{namespace}/pods"
-
-    async def _list(self, namespace: str | None) -> str:
-        """List in pages of LIST_PAGE pods: a large listing is never parsed whole at once
-        (with 5,000 pods, the whole listing's JSON and its objects were the high-water mark
-        of the operator's memory after a restart)."""
-        before = self.index.names_in(namespace)
-        now: set[tuple[str, str]] = set()
-        token: str | None = None
-        while True:
-            self.requests["LIST pods"] += 1
-            query: list[tuple[str, Any]] = [("labelSelector", self.selector), ("limit", LIST_PAGE)]
-            if token:
-                query.append(("continue", token))
-            try:
-                listed = await self.api.json("GET", self._path(namespace), query=query, seconds=60)
-            except ApiError as exc:
-                if exc.status != 410 or not token:
-                    raise
-                now, token = set(), None  # the listing's continue token expired: start over
-                continue
-            for pod in listed.get("items") or []:
-                ns = pod["metadata"]["namespace"]
-                now.add((ns, pod["metadata"]["name"]))
-                self._changed(ns, pod, deleted=False)
-            token = (listed.get("metadata") or {}).get("continue")
-            if not token:
-                break
-            del listed
-        for (ns, name), run in before.items():
+    def relisted(self, namespace: str | None, now: set[tuple[str, str]]) -> None:
+        for (ns, name), run in self.index.names_in(namespace).items():
             if (ns, name) not in now:  # deleted while nobody watched
                 self._gone(ns, run, name)
-        self.listed.add(namespace)
-        if len(self.listed) == len(self.namespaces):
-            self.synced.set()
-        return str(listed["metadata"]["resourceVersion"])
-
-    @property
-    def synced(self) -> asyncio.Event:
-        return self.index.synced
-
-    async def _watch(self, namespace: str | None, version: str) -> str | None:
-        """Events from ``version`` on; the last version seen when the watch ended, None
-        when it must list again."""
-        self.requests["WATCH pods"] += 1
-        query = [
-            ("labelSelector", self.selector),
-            ("resourceVersion", version),
-            ("allowWatchBookmarks", "true"),
-        ]
-        async for event in self.api.watch(self._path(namespace), query, seconds=WATCH_SECONDS):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:  # too old: list again
-                    return None
-                raise ApiError(int(obj.get("code") or 0), str(obj.get("message")))
-            version = (obj.get("metadata") or {}).get("resourceVersion") or version
-            if kind in ("ADDED", "MODIFIED"):
-                self._changed(obj["metadata"]["namespace"], obj, deleted=False)
-            elif kind == "DELETED":
-                self._changed(obj["metadata"]["namespace"], obj, deleted=True)
-        return version
 
     def _changed(self, namespace: str, pod: Mapping[str, Any], *, deleted: bool) -> None:
         finished = (pod.get("status") or {}).get("phase") in FINISHED
