@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -70,6 +70,33 @@ class _RequestCollector(Collector):
             verb, _, resource = key.partition(" ")
             family.add_metric([verb, resource], value)
         yield family
+
+
+class _ActiveCollector(Collector):
+    """Runs started and not finished, and the approval gates they wait on, by namespace and
+    workflow, counted at scrape time from what the operator keeps of each run."""
+
+    def __init__(self, active: Mapping[tuple[str, str], tuple[str, int]]) -> None:
+        self.active = active
+
+    def collect(self) -> Iterable[Metric]:
+        runs: dict[tuple[str, str], int] = {}
+        gates: dict[tuple[str, str], int] = {}
+        for (namespace, _), (workflow, pending) in list(self.active.items()):
+            runs[(namespace, workflow)] = runs.get((namespace, workflow), 0) + 1
+            gates[(namespace, workflow)] = gates.get((namespace, workflow), 0) + pending
+        labels = ["namespace", "workflow"]
+        pending_now = GaugeMetricFamily(
+            "braid_approvals_pending", "Approval gates waiting now.", labels=labels
+        )
+        active = GaugeMetricFamily(
+            "braid_active_runs", "Runs started and not finished.", labels=labels
+        )
+        for pair, count in sorted(runs.items()):
+            active.add_metric(list(pair), count)
+            pending_now.add_metric(list(pair), gates[pair])
+        yield pending_now
+        yield active
 
 
 BREAKER_STATES = {"Closed": 0, "Open": 1, "HalfOpen": 2}
@@ -188,18 +215,6 @@ class Metrics:
             buckets=APPROVAL_BUCKETS,
             registry=r,
         )
-        self.approvals_pending = Gauge(
-            "braid_approvals_pending",
-            "Approval gates waiting now.",
-            ["namespace", "workflow"],
-            registry=r,
-        )
-        self.active_runs = Gauge(
-            "braid_active_runs",
-            "Runs started and not finished.",
-            ["namespace", "workflow"],
-            registry=r,
-        )
         self.reconcile_duration = Histogram(
             "braid_reconcile_duration_seconds",
             "Time of one reconcile.",
@@ -209,7 +224,11 @@ class Metrics:
         self.reconcile_errors = Counter(
             "braid_reconcile_errors", "Reconciles that raised.", registry=r
         )
-        self._active: dict[tuple[str, str], tuple[str, int]] = {}  # run -> (workflow, gates)
+        # run -> (workflow, gates waiting): braid_active_runs and braid_approvals_pending,
+        # counted at scrape time (counting them at each decision cost a pass over every
+        # active run per reconcile).
+        self._active: dict[tuple[str, str], tuple[str, int]] = {}
+        r.register(_ActiveCollector(self._active))
 
     def watch_requests(self, counts: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_RequestCollector(counts))
@@ -240,11 +259,9 @@ class Metrics:
             self._active.pop(key, None)
         elif after.phase != RunPhase.PENDING:
             self._active[key] = (workflow, len(after.pending_approvals or []))
-        self._set_gauges()
 
     def forget(self, namespace: str, run: str) -> None:
         self._active.pop((namespace, run), None)
-        self._set_gauges()
 
     def _run(self, labels: dict[str, str], before: Before, after: WorkflowRunStatus) -> None:
         if before.phase == RunPhase.PENDING and after.phase != RunPhase.PENDING:
@@ -288,20 +305,6 @@ class Metrics:
             opened = _gate_opened(after, step, iteration)
             if opened is not None:
                 self.approval_wait.labels(**labels).observe((now - opened).total_seconds())
-
-    def _set_gauges(self) -> None:
-        runs: dict[tuple[str, str], int] = {}
-        gates: dict[tuple[str, str], int] = {}
-        for (namespace, _), (workflow, pending) in self._active.items():
-            runs[(namespace, workflow)] = runs.get((namespace, workflow), 0) + 1
-            gates[(namespace, workflow)] = gates.get((namespace, workflow), 0) + pending
-        self.active_runs.clear()
-        self.approvals_pending.clear()
-        for (namespace, workflow), count in runs.items():
-            self.active_runs.labels(namespace=namespace, workflow=workflow).set(count)
-            self.approvals_pending.labels(namespace=namespace, workflow=workflow).set(
-                gates[(namespace, workflow)]
-            )
 
 
 def _gate_opened(status: WorkflowRunStatus, step: str, iteration: int | None) -> Any:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from braid.api.run import PendingApproval, RunPhase, WorkflowRunStatus
 from braid.controller.reconcile import LOST_AFTER, Reconciler, Result
 from braid.kube.annotations import decisions_from
 from braid.kube.memory import MemoryCluster
 from braid.kube.pods import result_of
-from braid.metrics import Metrics
+from braid.metrics import Before, Metrics
 
 WORKFLOW = {
     "spec": {
@@ -495,3 +496,23 @@ def test_a_first_status_that_says_more_than_a_start_is_written_at_once():
     result = reconcile(cluster, reconciler)
     assert cluster.runs["r"]["status"]["phase"] == "Failed"
     assert result.deferred is None
+
+
+def test_active_runs_and_their_waiting_gates_are_counted_when_scraped():
+    metrics = Metrics()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    pending = WorkflowRunStatus(phase=RunPhase.PENDING)
+    gate = PendingApproval(step="review", required=1, digest="d")
+    for run, workflow, gates in (("r1", "wf", [gate]), ("r2", "wf", []), ("r3", "other", [])):
+        status = WorkflowRunStatus(phase=RunPhase.RUNNING, pending_approvals=gates)
+        metrics.record("ns", workflow, run, Before.of(pending), status, [], now)
+
+    def value(name: str, workflow: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"namespace": "ns", "workflow": workflow})
+
+    assert value("braid_active_runs", "wf") == 2
+    assert value("braid_approvals_pending", "wf") == 1
+    assert value("braid_active_runs", "other") == 1
+    assert value("braid_approvals_pending", "other") == 0
+    metrics.forget("ns", "r3")
+    assert value("braid_active_runs", "other") is None
