@@ -1,3 +1,3 @@
-from braid.cli.main import app
+from braid.cli.entry import main
 
-app()
+main()

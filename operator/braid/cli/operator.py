@@ -280,3 +280,10 @@ def operator(
 
 def register(app: typer.Typer) -> None:
     app.command()(operator)
+
+
+def run_alone(args: list[str]) -> None:
+    """`braid operator ARGS` without loading the rest of the CLI (cli/entry.py)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+    typer.main.get_command(app).main(args, prog_name="braid operator")
