@@ -139,7 +139,7 @@ class Told:
     release = forget
 
 
-def test_the_runtime_drops_its_own_writes_echo_and_tells_a_parent_of_a_child_gone_unseen():
+def test_the_runtime_wakes_only_for_news_and_tells_a_parent_of_a_child_gone_unseen():
     async def scenario() -> tuple[Told, Runtime]:
         told = Told()
         runtime = Runtime(told)  # type: ignore[arg-type]
@@ -152,12 +152,18 @@ def test_the_runtime_drops_its_own_writes_echo_and_tells_a_parent_of_a_child_gon
         assert kept is not None
         assert kept["metadata"]["resourceVersion"] == "5"
         assert ("ns", "r1") in runtime.timers
+        runtime.timers.pop(("ns", "r1")).cancel()
+        runtime.run_changed(run("r1", "3"))  # an earlier write's echo, after a later one
+        runtime.run_changed(run("r1", "5"))  # the same version again (a new listing)
+        assert not runtime.timers
+        runtime.run_changed(run("r1", "6"))  # news again
+        assert ("ns", "r1") in runtime.timers
         assert runtime.known_runs() == {("ns", "r1")}
         runtime.run_gone(("ns", "r1"), None)  # went while nobody watched: the kept one tells
         return told, runtime
 
     told, runtime = asyncio.run(scenario())
-    assert [g["metadata"]["resourceVersion"] for g in told.gone] == ["5"]
+    assert [g["metadata"]["resourceVersion"] for g in told.gone] == ["6"]
     assert runtime.known_runs() == set()
     assert not runtime.timers
     assert ("ns", "r1") not in told.written

@@ -48,6 +48,11 @@ class KeptRuns:
     def pop(self, key: RunKey) -> None:
         self.by_key.pop(key, None)
 
+    def holds(self, key: RunKey, run: dict[str, Any]) -> bool:
+        """Whether what is kept is ``run``'s version or newer (both versions integers)."""
+        kept, new = self.by_key.get(key), _revision(run)
+        return kept is not None and kept[0] is not None and new is not None and new <= kept[0]
+
     def keep(self, key: RunKey, run: dict[str, Any] | None) -> None:
         """Keep ``run`` as the run's latest, unless what is kept is known to be newer (a
         reconcile that read version 4 ends after the watch brought version 5: 5 stays). The
@@ -92,10 +97,15 @@ class Runtime:
 
     def run_changed(self, run: dict[str, Any]) -> None:
         """A run added or changed (a watch event, or a listing): kept, and its reconcile
-        queued — unless it is the echo of this operator's own status write."""
+        queued — unless it is nothing new: the echo of this operator's own status write, or
+        a version no newer than the one kept (the echo of an earlier write that arrives
+        after the next one: a write succeeds only on the version it read, so what it
+        answered already holds every change before it)."""
         meta = run["metadata"]
         key = (meta["namespace"], meta["name"])
         if self.reconciler.written.get(key) == meta.get("resourceVersion"):
+            return
+        if self.runs.holds(key, run):
             return
         self.keep(key, run)
         self.wake(key, 0.0)
