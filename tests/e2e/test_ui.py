@@ -426,7 +426,12 @@ def test_an_approver_decides_from_the_inbox_and_the_run_goes_on(
     )
     card.find_element(By.NAME, "reason").send_keys("the plan skips the canary")
     card.find_element(By.CSS_SELECTOR, "button.reject").click()
-    said = until("the confirmation", lambda: browser.find_element(By.ID, "said"))
+    # The page still shows the approval's confirmation (its URL carries it) until the
+    # rejection's answer replaces the page: wait for that one, not the first #said found.
+    said = until(
+        "the rejection's confirmation",
+        lambda: (e := browser.find_element(By.ID, "said")).text.startswith("rejected") and e,
+    )
     assert said.text == f"rejected review of {second} as {alice}"
     status = kube.wait_finished(second, timeout=60)
     assert status["phase"] == "Failed"
