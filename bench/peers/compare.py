@@ -9,8 +9,11 @@ shapes at the same concurrency, one system at a time, every request counted the 
 
 The peers are built from the Go module proxy into ~/.cache/braid/bin/peers when missing
 (`bench/peers/build.sh`; Argo ~9 min, Tekton ~2-8 min cold). Results: one JSON line per
-measurement on stdout, appended to /tmp/braid-peers.jsonl, and the table between the
-`peers-bench` markers of bench/README.md (`--no-write` leaves it).
+measurement on stdout and appended to /tmp/braid-peers.jsonl; unless `--no-write`, also to
+bench/peers/rows.jsonl (every measurement kept, in the repository), and the table between the
+`peers-bench` markers of bench/README.md is written from that file: the last measurement of
+each cell. `--from FILE` only tabulates. `--limit S` (default 1500) ends a measurement after S
+seconds: the runs that finished count, the row says how many.
 
 Systems: ``braid`` (the operator, as `braid operator`), ``argo`` (v3.7.18 defaults: requeue
 10 s, QPS 20/30, 32 workers), ``argo-tuned`` (CNOE's best single controller: requeue 1 s, QPS
@@ -31,7 +34,10 @@ How each figure is measured, the same for every system:
   moment the last of the pods it waits for was seen Succeeded;
 - first step: a watch of the runs: the run appearing, to its first pod appearing;
 - runs/min: from the create of all runs (one List) to the last run seen finished;
-- CPU seconds and peak RSS of the controller process from /proc (start-up included).
+- CPU seconds and peak RSS of the controller process from /proc: CPU per step with start-up
+  included; "past start-up", the CPU between creating the runs and the last one finished per
+  step; "start-up CPU", what the process used before the first run was created (its start,
+  the initial listing, 6.5 s idle).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CACHE = Path(os.environ.get("BRAID_CACHE", Path.home() / ".cache" / "braid"))
 AUDIT = CACHE / "cluster" / "logs" / "audit.log"
+ROWS = HERE / "rows.jsonl"  # every measurement of the table in bench/README.md
 ACCOUNTS_NS = "bench-peers"
 COMPLETE = {"braid.dev/test-exit-code": "0", "braid.dev/test-output": "{}"}
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
@@ -491,7 +498,13 @@ async def simulate_executor(api: Rest, namespace: str, stop: asyncio.Event) -> N
 
 
 async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
-    system: System, shape: str, n: int, namespace: str, executor_kubeconfig: str | None
+    system: System,
+    shape: str,
+    n: int,
+    namespace: str,
+    executor_kubeconfig: str | None,
+    controller: int,
+    limit: float,
 ) -> dict[str, Any]:
     api = Rest(rest.load())
     steps = shape_steps(shape)
@@ -546,6 +559,7 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
         watchers.append(asyncio.create_task(simulate_executor(exec_api, namespace, stop_executor)))
     await asyncio.sleep(1.5)
     audit = AuditCounter()
+    cpu_before, _ = proc_stats(controller)  # start-up and the idle wait, before any run
     start = time.monotonic()
     items = [system.run(f"r{i}") for i in range(n)]
     await asyncio.to_thread(
@@ -558,7 +572,9 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
     )
     try:
-        await asyncio.wait_for(all_done.wait(), timeout=1500)
+        await asyncio.wait_for(all_done.wait(), timeout=limit)
+    except TimeoutError:
+        pass  # reported as the runs that finished within the limit
     finally:
         elapsed = time.monotonic() - start
         stop_executor.set()
@@ -580,6 +596,9 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
                 transitions.append(created[run, step] - max(succeeded[run, a] for a in after))
     return {
         "elapsed": elapsed,
+        "finished": len(ended),
+        "steps_done": len(succeeded),
+        "cpu_before": cpu_before,
         "transitions": sorted(transitions),
         "first": sorted(first),
         "audit": audit,
@@ -593,7 +612,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def measure(
-    system: System, shape: str, n: int, controller_kc: str, executor_kc: str | None
+    system: System,
+    shape: str,
+    n: int,
+    controller_kc: str,
+    executor_kc: str | None,
+    limit: float = 1500,
 ) -> dict[str, Any]:
     namespace = f"peer-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
@@ -618,7 +642,7 @@ def measure(
         time.sleep(5)  # informers / kopf: the initial listing
         if proc.poll() is not None:
             raise SystemExit(f"{system.name} exited at start; see {log}")
-        seen = asyncio.run(observe(system, shape, n, namespace, executor_kc))
+        seen = asyncio.run(observe(system, shape, n, namespace, executor_kc, proc.pid, limit))
         cpu, rss = proc_stats(proc.pid)
     finally:
         proc.terminate()
@@ -627,7 +651,9 @@ def measure(
         except subprocess.TimeoutExpired:
             proc.kill()
         kubectl("delete", "namespace", namespace, "--wait=false")
-    steps = n * len(shape_steps(shape))
+    finished = seen["finished"] >= n
+    # Runs cut off by the time limit: per step of the steps that did complete.
+    steps = n * len(shape_steps(shape)) if finished else max(1, seen["steps_done"])
     own = seen["audit"].count("controller")
     sim = seen["audit"].count("executor") if executor_kc else {}
     writes = sum(v for k, v in own.items() if k.split()[0] in WRITES)
@@ -637,7 +663,8 @@ def measure(
         "shape": shape,
         "runs": n,
         "steps": steps,
-        "runs_per_minute": round(n / seen["elapsed"] * 60, 1),
+        "runs_per_minute": round(seen["finished"] / seen["elapsed"] * 60, 1),
+        "finished": seen["finished"],
         "transition_p50_ms": round(pct(seen["transitions"], 0.5)),
         "transition_p99_ms": round(pct(seen["transitions"], 0.99)),
         "first_step_p50_ms": round(pct(seen["first"], 0.5)),
@@ -648,9 +675,12 @@ def measure(
             sum(v for k, v in sim.items() if "workflowtaskresults" in k) / steps, 2
         ),
         "cpu_ms_per_step": round(cpu / steps * 1000, 1),
+        "start_cpu_ms": round(seen["cpu_before"] * 1000),
+        "cpu_ms_per_step_past_start": round((cpu - seen["cpu_before"]) / steps * 1000, 1),
         "peak_rss_mib": round(rss / 2**20),
         "requests_per_step": {k: round(v / steps, 2) for k, v in sorted(own.items())},
         "seconds": round(seen["elapsed"], 1),
+        "date": time.strftime("%Y-%m-%d"),
     }
 
 
@@ -658,33 +688,48 @@ def table(rows: list[dict[str, Any]]) -> str:
     out = [
         (
             "| shape | runs | system | runs/min | transition p50 | p99 | first step p50 "
-            "| writes/step | reads/step | CPU/step | peak RSS |"
+            "| writes/step | reads/step | CPU/step | past start-up | start-up CPU | peak RSS |"
         ),
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {(r["shape"], r["runs"]): r for r in rows if r["system"] == "braid"}
 
     def ratio(r: dict[str, Any], key: str) -> str:
         b = base.get((r["shape"], r["runs"]))
-        if r["system"] == "braid" or b is None or not b[key]:
+        if r["system"] == "braid" or b is None or not b.get(key) or r.get(key) is None:
             return ""
         x = r[key] / b[key]
         return f" ({x:.0f}x)" if x >= 10 else f" ({x:.2g}x)"
 
+    def cell(r: dict[str, Any], key: str, unit: str, digits: int = 0) -> str:
+        """A figure and its ratio to Braid's; "—" where the row predates the figure."""
+        if r.get(key) is None:
+            return "—"
+        return f"{r[key]:.{digits}f}{unit}{ratio(r, key)}"
+
     for r in sorted(rows, key=lambda r: (r["shape"], r["runs"], list(SYSTEMS).index(r["system"]))):
         extra = f" +{r['executor_writes_per_step']} exec" if r["executor_writes_per_step"] else ""
+        cut = "" if r.get("finished", r["runs"]) >= r["runs"] else f", {r['finished']} done"
         out.append(
-            f"| {r['shape']} | {r['runs']} | {r['system']} | {r['runs_per_minute']:.0f}"
-            f"{ratio(r, 'runs_per_minute')} | {r['transition_p50_ms']} ms"
-            f"{ratio(r, 'transition_p50_ms')} | {r['transition_p99_ms']} ms"
-            f"{ratio(r, 'transition_p99_ms')} | {r['first_step_p50_ms']} ms"
-            f"{ratio(r, 'first_step_p50_ms')} | {r['writes_per_step']:.2f}{extra}"
-            f"{ratio(r, 'writes_per_step')} | {r['reads_per_step']:.2f}"
-            f"{ratio(r, 'reads_per_step')} | {r['cpu_ms_per_step']:.1f} ms"
-            f"{ratio(r, 'cpu_ms_per_step')} | {r['peak_rss_mib']} MiB"
-            f"{ratio(r, 'peak_rss_mib')} |"
+            f"| {r['shape']} | {r['runs']} | {r['system']} | {cell(r, 'runs_per_minute', '')}"
+            f"{cut} | {cell(r, 'transition_p50_ms', ' ms')} | {cell(r, 'transition_p99_ms', ' ms')}"
+            f" | {cell(r, 'first_step_p50_ms', ' ms')} | {r['writes_per_step']:.2f}{extra}"
+            f"{ratio(r, 'writes_per_step')} | {cell(r, 'reads_per_step', '', 2)}"
+            f" | {cell(r, 'cpu_ms_per_step', ' ms', 1)}"
+            f" | {cell(r, 'cpu_ms_per_step_past_start', ' ms', 1)}"
+            f" | {cell(r, 'start_cpu_ms', ' ms')} | {cell(r, 'peak_rss_mib', ' MiB')} |"
         )
     return "\n".join(out)
+
+
+def last_of_each(lines: list[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The last measurement of each (system, shape, size) in JSON lines."""
+    rows = {}
+    for line in lines:
+        if line.strip():
+            row = json.loads(line)
+            rows[row["system"], row["shape"], row["runs"]] = row
+    return rows
 
 
 def main() -> None:
@@ -696,15 +741,23 @@ def main() -> None:
     parser.add_argument(
         "--from", dest="previous", help="measure nothing: tabulate these JSON lines"
     )
+    parser.add_argument(
+        "--limit",
+        type=float,
+        default=1500,
+        help="seconds per measurement; runs not finished by then are reported as cut off",
+    )
     args = parser.parse_args()
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
-    if args.previous:  # the last measurement of each (system, shape, size) counts
-        for line in Path(args.previous).read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["system"], row["shape"], row["runs"]] = row
+    if args.previous:
+        rows = last_of_each(Path(args.previous).read_text().splitlines())
     else:
-        rows = run_all(args)
+        measured = run_all(args)
+        if args.no_write:
+            rows = measured
+        else:  # every measurement kept; the table shows the last of each cell
+            with ROWS.open("a") as f:
+                f.writelines(json.dumps(row) + "\n" for row in measured.values())
+            rows = last_of_each(ROWS.read_text().splitlines())
     text = table(list(rows.values()))
     print(text)
     if not args.no_write:
@@ -723,7 +776,12 @@ def run_all(args: argparse.Namespace) -> dict[tuple[str, str, int], dict[str, An
             for system in systems:
                 try:
                     row = measure(
-                        system, shape, n, controller_kc, executor_kc if system.executor else None
+                        system,
+                        shape,
+                        n,
+                        controller_kc,
+                        executor_kc if system.executor else None,
+                        args.limit,
                     )
                 except (Exception, SystemExit) as exc:  # noqa: BLE001 - one cell, not the table
                     print(f"{system.name} {shape} {n}: not measured: {exc!r}", flush=True)
