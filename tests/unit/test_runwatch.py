@@ -15,6 +15,7 @@ from braid.controller.apply import Inbox
 from braid.controller.runtime import Runtime
 from braid.kube.rest import Credentials, Rest
 from braid.kube.runwatch import RunWatch
+from braid.kube.schedulewatch import ScheduleWatch
 from tests.unit.test_rest import api_server
 
 PATH = "/apis/braid.dev/v1alpha1/namespaces/ns/workflowruns"
@@ -55,7 +56,7 @@ class Runs:
         self.resting = asyncio.Event()  # the third watch came: nothing more to send
         self.released = asyncio.Event()  # the test is done with it
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
         self.asked.append((request.path, query))
         if query.get("watch") != "true":
@@ -93,7 +94,7 @@ def test_runs_are_listed_in_pages_watched_and_a_missed_deletion_found_on_relisti
     heard, server = Heard(), Runs()
 
     async def scenario() -> RunWatch:
-        async with api_server(server) as url:
+        async with api_server(server.handle) as url:
             api = Rest(Credentials(server=url))
             watch = RunWatch(
                 api, ["ns"], "shard=a", heard.on_run, heard.on_gone, lambda: set(heard.kept)
@@ -167,3 +168,23 @@ def test_the_runtime_wakes_only_for_news_and_tells_a_parent_of_a_child_gone_unse
     assert runtime.known_runs() == set()
     assert not runtime.timers
     assert ("ns", "r1") not in told.written
+
+
+def test_the_schedule_watch_tells_changes_deletions_and_schedules_gone_while_unwatched():
+    changed: list[tuple[str, str]] = []
+    deleted: list[tuple[str, str]] = []
+    followed = {("ns", "a"), ("ns", "b"), ("other", "c")}
+    watch = ScheduleWatch(
+        Rest(Credentials(server="http://127.0.0.1:9")),
+        ["ns", "other"],
+        changed.append,
+        deleted.append,
+        lambda: sorted(followed),
+    )
+    watch.changed("ns", {"metadata": {"name": "a"}}, deleted=False)
+    watch.changed("ns", {"metadata": {"name": "b"}}, deleted=True)
+    watch.relisted("ns", {("ns", "a")})  # b went while nobody watched; c is another listing's
+    assert changed == [("ns", "a")]
+    assert deleted == [("ns", "b"), ("ns", "b")]
+    assert watch.resource == "workflowschedules"
+    assert watch.selector == ""

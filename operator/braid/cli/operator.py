@@ -1,4 +1,5 @@
-"""`braid operator`: run the kopf controller against the current kubeconfig."""
+"""`braid operator`: run the operator against the current kubeconfig: standalone, or as a
+hot standby on kopf's peering (``--peering``)."""
 
 from __future__ import annotations
 
@@ -90,35 +91,40 @@ def run_operator(
     artifacts: ArtifactSettings | None = None,
     step_cache: bool = False,
 ) -> None:
-    import kopf  # noqa: PLC0415 - only the operator needs kopf loaded
+    from braid.controller.service import Service, Settings  # noqa: PLC0415 - the operator's
 
-    from braid.controller import handlers  # noqa: PLC0415 - registers the handlers
+    settings = Settings(
+        namespaces=namespaces,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        webhook_policy=webhook_policy or WebhookPolicy(),
+        selector=selector or "",
+        pod_policy=pod_policy or PodPolicy(),
+        approval_policy=approval_policy or "",
+        artifacts=artifacts,
+        step_cache=step_cache,
+    )
+    if not peering:
+        # One operator: no kopf at all (controller/standalone.py says why).
+        from braid.controller.standalone import serve  # noqa: PLC0415
 
-    if peering:
-        handlers.watch_runs_with_kopf()
+        health = (health_address, health_port) if health_port else None
+        sys.exit(asyncio.run(serve(settings, health)))
 
-    health = f"http://{health_address}:{health_port}/healthz" if health_port else None
+    import kopf  # noqa: PLC0415 - only a hot standby needs kopf loaded
+
+    from braid.controller import handlers  # noqa: F401, PLC0415 - registers the handlers
+
     asyncio.run(
         kopf.operator(
             namespaces=namespaces,
             clusterwide=not namespaces,
-            # Without a peering name: one operator, no peering objects read or written.
-            standalone=not peering,
-            peering_name=peering or None,
+            peering_name=peering,
             priority=priority,
-            liveness_endpoint=health,
-            memo=kopf.Memo(
-                namespaces=namespaces,
-                peering=bool(peering),
-                metrics_port=metrics_port,
-                metrics_address=metrics_address,
-                webhook_policy=webhook_policy,
-                selector=selector,
-                pod_policy=pod_policy,
-                approval_policy=approval_policy,
-                artifacts=artifacts,
-                step_cache=step_cache,
+            liveness_endpoint=(
+                f"http://{health_address}:{health_port}/healthz" if health_port else None
             ),
+            memo=kopf.Memo(service=Service(settings)),
         )
     )
 

@@ -84,6 +84,10 @@ class ScheduleController:
         if key not in self.loops or self.loops[key].done():
             self.loops[key] = asyncio.create_task(self._loop(key))
 
+    def known(self) -> list[Key]:
+        """The schedules with a loop running."""
+        return list(self.loops)
+
     def deleted(self, key: Key) -> None:
         if (task := self.loops.pop(key, None)) is not None:
             task.cancel()
