@@ -32,6 +32,10 @@ async def serve(settings: Settings, health: tuple[str, int] | None = None) -> in
         except StartError as exc:
             log.error("Cannot start", error=str(exc))  # noqa: TRY400 - says all; no trace
             return 1
+        except Exception as exc:  # noqa: BLE001 - e.g. the API server unreachable
+            # Exit, and let the kubelet (or whoever started it) start it again.
+            log.error("Cannot start", error=str(exc) or type(exc).__name__)  # noqa: TRY400
+            return 1
         if health is not None:
             server = await asyncio.start_server(_answer, health[0], health[1])
             log.info("Serving health", address=health[0], port=health[1])
