@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from braid import __version__
 
@@ -42,3 +45,26 @@ def test_every_other_command_gets_the_whole_cli():
     assert "braid.cli.main" in out[-1]
     out = braid("lint", "--help")
     assert any("Usage: braid lint" in line for line in out)
+
+
+def test_the_operator_itself_loads_neither_kopf_nor_rich(tmp_path: Path):
+    """All the way to its start (which fails here: nothing listens on the port)."""
+    config = {
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "config").write_text(json.dumps(config))
+    probe = PROBE.replace("(0, None)", "(1,)").replace(
+        '"httpx")', '"httpx", "kopf", "rich", "pygments")'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "operator", "--metrics-port=0", "--log-format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "config")},
+    )
+    assert "Cannot start" in done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
