@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from braid.kube import rest
-from braid.kube.rest import Rest
+from braid.kube.rest import ApiError, Rest
 from results import kubectl, operator_command, proc_stats, write_results
 
 HERE = Path(__file__).resolve().parent
@@ -436,6 +436,23 @@ class AuditCounter:
 # ---- the executor simulator (Argo's wait sidecar, as far as the API server sees it) -----
 
 
+async def patiently(api: Rest, method: str, path: str, **kwargs: Any) -> None:
+    """As client-go does (the executor's client): a 429 (the API server's max-inflight,
+    hit when hundreds of pods report at once) or a 5xx is tried again after a backoff;
+    a result that was already created (a retried POST) is fine."""
+    for attempt in range(30):
+        try:
+            await api.json(method, path, **kwargs)
+        except ApiError as exc:
+            if method == "POST" and exc.status == 409:
+                return
+            if (exc.status != 429 and exc.status < 500) or attempt == 29:
+                raise
+        else:
+            return
+        await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+
+
 async def simulate_executor(api: Rest, namespace: str, stop: asyncio.Event) -> None:
     """For each Argo pod seen Running: POST its WorkflowTaskResult (incomplete), PATCH the
     outputs, PATCH it complete, then let kwok finish the pod (one annotation)."""
@@ -465,15 +482,17 @@ async def simulate_executor(api: Rest, namespace: str, stop: asyncio.Event) -> N
                 ],
             },
         }
-        await api.json("POST", results, body=body)
-        await api.json("PATCH", f"{results}/{node}", body={"outputs": {}}, content_type=merge)
-        await api.json(
+        await patiently(api, "POST", results, body=body)
+        await patiently(api, "PATCH", f"{results}/{node}", body={"outputs": {}}, content_type=merge)
+        await patiently(
+            api,
             "PATCH",
             f"{results}/{node}",
             body={"metadata": {"labels": {label: "true"}}},
             content_type=merge,
         )
-        await api.json(
+        await patiently(
+            api,
             "PATCH",
             f"/api/v1/namespaces/{namespace}/pods/{meta['name']}",
             body={"metadata": {"annotations": COMPLETE}},
@@ -751,13 +770,9 @@ def main() -> None:
     if args.previous:
         rows = last_of_each(Path(args.previous).read_text().splitlines())
     else:
-        measured = run_all(args)
-        if args.no_write:
-            rows = measured
-        else:  # every measurement kept; the table shows the last of each cell
-            with ROWS.open("a") as f:
-                f.writelines(json.dumps(row) + "\n" for row in measured.values())
-            rows = last_of_each(ROWS.read_text().splitlines())
+        measured = run_all(args)  # each also appended to ROWS unless --no-write
+        # Written: the table shows the last measurement of each cell.
+        rows = measured if args.no_write else last_of_each(ROWS.read_text().splitlines())
     text = table(list(rows.values()))
     print(text)
     if not args.no_write:
@@ -789,8 +804,10 @@ def run_all(args: argparse.Namespace) -> dict[tuple[str, str, int], dict[str, An
                 rows[system.name, shape, n] = row
                 line = json.dumps(row)
                 print(line, flush=True)
-                with (Path(tempfile.gettempdir()) / "braid-peers.jsonl").open("a") as f:
-                    f.write(line + "\n")
+                kept = [Path(tempfile.gettempdir()) / "braid-peers.jsonl"]
+                for path in kept if args.no_write else [*kept, ROWS]:
+                    with path.open("a") as f:
+                        f.write(line + "\n")
     return rows
 
 
