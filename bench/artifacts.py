@@ -153,7 +153,7 @@ def measure(n: int, artifacts: bool, s3: Any) -> dict[str, Any]:
     kubelet = Kubelet(namespace, s3.env)
     kubelet.thread.start()
     try:
-        time.sleep(4)  # kopf: initial listing
+        time.sleep(4)  # the operator's first listings
         start = time.monotonic()
         runs = {
             "apiVersion": "v1",

@@ -184,7 +184,7 @@ def main() -> None:
             for k, log in enumerate(logs)
         ]
         try:
-            time.sleep(4)  # kopf: initial listing and index population
+            time.sleep(4)  # the operator's first listings
             result = asyncio.run(measure(n, namespace))
             stats = [proc_stats(op.pid) for op in operators]
             cpu, rss = sum(c for c, _ in stats), max(r for _, r in stats)

@@ -658,7 +658,7 @@ def measure(
         cwd=ROOT,
     )
     try:
-        time.sleep(5)  # informers / kopf: the initial listing
+        time.sleep(5)  # informers / the operator's watches: the initial listing
         if proc.poll() is not None:
             raise SystemExit(f"{system.name} exited at start; see {log}")
         seen = asyncio.run(observe(system, shape, n, namespace, executor_kc, proc.pid, limit))
