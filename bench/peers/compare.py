@@ -624,10 +624,12 @@ async def observe(  # noqa: C901, PLR0915 - one measurement, read top to bottom
     }
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> int | None:
+    """The q-quantile in ms; None when nothing was seen (a cell cut off before any
+    transition), which the table shows as "—"."""
     if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(len(values) * q))] * 1000
+        return None
+    return round(values[min(len(values) - 1, int(len(values) * q))] * 1000)
 
 
 def measure(
@@ -684,10 +686,10 @@ def measure(
         "steps": steps,
         "runs_per_minute": round(seen["finished"] / seen["elapsed"] * 60, 1),
         "finished": seen["finished"],
-        "transition_p50_ms": round(pct(seen["transitions"], 0.5)),
-        "transition_p99_ms": round(pct(seen["transitions"], 0.99)),
-        "first_step_p50_ms": round(pct(seen["first"], 0.5)),
-        "first_step_p99_ms": round(pct(seen["first"], 0.99)),
+        "transition_p50_ms": pct(seen["transitions"], 0.5),
+        "transition_p99_ms": pct(seen["transitions"], 0.99),
+        "first_step_p50_ms": pct(seen["first"], 0.5),
+        "first_step_p99_ms": pct(seen["first"], 0.99),
         "writes_per_step": round(writes / steps, 2),
         "reads_per_step": round(reads / steps, 2),
         "executor_writes_per_step": round(
@@ -728,7 +730,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     for r in sorted(rows, key=lambda r: (r["shape"], r["runs"], list(SYSTEMS).index(r["system"]))):
         extra = f" +{r['executor_writes_per_step']} exec" if r["executor_writes_per_step"] else ""
-        cut = "" if r.get("finished", r["runs"]) >= r["runs"] else f", {r['finished']} done"
+        cut = (
+            ""
+            if r.get("finished", r["runs"]) >= r["runs"]
+            else f", cut off at {r['seconds']:.0f} s: {r['finished']} done"
+        )
         out.append(
             f"| {r['shape']} | {r['runs']} | {r['system']} | {cell(r, 'runs_per_minute', '')}"
             f"{cut} | {cell(r, 'transition_p50_ms', ' ms')} | {cell(r, 'transition_p99_ms', ' ms')}"
