@@ -206,7 +206,7 @@ def test_no_answer_is_status_zero():
 
 
 def test_a_watch_yields_its_events_even_a_large_one():
-    big = "x" * 300_000  # longer than aiohttp's default line limit
+    big = "x" * 300_000  # longer than a read from the socket
 
     async def handler(request: web.Request) -> web.StreamResponse:
         assert request.query["watch"] == "true"
@@ -292,31 +292,3 @@ def test_a_failing_exec_plugin_is_named(tmp_path: Path):
     credentials = Credentials(server="https://x", exec_plugin=plugin(tmp_path, {}, exit_code=3))
     with pytest.raises(ConfigError, match=r"the exec plugin .* failed \(exit 3\)"):
         asyncio.run(credentials.bearer())
-
-
-# ---- the environment: aiohttp's lookups only when there is something to find ------------
-
-
-def clean_env(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> None:
-    for key in rest.PROXY_VARIABLES:
-        monkeypatch.delenv(key, raising=False)
-        monkeypatch.delenv(key.upper(), raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("HOME", str(home))
-
-
-def test_nothing_to_find_turns_the_lookups_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    clean_env(monkeypatch, tmp_path)
-    assert not rest.trust_env()
-
-
-def test_a_proxy_variable_keeps_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    clean_env(monkeypatch, tmp_path, HTTPS_PROXY="http://127.0.0.1:3128")
-    assert rest.trust_env()
-
-
-def test_a_netrc_keeps_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    clean_env(monkeypatch, tmp_path)
-    (tmp_path / ".netrc").write_text("machine example.com login a password b\n")
-    assert rest.trust_env()

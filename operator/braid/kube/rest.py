@@ -5,9 +5,9 @@ of request as plain JSON and never needs client models; the generated client
 (kubernetes_asyncio) imports ~860 modules of them — and kopf imports it too, whenever it is
 installed — which cost the operator about 45 MiB and half a second of CPU at every start.
 So every part of Braid (the operator, the web UI, the benchmarks) talks through this one:
-aiohttp (already kopf's), credentials from the pod's ServiceAccount or a kubeconfig (CA,
-client certificates, tokens, token files, exec plugins), answers as bytes or JSON, watches as
-lines of JSON.
+HTTP/1.1 of its own (kube/wire.py, over asyncio's streams), credentials from the pod's
+ServiceAccount or a kubeconfig (CA, client certificates, tokens, token files, exec plugins),
+answers as bytes or JSON, watches as lines of JSON.
 """
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
+
+from braid.kube import wire
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60  # bound ServiceAccount tokens rotate; the kubelet rewrites the file
+WATCH_LINE_LIMIT = 64 << 20  # one watch event: a whole object (etcd keeps at most 1.5 MiB)
 Query = Iterable[tuple[str, Any]] | None
 
 
@@ -308,83 +309,45 @@ def load(path: str | None = None, context: str | None = None) -> Credentials:
     return from_kubeconfig(path, context)
 
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "no_proxy", "netrc")
-
-
-def trust_env() -> bool:
-    """Whether aiohttp should consult the environment. Trusting it makes aiohttp look up
-    proxy variables and read ~/.netrc in a worker thread on every request (2 % of the
-    operator's samples in a profile, two thread hops per request); when no proxy variable
-    is set and there is no ~/.netrc there is nothing to find, so it is not consulted."""
-    if any(key.lower() in PROXY_VARIABLES for key in os.environ):
-        return True
-    return (Path.home() / ".netrc").exists() or (Path.home() / "_netrc").exists()
-
-
 class Rest:
-    """Requests to one API server as one identity. The session (and its TLS context) is made
-    on first use, inside the event loop."""
+    """Requests to one API server as one identity. Its connections (and TLS context) are
+    made on first use, inside the event loop."""
 
     def __init__(self, credentials: Credentials, *, connections: int = 100) -> None:
         self.credentials = credentials
         self.connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: wire.Pool | None = None
 
     @property
     def namespace(self) -> str:
         return self.credentials.namespace
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.connections, ssl=self.credentials.ssl_context()
-            )
-            # A watch event is one line, and a run's can be large: up to 1 MiB read at once
-            # (aiohttp's default, 64 KiB, refuses a longer line).
-            self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=trust_env(), read_bufsize=1 << 20
-            )
-        return self._session
+    def _open(self) -> wire.Pool:
+        if self._pool is None:
+            context = self.credentials.ssl_context()
+            try:
+                self._pool = wire.Pool(
+                    self.credentials.server,
+                    context if isinstance(context, ssl.SSLContext) else None,
+                    limit=self.connections,
+                )
+            except wire.WireError as exc:
+                raise ConfigError(str(exc)) from None
+        return self._pool
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         if content_type:
             headers["Content-Type"] = content_type
         token = await self.credentials.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers
-
-    @asynccontextmanager
-    async def _response(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Query = None,
-        body: Any = None,
-        content_type: str | None = "application/json",
-        limits: aiohttp.ClientTimeout,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        data = None if body is None else body if isinstance(body, bytes) else json.dumps(body)
-        params = [(k, _param(v)) for k, v in query or []]
-        try:
-            async with self._open().request(
-                method,
-                self.credentials.server + path,
-                params=params,
-                data=data,
-                headers=await self._headers(content_type if data is not None else None),
-                timeout=limits,
-            ) as response:
-                yield response
-        except (aiohttp.ClientConnectionError, OSError) as exc:
-            raise ApiError(0, f"the API server could not be reached: {exc}") from None
 
     async def request(
         self,
@@ -398,15 +361,18 @@ class Rest:
     ) -> tuple[int, bytes]:
         """The answer's status and body, whatever the status; ``ApiError(0, ...)`` only when
         there was no answer. ``body``: JSON-able, or bytes sent as they are."""
-        async with self._response(
-            method,
-            path,
-            query=query,
-            body=body,
-            content_type=content_type,
-            limits=aiohttp.ClientTimeout(total=seconds),
-        ) as response:
-            return response.status, await response.read()
+        data = None if body is None else body if isinstance(body, bytes) else json.dumps(body)
+        raw = data.encode() if isinstance(data, str) else data
+        headers = await self._headers(content_type if raw is not None else None)
+        pool = self._open()
+        try:
+            return await pool.request(method, path, _params(query), headers, raw, seconds=seconds)
+        except TimeoutError:
+            raise ApiError(
+                0, f"the API server did not answer {method} {path} within {seconds:g} s"
+            ) from None
+        except (OSError, EOFError, wire.WireError, asyncio.LimitOverrunError) as exc:
+            raise ApiError(0, f"the API server could not be reached: {exc}") from None
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """The answer as JSON; an ``ApiError`` with the API server's message unless 2xx."""
@@ -421,14 +387,25 @@ class Rest:
         """The events of a watch of ``path`` (``watch=true`` is added), until the API server
         ends it after ``seconds``. A refused watch raises ``ApiError``; an ``ERROR`` event is
         yielded like any other (410: the version asked for is too old)."""
-        params = [*(query or []), ("watch", "true"), ("timeoutSeconds", seconds)]
-        limits = aiohttp.ClientTimeout(sock_connect=10, sock_read=seconds + 30)
-        async with self._response("GET", path, query=params, limits=limits) as response:
-            if not 200 <= response.status < 300:
-                raise error_of(response.status, await response.read(), f"watch {path}")
-            async for line in response.content:
-                if line.strip():
+        params = [*_params(query), ("watch", "true"), ("timeoutSeconds", str(seconds))]
+        headers = await self._headers(None)
+        pool = self._open()
+        try:
+            async with pool.stream(path, params, headers, connect_seconds=30) as (status, body):
+                if not 200 <= status < 300:
+                    raise error_of(status, await body.read(), f"watch {path}")
+                async for line in wire.lines(
+                    body, read_seconds=seconds + 30, limit=WATCH_LINE_LIMIT
+                ):
                     yield json.loads(line)
+        except TimeoutError:
+            raise ApiError(0, f"the watch of {path}: no answer in time") from None
+        except (OSError, EOFError, wire.WireError, asyncio.LimitOverrunError) as exc:
+            raise ApiError(0, f"the API server could not be reached: {exc}") from None
+
+
+def _params(query: Query) -> list[tuple[str, str]]:
+    return [(k, _param(v)) for k, v in query or []]
 
 
 def _param(value: Any) -> str:
