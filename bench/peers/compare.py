@@ -702,16 +702,21 @@ def measure(
         "requests_per_step": {k: round(v / steps, 2) for k, v in sorted(own.items())},
         "seconds": round(seen["elapsed"], 1),
         "date": time.strftime("%Y-%m-%d"),
+        "at": time.strftime("%H:%M", time.gmtime()),  # UTC: pairs measured together
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """The side-by-side, one row per (shape, size, system): its last measurement, with its
+    ratios to Braid's row of the same shape and size and the day each was measured (a
+    ratio between rows of different days carries the machine's day-to-day drift)."""
     out = [
         (
             "| shape | runs | system | runs/min | transition p50 | p99 | first step p50 "
-            "| writes/step | reads/step | CPU/step | past start-up | start-up CPU | peak RSS |"
+            "| writes/step | reads/step | CPU/step | past start-up | start-up CPU | peak RSS "
+            "| measured |"
         ),
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base = {(r["shape"], r["runs"]): r for r in rows if r["system"] == "braid"}
 
@@ -742,7 +747,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{ratio(r, 'writes_per_step')} | {cell(r, 'reads_per_step', '', 2)}"
             f" | {cell(r, 'cpu_ms_per_step', ' ms', 1)}"
             f" | {cell(r, 'cpu_ms_per_step_past_start', ' ms', 1)}"
-            f" | {cell(r, 'start_cpu_ms', ' ms')} | {cell(r, 'peak_rss_mib', ' MiB')} |"
+            f" | {cell(r, 'start_cpu_ms', ' ms')} | {cell(r, 'peak_rss_mib', ' MiB')}"
+            f" | {r.get('date', '—')}{' ' + r['at'] if r.get('at') else ''} |"
         )
     return "\n".join(out)
 
