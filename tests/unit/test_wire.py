@@ -21,7 +21,8 @@ import pytest
 from braid.kube import wire
 from braid.kube.rest import ApiError, ConfigError, Credentials, Rest
 
-Answer = Callable[[bytes], bytes]  # a request's head -> the bytes to answer with
+# A request's head -> the bytes to answer with; b"": close without an answer; None: silence.
+Answer = Callable[[bytes], bytes | None]
 
 
 class Scripted:
@@ -52,8 +53,12 @@ class Scripted:
                 )
                 self.heads.append(head)
                 self.bodies.append(await reader.readexactly(length))
-                writer.write(self.answer(head))
-                await writer.drain()
+                reply = self.answer(head)
+                if reply == b"":
+                    break
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
                 answered += 1
                 if self.close_after is not None and answered >= self.close_after:
                     break
@@ -128,6 +133,28 @@ def test_a_kept_connection_the_server_closed_is_replaced_and_the_request_sent_ag
     assert json.loads(server.bodies[-1]) == {"x": 1}
 
 
+def test_a_request_the_server_closed_on_unanswered_goes_again_on_a_new_connection():
+    """The race behind every idle timeout: the request was sent on a kept connection just
+    as the server closed it, and no byte of an answer came back."""
+
+    def answer(_head: bytes) -> bytes:
+        return b"" if len(server.heads) == 2 else ok()(b"")
+
+    server = Scripted(answer)
+
+    async def go() -> list[Any]:
+        async with scripted(server) as url:
+
+            async def both(api: Rest) -> list[Any]:
+                return [await api.json("GET", "/a"), await api.json("PUT", "/b", body={})]
+
+            return await using(url, both)
+
+    assert asyncio.run(go()) == [{"kind": "Pod"}] * 2
+    assert server.connections == 2
+    assert [h.split(b" ")[0] for h in server.heads] == [b"GET", b"PUT", b"PUT"]
+
+
 async def chain(*calls: Awaitable[Any]) -> list[Any]:
     out = []
     for call in calls:
@@ -183,8 +210,8 @@ def test_a_broken_answer_is_status_zero_saying_what_was_wrong(answer: bytes, mes
 
 
 def test_silence_is_a_timeout_named_with_the_request_and_the_next_one_still_works():
-    def answer(_head: bytes) -> bytes:
-        return b"" if len(server.heads) == 1 else ok()(b"")  # the first is never answered
+    def answer(_head: bytes) -> bytes | None:
+        return None if len(server.heads) == 1 else ok()(b"")  # the first is never answered
 
     server = Scripted(answer)
 

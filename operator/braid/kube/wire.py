@@ -250,6 +250,9 @@ class Pool:
         request then goes once more on a new one (idle timeouts race every client)."""
         while True:
             connection = self._idle.pop() if self._idle else await self._open()
+            if connection.reused and (connection.reader.at_eof() or connection.writer.is_closing()):
+                connection.close()  # the server's close arrived while it was idle
+                continue
             try:
                 connection.writer.write(message)
                 await connection.writer.drain()
