@@ -673,8 +673,13 @@ def measure(
             proc.kill()
         kubectl("delete", "namespace", namespace, "--wait=false")
     finished = seen["finished"] >= n
-    # Runs cut off by the time limit: per step of the steps that did complete.
-    steps = n * len(shape_steps(shape)) if finished else max(1, seen["steps_done"])
+    # Runs cut off by the time limit: per step of the steps that did complete; with none
+    # completed there is nothing to divide by, and the totals say what was spent.
+    steps = n * len(shape_steps(shape)) if finished else seen["steps_done"]
+
+    def per(value: float, scale: float = 1, digits: int = 2) -> float | None:
+        return round(value / steps * scale, digits) if steps else None
+
     own = seen["audit"].count("controller")
     sim = seen["audit"].count("executor") if executor_kc else {}
     writes = sum(v for k, v in own.items() if k.split()[0] in WRITES)
@@ -690,16 +695,17 @@ def measure(
         "transition_p99_ms": pct(seen["transitions"], 0.99),
         "first_step_p50_ms": pct(seen["first"], 0.5),
         "first_step_p99_ms": pct(seen["first"], 0.99),
-        "writes_per_step": round(writes / steps, 2),
-        "reads_per_step": round(reads / steps, 2),
-        "executor_writes_per_step": round(
-            sum(v for k, v in sim.items() if "workflowtaskresults" in k) / steps, 2
+        "writes_per_step": per(writes),
+        "reads_per_step": per(reads),
+        "executor_writes_per_step": per(
+            sum(v for k, v in sim.items() if "workflowtaskresults" in k)
         ),
-        "cpu_ms_per_step": round(cpu / steps * 1000, 1),
+        "cpu_ms_per_step": per(cpu, 1000, 1),
         "start_cpu_ms": round(seen["cpu_before"] * 1000),
-        "cpu_ms_per_step_past_start": round((cpu - seen["cpu_before"]) / steps * 1000, 1),
+        "cpu_ms_per_step_past_start": per(cpu - seen["cpu_before"], 1000, 1),
         "peak_rss_mib": round(rss / 2**20),
-        "requests_per_step": {k: round(v / steps, 2) for k, v in sorted(own.items())},
+        "requests_per_step": {k: per(v) for k, v in sorted(own.items())},
+        "totals": {"cpu_s": round(cpu, 1), "writes": writes, "reads": reads},
         "seconds": round(seen["elapsed"], 1),
         "date": time.strftime("%Y-%m-%d"),
         "at": time.strftime("%H:%M", time.gmtime()),  # UTC: pairs measured together
@@ -735,15 +741,22 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     for r in sorted(rows, key=lambda r: (r["shape"], r["runs"], list(SYSTEMS).index(r["system"]))):
         extra = f" +{r['executor_writes_per_step']} exec" if r["executor_writes_per_step"] else ""
+        writes = "—" if r["writes_per_step"] is None else f"{r['writes_per_step']:.2f}{extra}"
         cut = (
             ""
             if r.get("finished", r["runs"]) >= r["runs"]
             else f", cut off at {r['seconds']:.0f} s: {r['finished']} done"
         )
+        if r.get("steps") == 0 and r.get("totals"):
+            t = r["totals"]
+            cut += (
+                f", no step done: {t['cpu_s']} s CPU, {t['writes']:,} writes,"
+                f" {t['reads']:,} reads in all"
+            )
         out.append(
             f"| {r['shape']} | {r['runs']} | {r['system']} | {cell(r, 'runs_per_minute', '')}"
             f"{cut} | {cell(r, 'transition_p50_ms', ' ms')} | {cell(r, 'transition_p99_ms', ' ms')}"
-            f" | {cell(r, 'first_step_p50_ms', ' ms')} | {r['writes_per_step']:.2f}{extra}"
+            f" | {cell(r, 'first_step_p50_ms', ' ms')} | {writes}"
             f"{ratio(r, 'writes_per_step')} | {cell(r, 'reads_per_step', '', 2)}"
             f" | {cell(r, 'cpu_ms_per_step', ' ms', 1)}"
             f" | {cell(r, 'cpu_ms_per_step_past_start', ' ms', 1)}"
