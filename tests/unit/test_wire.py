@@ -412,3 +412,22 @@ def test_an_https_proxy_url_is_refused_by_name(monkeypatch: pytest.MonkeyPatch):
 
     with pytest.raises(ConfigError, match=r"proxy 'https://proxy.example:443': only http://"):
         asyncio.run(go())
+
+
+def test_a_refused_tunnel_is_named_and_an_ipv6_server_is_bracketed(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    proxy = Scripted(lambda _head: b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+
+    async def go() -> None:
+        async with scripted(proxy) as proxy_url:
+            clean_proxies(monkeypatch, HTTPS_PROXY=proxy_url)
+            await using("https://[::1]:6443", lambda api: api.request("GET", "/version"))
+
+    with pytest.raises(ApiError, match=r"the proxy refused the tunnel: HTTP 407") as caught:
+        asyncio.run(go())
+    assert caught.value.status == 0
+    assert proxy.heads[0].split(b"\r\n")[:2] == [
+        b"CONNECT [::1]:6443 HTTP/1.1",
+        b"Host: [::1]:6443",
+    ]

@@ -212,7 +212,8 @@ class Pool:
         if not self.https:
             return connection  # plain http: each request names the server in full
         try:
-            lines = [f"CONNECT {self.host}:{self.port} HTTP/1.1", f"Host: {self.authority}"]
+            host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
+            lines = [f"CONNECT {host}:{self.port} HTTP/1.1", f"Host: {host}:{self.port}"]
             if self.proxy.authorization:
                 lines.append(f"Proxy-Authorization: {self.proxy.authorization}")
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
