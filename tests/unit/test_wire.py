@@ -193,7 +193,9 @@ def test_a_chunked_gzipped_answer_and_one_that_ends_with_the_connection():
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "not a header line"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "ended 7 bytes early"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", "Content-Length 'ten'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "Content-Length '-5'"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not a chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "not a chunk size"),
     ],
 )
 def test_a_broken_answer_is_status_zero_saying_what_was_wrong(answer: bytes, message: str):

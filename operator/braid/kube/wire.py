@@ -61,7 +61,7 @@ def proxy_for(scheme: str, host: str) -> Proxy | None:
     return Proxy(parts.hostname, parts.port or 80, authorization)
 
 
-async def _tunnelled(head: Head) -> None:
+def _tunnelled(head: Head) -> None:
     if head.status != 200:
         raise WireError(f"the proxy refused the tunnel: HTTP {head.status}")
 
@@ -101,6 +101,15 @@ async def read_head(reader: asyncio.StreamReader) -> Head:
             return Head(status, headers, parts[0])
 
 
+def _count(text: str | bytes, base: int, what: str) -> int:
+    """A length the answer states: digits only (int() would take "-5", "+5" or "1_0")."""
+    digits = text.decode("latin-1") if isinstance(text, bytes) else text
+    allowed = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not digits or any(c not in allowed for c in digits):
+        raise WireError(f"{what} {text[:100]!r}")
+    return int(digits, base)
+
+
 class Body:
     """An answer's body, read piece by piece: by Content-Length, in chunks, or until the
     connection closes; inflated when gzip-encoded."""
@@ -113,10 +122,7 @@ class Body:
         if method == "HEAD" or head.status in (204, 304):
             self.remaining = 0
         elif not self.chunked and "content-length" in headers:
-            try:
-                self.remaining = int(headers["content-length"])
-            except ValueError:
-                raise WireError(f"Content-Length {headers['content-length']!r}") from None
+            self.remaining = _count(headers["content-length"], 10, "Content-Length")
         self.done = self.remaining == 0
         encoding = headers.get("content-encoding", "").lower()
         self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
@@ -141,10 +147,7 @@ class Body:
         reader = self.reader
         if self.chunked:
             line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise WireError(f"not a chunk size: {line[:100]!r}") from None
+            size = _count(line.split(b";", 1)[0].strip(), 16, "not a chunk size:")
             if size == 0:
                 while await reader.readuntil(b"\r\n") != b"\r\n":
                     pass  # trailers: none the API server sends matter
@@ -217,7 +220,7 @@ class Pool:
             if self.proxy.authorization:
                 lines.append(f"Proxy-Authorization: {self.proxy.authorization}")
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            await _tunnelled(await read_head(reader))
+            _tunnelled(await read_head(reader))
             assert self.context is not None
             await writer.start_tls(self.context, server_hostname=self.host)
         except BaseException:
